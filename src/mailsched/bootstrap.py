@@ -1,0 +1,110 @@
+"""The one place that wires mailsched together.
+
+``build(settings)`` picks each boundary's implementation from the settings:
+MySQL or SQLite, Kafka or the in-process queue, SMTP or the ``.eml`` outbox.
+Nothing connects before it is called.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from mailsched.config import Settings
+from mailsched.consumer.letters import LetterFactory
+from mailsched.consumer.worker import Worker, WorkerDeps
+from mailsched.mail import Mailer
+from mailsched.mail.outbox import OutboxMailer
+from mailsched.mail.smtp import SmtpMailer
+from mailsched.producer.campaigns import Campaigns
+from mailsched.producer.dispatcher import Dispatcher
+from mailsched.queue import DeliveryQueue
+from mailsched.queue.kafka import KafkaQueue
+from mailsched.queue.memory import MemoryQueue
+from mailsched.store.db import Database
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The real clock."""
+    return datetime.now(UTC)
+
+
+def process_name() -> str:
+    """A name for this process that is unique across hosts and restarts (lease owner, client id)."""
+    return f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class Components:
+    """The wired parts of one process. Close with :meth:`aclose`."""
+
+    settings: Settings
+    db: Database
+    queue: DeliveryQueue
+    clock: Clock
+    name: str
+    #: The queue lives in this process: what it held died with the previous one.
+    in_process_queue: bool
+    _mailer: Mailer | None = field(default=None, repr=False)
+
+    def campaigns(self) -> Campaigns:
+        return Campaigns(self.db, self.settings.rate_window, self.clock)
+
+    def dispatcher(self) -> Dispatcher:
+        return Dispatcher(self.db, self.queue, self.settings.dispatcher(), self.clock)
+
+    def mailer(self) -> Mailer:
+        """The mail transport, opened on first use (only workers need one)."""
+        if self._mailer is None:
+            smtp = self.settings.smtp()
+            self._mailer = SmtpMailer(smtp) if smtp else OutboxMailer(self.settings.outbox_dir)
+        return self._mailer
+
+    def worker(self) -> Worker:
+        return Worker(
+            WorkerDeps(
+                db=self.db,
+                queue=self.queue,
+                mailer=self.mailer(),
+                letters=LetterFactory(self.settings.from_),
+                config=self.settings.worker(),
+                window=self.settings.rate_window,
+                clock=self.clock,
+                owner=self.name,
+            )
+        )
+
+    async def aclose(self) -> None:
+        """Close everything that was opened, queue and mail first, database last."""
+        try:
+            await self.queue.close()
+            if self._mailer is not None:
+                await self._mailer.close()
+        finally:
+            await self.db.dispose()
+
+
+async def build(settings: Settings, clock: Clock = utc_now) -> Components:
+    """Open the database and the queue that ``settings`` name."""
+    name = process_name()
+    db = Database.from_url(settings.database_url)
+    kafka = settings.kafka()
+    queue: DeliveryQueue
+    if kafka is None:
+        queue = MemoryQueue()
+    else:
+        kafka_queue = KafkaQueue(kafka, client_id=name)
+        try:
+            await kafka_queue.ensure_topics()
+        except BaseException:
+            await kafka_queue.close()
+            await db.dispose()
+            raise
+        queue = kafka_queue
+    return Components(settings, db, queue, clock, name, in_process_queue=kafka is None)

@@ -1,0 +1,91 @@
+"""The ``mailsched`` command. The only place that configures logging."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from mailsched import __version__
+from mailsched.config import Settings
+from mailsched.errors import ConfigError, MailschedError
+from mailsched.serve import Role, serve
+from mailsched.store.db import Database
+from mailsched.store.migrate import upgrade
+
+log = logging.getLogger("mailsched")
+
+_ROLES = {
+    "run": frozenset(Role),
+    "api": frozenset({Role.API, Role.DISPATCHER}),
+    "worker": frozenset({Role.WORKER}),
+    "dispatcher": frozenset({Role.DISPATCHER}),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mailsched", description="Email campaign scheduler. Settings: MAILSCHED_* variables."
+    )
+    parser.add_argument("--version", action="version", version=f"mailsched {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("run", help="everything in one process: API, dispatcher and a worker")
+    commands.add_parser("api", help="the producer: REST API and dispatcher (needs Kafka)")
+    commands.add_parser("worker", help="the consumer: claims, sends and records (needs Kafka)")
+    commands.add_parser("dispatcher", help="only the dispatcher (needs Kafka)")
+    db = commands.add_parser("db", help="database administration")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+    db_commands.add_parser("upgrade", help="migrate the schema to the newest revision")
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def _db_upgrade(settings: Settings) -> None:
+    db = Database.from_url(settings.database_url)
+    try:
+        await upgrade(db)
+    finally:
+        await db.dispose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mailsched`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.load()
+    except ConfigError as exc:
+        print(f"mailsched: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level)
+    if args.command != "run" and args.command in _ROLES and settings.kafka() is None:
+        print(
+            f"mailsched: `mailsched {args.command}` runs beside other processes and needs "
+            "MAILSCHED_KAFKA_BOOTSTRAP_SERVERS; for one process, use `mailsched run`",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        if args.command == "db":
+            asyncio.run(_db_upgrade(settings))
+            log.info("database schema is up to date")
+        else:
+            asyncio.run(serve(settings, _ROLES[args.command]))
+    except MailschedError as exc:
+        log.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Settings: read from ``MAILSCHED_*`` environment variables once, at start, and validated.
+
+Each adapter gets only its own part (:class:`SmtpConfig`, :class:`KafkaConfig`, …),
+built here so that a malformed value stops the process before anything starts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mailsched.errors import ConfigError
+
+SmtpSecurity = Literal["plain", "starttls", "tls"]
+
+_ADDRESS = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+")
+
+_SMTP_SCHEMES: dict[str, tuple[SmtpSecurity, int]] = {
+    "smtp": ("plain", 25),
+    "smtp+starttls": ("starttls", 587),
+    "smtps": ("tls", 465),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    """Where and how to reach the SMTP server."""
+
+    host: str
+    port: int
+    security: SmtpSecurity
+    username: str | None
+    password: str | None
+    connections: int
+    timeout: float
+
+    @classmethod
+    def from_url(cls, url: str, connections: int = 8, timeout: float = 30.0) -> SmtpConfig:
+        """Parse ``smtp://``, ``smtp+starttls://user:pass@host:587`` or ``smtps://…``."""
+        parts = urlsplit(url)
+        if parts.scheme not in _SMTP_SCHEMES:
+            raise ValueError(
+                f"scheme must be one of {', '.join(_SMTP_SCHEMES)}, not {parts.scheme!r}"
+            )
+        security, default_port = _SMTP_SCHEMES[parts.scheme]
+        if not parts.hostname:
+            raise ValueError("the URL names no host")
+        try:
+            port = parts.port or default_port
+        except ValueError as exc:
+            raise ValueError(f"bad port: {exc}") from exc
+        return cls(
+            host=parts.hostname,
+            port=port,
+            security=security,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            connections=connections,
+            timeout=timeout,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConfig:
+    """The Kafka queue: brokers, topics and the consumer group."""
+
+    bootstrap_servers: str
+    topic: str
+    partitions: int
+    dead_letter_topic: str
+    group_id: str
+    replication_factor: int
+
+
+@dataclass(frozen=True, slots=True)
+class DispatcherConfig:
+    """How the dispatcher moves due deliveries to the queue."""
+
+    interval: float
+    lookahead: timedelta
+    batch_size: int
+    requeue_after: timedelta
+    reap_interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """How a worker claims, sends and records."""
+
+    batch_size: int
+    inflight_batches: int
+    lease: timedelta
+    hold: timedelta
+    max_attempts: int
+    retry_base: timedelta
+    retry_cap: timedelta
+    shutdown_grace: float
+
+
+class Settings(BaseSettings):
+    """Every setting mailsched reads, each from ``MAILSCHED_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="MAILSCHED_", extra="ignore", frozen=True)
+
+    database_url: str = "sqlite:///./mailsched.db"
+    smtp_url: SecretStr | None = None
+    smtp_connections: int = Field(8, ge=1, le=256)
+    smtp_timeout_seconds: float = Field(30.0, gt=0)
+    outbox_dir: Path = Path("./outbox")
+    from_: str = Field("mailsched@localhost", alias="MAILSCHED_FROM")
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    rate_window_seconds: float = Field(3600.0, gt=0)
+
+    kafka_bootstrap_servers: str | None = None
+    kafka_topic: str = "mailsched.deliveries"
+    kafka_partitions: int = Field(12, ge=1)
+    kafka_dead_letter_topic: str = "mailsched.deliveries.dlq"
+    kafka_group_id: str = "mailsched-workers"
+    kafka_replication_factor: int = Field(1, ge=1)
+
+    dispatch_interval_seconds: float = Field(0.25, gt=0)
+    dispatch_lookahead_seconds: float = Field(1.0, ge=0)
+    dispatch_batch_size: int = Field(1000, ge=1, le=10000)
+    requeue_after_seconds: float = Field(300.0, gt=0)
+
+    worker_batch_size: int = Field(200, ge=1, le=5000)
+    worker_inflight_batches: int = Field(4, ge=1, le=64)
+    lease_seconds: float = Field(120.0, gt=0)
+    hold_seconds: float = Field(2.0, ge=0)
+    max_attempts: int = Field(5, ge=1)
+    retry_base_seconds: float = Field(30.0, gt=0)
+    retry_cap_seconds: float = Field(3600.0, gt=0)
+    shutdown_grace_seconds: float = Field(30.0, gt=0)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("from_")
+    @classmethod
+    def _from_is_an_address(cls, value: str) -> str:
+        # Operators legitimately send from special-use domains in development
+        # (mailsched@localhost), so this checks the shape, not deliverability.
+        if not _ADDRESS.fullmatch(value):
+            raise ValueError("must be a plain address such as news@example.com")
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value():
+            SmtpConfig.from_url(value.get_secret_value())
+            return value
+        return None
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_known(cls, value: str) -> str:
+        scheme = value.split(":", 1)[0].split("+", 1)[0]
+        if scheme not in ("sqlite", "mysql", "mariadb"):
+            raise ValueError("must start with sqlite://, mysql:// or mariadb://")
+        return value
+
+    @classmethod
+    def load(cls) -> Settings:
+        """Read the environment once; a bad value raises :class:`ConfigError` naming it."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"MAILSCHED_{'_'.join(str(p) for p in err['loc']).upper().rstrip('_')}: "
+                f"{err['msg']}"
+                for err in exc.errors()
+            )
+            raise ConfigError(problems) from exc
+
+    @property
+    def rate_window(self) -> timedelta:
+        return timedelta(seconds=self.rate_window_seconds)
+
+    def smtp(self) -> SmtpConfig | None:
+        """The SMTP server's configuration, or ``None`` to write ``.eml`` files."""
+        if self.smtp_url is None:
+            return None
+        return SmtpConfig.from_url(
+            self.smtp_url.get_secret_value(), self.smtp_connections, self.smtp_timeout_seconds
+        )
+
+    def kafka(self) -> KafkaConfig | None:
+        """The Kafka queue's configuration, or ``None`` for the in-process queue."""
+        if not self.kafka_bootstrap_servers:
+            return None
+        return KafkaConfig(
+            bootstrap_servers=self.kafka_bootstrap_servers,
+            topic=self.kafka_topic,
+            partitions=self.kafka_partitions,
+            dead_letter_topic=self.kafka_dead_letter_topic,
+            group_id=self.kafka_group_id,
+            replication_factor=self.kafka_replication_factor,
+        )
+
+    def dispatcher(self) -> DispatcherConfig:
+        return DispatcherConfig(
+            interval=self.dispatch_interval_seconds,
+            lookahead=timedelta(seconds=self.dispatch_lookahead_seconds),
+            batch_size=self.dispatch_batch_size,
+            requeue_after=timedelta(seconds=self.requeue_after_seconds),
+            reap_interval=max(1.0, min(30.0, self.requeue_after_seconds / 4)),
+        )
+
+    def worker(self) -> WorkerConfig:
+        return WorkerConfig(
+            batch_size=self.worker_batch_size,
+            inflight_batches=self.worker_inflight_batches,
+            lease=timedelta(seconds=self.lease_seconds),
+            hold=timedelta(seconds=self.hold_seconds),
+            max_attempts=self.max_attempts,
+            retry_base=timedelta(seconds=self.retry_base_seconds),
+            retry_cap=timedelta(seconds=self.retry_cap_seconds),
+            shutdown_grace=self.shutdown_grace_seconds,
+        )

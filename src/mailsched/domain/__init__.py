@@ -1,0 +1,1 @@
+"""The pure core: scheduling and limit maths, statuses. No I/O; time is an argument."""

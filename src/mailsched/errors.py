@@ -1,0 +1,71 @@
+"""Every error mailsched raises on purpose, under one root.
+
+Errors of the libraries underneath (SQLAlchemy, confluent-kafka, aiosmtplib)
+are translated into these at the adapter that meets them, with ``raise … from``,
+so nothing above an adapter handles a library's exception::
+
+    MailschedError
+    ├── ConfigError                 a setting is missing or malformed
+    ├── NotFound                    a campaign that does not exist (for this caller)
+    ├── StoreError                  the database refused or failed
+    │   └── StoreUnavailable        the database cannot be reached; try again later
+    ├── QueueError                  the queue refused or failed
+    │   └── QueueUnavailable        the broker cannot be reached; try again later
+    └── SendError                   one email was not accepted by the mail server
+        ├── TransientSendError      try again later (4xx reply, connection lost, timeout)
+        │   └── SlowDown            the server asks us to send more slowly (421, 45x)
+        └── PermanentSendError      give up on this recipient (5xx reply)
+"""
+
+from __future__ import annotations
+
+
+class MailschedError(Exception):
+    """The root of every mailsched error."""
+
+
+class ConfigError(MailschedError):
+    """A setting is missing or malformed."""
+
+
+class NotFound(MailschedError):
+    """The thing asked for does not exist."""
+
+
+class StoreError(MailschedError):
+    """The database refused or failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached; the operation may succeed later."""
+
+
+class QueueError(MailschedError):
+    """The queue refused or failed."""
+
+
+class QueueUnavailable(QueueError):
+    """The broker cannot be reached; the operation may succeed later."""
+
+
+class SendError(MailschedError):
+    """The mail server did not accept one email.
+
+    ``code`` is the SMTP reply code when there was a reply.
+    """
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TransientSendError(SendError):
+    """Sending failed for now (4xx reply, lost connection, timeout); retry later."""
+
+
+class SlowDown(TransientSendError):
+    """The server asked us to slow down (421, 450, 451, 452, 454)."""
+
+
+class PermanentSendError(SendError):
+    """The server refused this email for good (5xx reply); do not retry."""

@@ -1,0 +1,118 @@
+"""The dispatcher: the database is the timer, and this is its hand.
+
+Every ``interval`` it claims deliveries due within the look-ahead, publishes them,
+waits until the queue holds them, and only then commits them as QUEUED. Now and
+then it also reaps: deliveries QUEUED for too long (their message was lost) and
+deliveries whose worker lease ran out go back to SCHEDULED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mailsched.config import DispatcherConfig
+from mailsched.errors import MailschedError
+from mailsched.queue import DeliveryQueue
+from mailsched.store import dispatch
+from mailsched.store.db import Database
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class Reaped:
+    """What one reaping pass put back."""
+
+    requeued: int
+    expired: int
+
+
+class Dispatcher:
+    """Moves due deliveries from the database to the queue."""
+
+    def __init__(
+        self, db: Database, queue: DeliveryQueue, config: DispatcherConfig, clock: Clock
+    ) -> None:
+        self._db = db
+        self._queue = queue
+        self._config = config
+        self._clock = clock
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Dispatch now rather than at the next tick (a campaign was just created)."""
+        self._wake.set()
+
+    async def dispatch_once(self) -> int:
+        """Queue one batch of due deliveries; return how many."""
+
+        async def work(conn: AsyncConnection) -> int:
+            now = self._clock()
+            due = await dispatch.claim_due(
+                conn, now + self._config.lookahead, self._config.batch_size, now
+            )
+            if due:
+                await self._queue.publish(due)
+            return len(due)
+
+        return await self._db.run(work)
+
+    async def reap_once(self) -> Reaped:
+        """Put back deliveries the queue lost and those whose lease ran out."""
+        limit = self._config.batch_size
+
+        async def work(conn: AsyncConnection) -> Reaped:
+            now = self._clock()
+            requeued = await dispatch.requeue_stale(conn, now - self._config.requeue_after, limit)
+            expired = await dispatch.expire_leases(conn, now, limit)
+            return Reaped(requeued, expired)
+
+        reaped = await self._db.run(work)
+        if reaped.requeued or reaped.expired:
+            log.warning(
+                "reaper: %d lost queue messages re-dispatched, %d expired leases taken over",
+                reaped.requeued,
+                reaped.expired,
+            )
+        return reaped
+
+    async def recover_in_process_queue(self) -> int:
+        """At start with an in-process queue: whatever was QUEUED died with the last process."""
+        count = await self._db.run(dispatch.reset_queued)
+        if count:
+            log.info("re-dispatching %d deliveries queued before the restart", count)
+        return count
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Dispatch and reap until ``stop`` is set."""
+        loop = asyncio.get_running_loop()
+        next_reap = loop.time()
+        while not stop.is_set():
+            try:
+                if loop.time() >= next_reap:
+                    await self.reap_once()
+                    next_reap = loop.time() + self._config.reap_interval
+                if await self.dispatch_once() >= self._config.batch_size:
+                    continue  # more is due: no pause
+            except MailschedError as exc:
+                log.warning("dispatcher: %s; retrying", exc)
+            await self._pause(stop)
+
+    async def _pause(self, stop: asyncio.Event) -> None:
+        self._wake.clear()
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(
+                waits, timeout=self._config.interval, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waits:
+                waiter.cancel()

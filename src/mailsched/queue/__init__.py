@@ -1,0 +1,62 @@
+"""The hand-off of due deliveries from the dispatcher to the workers.
+
+The queue carries due work only: future deliveries live in the database. It is
+at-least-once: a message may come twice, and the worker's claim in the database
+makes that harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class DueDelivery:
+    """A delivery that has come due: what travels on the queue."""
+
+    delivery_id: int
+    campaign_id: int
+
+
+class Received(Protocol):
+    """A message taken from the queue, to be acknowledged once handled."""
+
+    @property
+    def delivery(self) -> DueDelivery: ...
+
+
+class DeliveryQueue(Protocol):
+    """What the dispatcher and the worker need from a queue."""
+
+    async def publish(self, deliveries: Sequence[DueDelivery]) -> None:
+        """Put deliveries on the queue; return only once the queue holds them durably.
+
+        Raises :class:`~mailsched.errors.QueueError` when it could not.
+        """
+        ...
+
+    async def receive(
+        self,
+        max_items: int,
+        timeout: float,  # noqa: ASYNC109 - a poll timeout, not a deadline for the caller
+    ) -> Sequence[Received]:
+        """Take up to ``max_items`` messages, waiting at most ``timeout`` seconds for the first."""
+        ...
+
+    async def ack(self, messages: Sequence[Received]) -> None:
+        """Acknowledge handled messages: their outcome is in the database.
+
+        Messages handled out of order are remembered; a message is never
+        considered done before every earlier message of its partition is.
+        """
+        ...
+
+    async def dead_letter(self, deliveries: Sequence[DueDelivery], reason: str) -> None:
+        """Record deliveries that failed for good where operators can find them."""
+        ...
+
+    async def close(self) -> None:
+        """Release the queue's resources; unacknowledged messages come again later."""
+        ...

@@ -1,0 +1,95 @@
+"""Run a process's roles (API, dispatcher, worker) until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from enum import StrEnum
+
+import uvicorn
+
+from mailsched.bootstrap import Components, build
+from mailsched.config import Settings
+from mailsched.producer.api import create_app
+from mailsched.store.migrate import upgrade
+
+log = logging.getLogger(__name__)
+
+
+class Role(StrEnum):
+    """What a process does."""
+
+    API = "api"
+    DISPATCHER = "dispatcher"
+    WORKER = "worker"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: :func:`serve` owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(settings: Settings, roles: frozenset[Role]) -> None:
+    """Migrate the database, then run ``roles`` until a stop signal, then shut down in order."""
+    components = await build(settings)
+    try:
+        await upgrade(components.db)
+        await _run(components, settings, roles)
+    finally:
+        await components.aclose()
+
+
+async def _run(components: Components, settings: Settings, roles: frozenset[Role]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    tasks: list[asyncio.Task[None]] = []
+    dispatcher = components.dispatcher() if Role.DISPATCHER in roles else None
+    if dispatcher is not None:
+        if components.in_process_queue:
+            await dispatcher.recover_in_process_queue()
+        tasks.append(asyncio.create_task(dispatcher.run(stop), name="dispatcher"))
+    if Role.WORKER in roles:
+        tasks.append(asyncio.create_task(components.worker().run(stop), name="worker"))
+    server: _Server | None = None
+    if Role.API in roles:
+        app = create_app(components.campaigns(), dispatcher.wake if dispatcher else None)
+        config = uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_config=None, access_log=False
+        )
+        server = _Server(config)
+        tasks.append(asyncio.create_task(server.serve(), name="api"))
+    log.info(
+        "%s running (%s) as %s", ", ".join(sorted(roles)), _describe(settings), components.name
+    )
+
+    finished = asyncio.create_task(asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED))
+    await asyncio.wait(
+        [finished, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+    )
+    stop.set()
+    if server is not None:
+        server.should_exit = True
+    log.info("stopping: finishing the work in flight")
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for task, result in zip(tasks, results, strict=True):
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            log.error("%s stopped with an error: %r", task.get_name(), result)
+            raise result
+    log.info("stopped")
+
+
+def _describe(settings: Settings) -> str:
+    smtp = settings.smtp()
+    mail = f"smtp {smtp.host}:{smtp.port}" if smtp else f"outbox {settings.outbox_dir}"
+    queue = f"kafka {settings.kafka_bootstrap_servers}" if settings.kafka() else "in-process queue"
+    db = settings.database_url.split("://", 1)[0]
+    return f"{db} database, {queue}, {mail}"

@@ -1,0 +1,202 @@
+"""Campaign queries: create with all deliveries, read, summarize, complete."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mailsched.domain.model import Campaign, CampaignStatus, DeliveryStatus
+from mailsched.store.tables import campaigns, deliveries
+
+
+@dataclass(frozen=True, slots=True)
+class NewCampaign:
+    """A validated request, ready to store."""
+
+    user_id: int
+    subject: str
+    body: str
+    start_time: datetime
+    delay_seconds: int
+    hourly_limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Where a campaign's deliveries are: counts per status, planned and actual times."""
+
+    counts: dict[DeliveryStatus, int] = field(default_factory=dict)
+    planned_first: datetime | None = None
+    planned_last: datetime | None = None
+    sent_first: datetime | None = None
+    sent_last: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryView:
+    """One delivery as the API shows it."""
+
+    id: int
+    recipient: str
+    scheduled_at: datetime
+    status: DeliveryStatus
+    attempts: int
+    sent_at: datetime | None
+    last_error: str | None
+
+
+def _campaign(row: Row[tuple[object, ...]]) -> Campaign:
+    m = row._mapping
+    return Campaign(
+        id=m["id"],
+        user_id=m["user_id"],
+        subject=m["subject"],
+        body=m["body"],
+        start_time=m["start_time"],
+        delay_seconds=m["delay_seconds"],
+        hourly_limit=m["hourly_limit"],
+        status=CampaignStatus(m["status"]),
+        recipient_count=m["recipient_count"],
+        slot_seq=m["slot_seq"],
+        created_at=m["created_at"],
+        completed_at=m["completed_at"],
+    )
+
+
+async def insert_campaign(
+    conn: AsyncConnection,
+    new: NewCampaign,
+    recipients: Sequence[str],
+    planned: Sequence[datetime],
+    now: datetime,
+) -> int:
+    """Store a campaign and one SCHEDULED delivery per recipient; return the campaign id."""
+    result = await conn.execute(
+        insert(campaigns).values(
+            user_id=new.user_id,
+            subject=new.subject,
+            body=new.body,
+            start_time=new.start_time,
+            delay_seconds=new.delay_seconds,
+            hourly_limit=new.hourly_limit,
+            status=CampaignStatus.SCHEDULED,
+            recipient_count=len(recipients),
+            slot_seq=0,
+            created_at=now,
+        )
+    )
+    key = result.inserted_primary_key
+    assert key is not None
+    campaign_id = int(key[0])
+    await conn.execute(
+        insert(deliveries),
+        [
+            {
+                "campaign_id": campaign_id,
+                "recipient": recipient,
+                "scheduled_at": at,
+                "status": DeliveryStatus.SCHEDULED,
+                "attempts": 0,
+            }
+            for recipient, at in zip(recipients, planned, strict=True)
+        ],
+    )
+    return campaign_id
+
+
+async def get_campaign(
+    conn: AsyncConnection, campaign_id: int, *, lock: bool = False
+) -> Campaign | None:
+    """The campaign, or ``None``. ``lock`` takes its row lock until the transaction ends."""
+    query = select(campaigns).where(campaigns.c.id == campaign_id)
+    if lock:
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
+    return None if row is None else _campaign(row)
+
+
+async def summarize(conn: AsyncConnection, campaign_id: int) -> Summary:
+    """Counts per delivery status, the planned first/last send and the actual first/last."""
+    d = deliveries.c
+    rows = (
+        await conn.execute(
+            select(
+                d.status,
+                func.count(),
+                func.min(d.scheduled_at),
+                func.max(d.scheduled_at),
+                func.min(d.sent_at),
+                func.max(d.sent_at),
+            )
+            .where(d.campaign_id == campaign_id)
+            .group_by(d.status)
+        )
+    ).all()
+    counts = {status: 0 for status in DeliveryStatus}
+    planned: list[datetime] = []
+    sent: list[datetime] = []
+    for status, count, p_min, p_max, s_min, s_max in rows:
+        counts[DeliveryStatus(status)] = count
+        planned += [t for t in (p_min, p_max) if t is not None]
+        sent += [t for t in (s_min, s_max) if t is not None]
+    return Summary(
+        counts=counts,
+        planned_first=min(planned, default=None),
+        planned_last=max(planned, default=None),
+        sent_first=min(sent, default=None),
+        sent_last=max(sent, default=None),
+    )
+
+
+async def list_deliveries(
+    conn: AsyncConnection,
+    campaign_id: int,
+    status: DeliveryStatus | None,
+    after_id: int,
+    limit: int,
+) -> list[DeliveryView]:
+    """A page of a campaign's deliveries in id order, starting after ``after_id``."""
+    d = deliveries.c
+    query = (
+        select(d.id, d.recipient, d.scheduled_at, d.status, d.attempts, d.sent_at, d.last_error)
+        .where(d.campaign_id == campaign_id, d.id > after_id)
+        .order_by(d.id)
+        .limit(limit)
+    )
+    if status is not None:
+        query = query.where(d.status == status)
+    return [
+        DeliveryView(
+            id=r.id,
+            recipient=r.recipient,
+            scheduled_at=r.scheduled_at,
+            status=DeliveryStatus(r.status),
+            attempts=r.attempts,
+            sent_at=r.sent_at,
+            last_error=r.last_error,
+        )
+        for r in await conn.execute(query)
+    ]
+
+
+async def complete_if_done(conn: AsyncConnection, campaign_id: int, now: datetime) -> bool:
+    """Mark the campaign COMPLETED when no delivery of it is left to send."""
+    d = deliveries.c
+    open_statuses = [s for s in DeliveryStatus if not s.is_final]
+    left = (
+        await conn.execute(
+            select(d.id).where(d.campaign_id == campaign_id, d.status.in_(open_statuses)).limit(1)
+        )
+    ).first()
+    if left is not None:
+        return False
+    result = await conn.execute(
+        update(campaigns)
+        .where(campaigns.c.id == campaign_id, campaigns.c.status != CampaignStatus.COMPLETED)
+        .values(status=CampaignStatus.COMPLETED, completed_at=now)
+    )
+    return result.rowcount > 0

@@ -1,0 +1,102 @@
+"""The dispatcher's queries: claim due deliveries, and recover ones the queue lost."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mailsched.domain.model import DeliveryStatus
+from mailsched.queue import DueDelivery
+from mailsched.store.tables import deliveries, send_slots
+
+d = deliveries.c
+
+
+async def claim_due(
+    conn: AsyncConnection, horizon: datetime, limit: int, now: datetime
+) -> list[DueDelivery]:
+    """Lock up to ``limit`` SCHEDULED deliveries planned at or before ``horizon`` and mark them
+    QUEUED (in this transaction: the caller publishes them, then commits).
+
+    ``SKIP LOCKED`` lets several dispatchers claim side by side without waiting
+    for, or taking, each other's rows; ``ix_deliveries_due`` serves the range.
+    """
+    rows = (
+        await conn.execute(
+            select(d.id, d.campaign_id)
+            .where(d.status == DeliveryStatus.SCHEDULED, d.scheduled_at <= horizon)
+            .order_by(d.scheduled_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    ).all()
+    if not rows:
+        return []
+    ids = [r.id for r in rows]
+    await conn.execute(
+        update(deliveries).where(d.id.in_(ids)).values(status=DeliveryStatus.QUEUED, queued_at=now)
+    )
+    return [DueDelivery(delivery_id=r.id, campaign_id=r.campaign_id) for r in rows]
+
+
+async def requeue_stale(conn: AsyncConnection, queued_before: datetime, limit: int) -> int:
+    """Put back to SCHEDULED deliveries QUEUED before ``queued_before``: their message was lost
+    (a wiped topic, an in-process queue that died with its process). Returns how many."""
+    stale = (d.status == DeliveryStatus.QUEUED, d.queued_at < queued_before)
+    ids = await _lock_ids(conn, stale, limit)
+    if not ids:
+        return 0
+    # The condition again: a worker may have moved a row since the select.
+    result = await conn.execute(
+        update(deliveries).where(d.id.in_(ids), *stale).values(status=DeliveryStatus.SCHEDULED)
+    )
+    return result.rowcount
+
+
+async def expire_leases(conn: AsyncConnection, now: datetime, limit: int) -> int:
+    """Take SENDING deliveries whose lease has run out back to SCHEDULED, due now.
+
+    Their worker died or stalled somewhere between claim and record, maybe after
+    the server's 250 reply: sending again is the at-least-once choice. Their
+    send slots are closed at ``now``, the latest the lost send can have ended.
+    """
+    expired = (d.status == DeliveryStatus.SENDING, d.lease_until < now)
+    ids = await _lock_ids(conn, expired, limit)
+    if not ids:
+        return 0
+    result = await conn.execute(
+        update(deliveries)
+        .where(d.id.in_(ids), *expired)
+        .values(
+            status=DeliveryStatus.SCHEDULED,
+            scheduled_at=now,
+            lease_owner=None,
+            lease_until=None,
+            last_error="lease expired: the worker stopped before recording the outcome",
+        )
+    )
+    await conn.execute(
+        update(send_slots)
+        .where(send_slots.c.delivery_id.in_(ids), send_slots.c.finished_at.is_(None))
+        .values(finished_at=now)
+    )
+    return result.rowcount
+
+
+async def reset_queued(conn: AsyncConnection) -> int:
+    """Put every QUEUED delivery back to SCHEDULED (an in-process queue starts empty)."""
+    result = await conn.execute(
+        update(deliveries)
+        .where(d.status == DeliveryStatus.QUEUED)
+        .values(status=DeliveryStatus.SCHEDULED)
+    )
+    return result.rowcount
+
+
+async def _lock_ids(
+    conn: AsyncConnection, where: tuple[ColumnElement[bool], ...], limit: int
+) -> list[int]:
+    query = select(d.id).where(*where).limit(limit).with_for_update(skip_locked=True)
+    return [r.id for r in await conn.execute(query)]

@@ -1,0 +1,233 @@
+"""The worker's queries: the campaign's send history, claims, re-plans and outcomes.
+
+All of them run under the campaign's row lock (taken with
+:func:`mailsched.store.campaigns.get_campaign`), which is what makes the
+rate rules hold across workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import bindparam, case, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mailsched.domain.model import CampaignStatus, DeliveryStatus
+from mailsched.store.tables import campaigns, deliveries, send_slots
+
+d = deliveries.c
+s = send_slots.c
+
+
+@dataclass(frozen=True, slots=True)
+class Claimable:
+    """A QUEUED delivery a worker holds a message for."""
+
+    id: int
+    recipient: str
+    scheduled_at: datetime
+    attempts: int
+
+
+async def queued(conn: AsyncConnection, campaign_id: int, ids: Sequence[int]) -> list[Claimable]:
+    """Those of ``ids`` that are still QUEUED, in planned order, locked."""
+    rows = await conn.execute(
+        select(d.id, d.recipient, d.scheduled_at, d.attempts)
+        .where(d.id.in_(ids), d.campaign_id == campaign_id, d.status == DeliveryStatus.QUEUED)
+        .order_by(d.scheduled_at, d.id)
+        .with_for_update()
+    )
+    return [Claimable(r.id, r.recipient, r.scheduled_at, r.attempts) for r in rows]
+
+
+async def slot_times(
+    conn: AsyncConnection, campaign_id: int, first_seq: int, last_seq: int, now: datetime
+) -> dict[int, datetime]:
+    """When the campaign's sends numbered ``first_seq..last_seq`` finished.
+
+    A send still in flight counts as finishing ``now``: a lower bound, so a rule
+    measured from it can never admit a send too early.
+    """
+    if last_seq < first_seq:
+        return {}
+    rows = await conn.execute(
+        select(s.seq, s.finished_at).where(
+            s.campaign_id == campaign_id, s.seq >= first_seq, s.seq <= last_seq
+        )
+    )
+    return {r.seq: r.finished_at or now for r in rows}
+
+
+async def take_slots(
+    conn: AsyncConnection,
+    campaign_id: int,
+    first_seq: int,
+    delivery_ids: Sequence[int],
+    now: datetime,
+    owner: str,
+    lease_until: datetime,
+) -> None:
+    """Record that ``delivery_ids`` start sending now, numbered from ``first_seq``, and lease
+    them to ``owner``."""
+    await conn.execute(
+        insert(send_slots),
+        [
+            {
+                "campaign_id": campaign_id,
+                "seq": first_seq + i,
+                "delivery_id": did,
+                "started_at": now,
+            }
+            for i, did in enumerate(delivery_ids)
+        ],
+    )
+    await conn.execute(
+        update(campaigns)
+        .where(campaigns.c.id == campaign_id)
+        .values(
+            slot_seq=first_seq + len(delivery_ids) - 1,
+            status=case(
+                (campaigns.c.status == CampaignStatus.SCHEDULED, CampaignStatus.RUNNING),
+                else_=campaigns.c.status,
+            ),
+        )
+    )
+    await conn.execute(
+        update(deliveries)
+        .where(d.id.in_(delivery_ids))
+        .values(
+            status=DeliveryStatus.SENDING,
+            attempts=d.attempts + 1,
+            lease_owner=owner,
+            lease_until=lease_until,
+        )
+    )
+
+
+async def pending_tail(conn: AsyncConnection, campaign_id: int) -> list[tuple[int, datetime]]:
+    """The campaign's deliveries not yet claimed (SCHEDULED or QUEUED), in planned order."""
+    rows = await conn.execute(
+        select(d.id, d.scheduled_at)
+        .where(
+            d.campaign_id == campaign_id,
+            d.status.in_([DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED]),
+        )
+        .order_by(d.scheduled_at, d.id)
+        .with_for_update()
+    )
+    return [(r.id, r.scheduled_at) for r in rows]
+
+
+async def recent_finishes(
+    conn: AsyncConnection, campaign_id: int, after_seq: int, since: datetime, now: datetime
+) -> list[datetime]:
+    """Finish times (``now`` while in flight) of sends numbered above ``after_seq`` that
+    finished after ``since``, in send order."""
+    rows = await conn.execute(
+        select(s.finished_at)
+        .where(
+            s.campaign_id == campaign_id,
+            s.seq > after_seq,
+            or_(s.finished_at.is_(None), s.finished_at > since),
+        )
+        .order_by(s.seq)
+    )
+    return [r.finished_at or now for r in rows]
+
+
+async def reschedule(conn: AsyncConnection, planned: Sequence[tuple[int, datetime]]) -> None:
+    """Move unclaimed deliveries to new planned times; they go back to SCHEDULED."""
+    if not planned:
+        return
+    await conn.execute(
+        update(deliveries)
+        .where(
+            d.id == bindparam("b_id"),
+            d.status.in_([DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED]),
+        )
+        .values(status=DeliveryStatus.SCHEDULED, scheduled_at=bindparam("b_at")),
+        [{"b_id": did, "b_at": at} for did, at in planned],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Outcomes:
+    """What happened to a batch of sends."""
+
+    sent: Sequence[tuple[int, datetime]] = ()
+    retry: Sequence[tuple[int, datetime, str]] = ()
+    failed: Sequence[tuple[int, str]] = ()
+    #: Not sent at all (the lease ran out first): back to SCHEDULED, due at once.
+    released: Sequence[int] = ()
+    #: When each send slot of the batch ended: ``(seq, finished_at)``.
+    finished: Sequence[tuple[int, datetime]] = ()
+
+
+async def record(
+    conn: AsyncConnection, campaign_id: int, owner: str, outcomes: Outcomes, now: datetime
+) -> int:
+    """Write outcomes for sends leased to ``owner``; return how many rows it no longer held.
+
+    A row whose lease was taken over (``lease_owner`` changed, or the row left
+    SENDING) is not touched: the newer owner decides it.
+    """
+    held = (d.status == DeliveryStatus.SENDING, d.lease_owner == owner)
+    expected = written = 0
+    if outcomes.sent:
+        expected += len(outcomes.sent)
+        written += await _update_held(
+            conn,
+            held,
+            [i for i, _ in outcomes.sent],
+            status=DeliveryStatus.SENT,
+            sent_at=case(dict(outcomes.sent), value=d.id),
+            last_error=None,
+        )
+    if outcomes.retry:
+        expected += len(outcomes.retry)
+        written += await _update_held(
+            conn,
+            held,
+            [i for i, _, _ in outcomes.retry],
+            status=DeliveryStatus.SCHEDULED,
+            scheduled_at=case({i: at for i, at, _ in outcomes.retry}, value=d.id),
+            last_error=case({i: err[:500] for i, _, err in outcomes.retry}, value=d.id),
+        )
+    if outcomes.failed:
+        expected += len(outcomes.failed)
+        written += await _update_held(
+            conn,
+            held,
+            [i for i, _ in outcomes.failed],
+            status=DeliveryStatus.FAILED,
+            last_error=case({i: err[:500] for i, err in outcomes.failed}, value=d.id),
+        )
+    if outcomes.released:
+        expected += len(outcomes.released)
+        written += await _update_held(
+            conn, held, list(outcomes.released), status=DeliveryStatus.SCHEDULED, scheduled_at=now
+        )
+    if outcomes.finished:
+        await conn.execute(
+            update(send_slots)
+            .where(
+                s.campaign_id == campaign_id,
+                s.seq.in_([seq for seq, _ in outcomes.finished]),
+                s.finished_at.is_(None),
+            )
+            .values(finished_at=case(dict(outcomes.finished), value=s.seq))
+        )
+    return expected - written
+
+
+async def _update_held(
+    conn: AsyncConnection, held: tuple[object, ...], ids: list[int], **values: object
+) -> int:
+    result = await conn.execute(
+        update(deliveries)
+        .where(d.id.in_(ids), *held)  # type: ignore[arg-type]
+        .values(lease_owner=None, lease_until=None, **values)
+    )
+    return result.rowcount

@@ -1,0 +1,105 @@
+"""The schema, as SQLAlchemy Core tables. Alembic migrations create it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects import mysql
+
+metadata = MetaData()
+
+#: BIGINT on MySQL; INTEGER on SQLite, where only INTEGER PRIMARY KEY autoincrements.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in Python, naive UTC with microseconds in the database."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "mysql":
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("user_id", BigInteger, nullable=False),
+    Column("subject", String(998), nullable=False),
+    Column("body", Text().with_variant(mysql.MEDIUMTEXT(), "mysql"), nullable=False),
+    Column("start_time", UTCDateTime, nullable=False),
+    Column("delay_seconds", Integer, nullable=False),
+    Column("hourly_limit", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("recipient_count", Integer, nullable=False),
+    # Send slots taken so far: the sequence number of the latest row in send_slots.
+    Column("slot_seq", Integer, nullable=False, default=0),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("completed_at", UTCDateTime, nullable=True),
+    Index("ix_campaigns_user", "user_id", "id"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("campaign_id", Id, ForeignKey("campaigns.id"), nullable=False),
+    Column("recipient", String(320), nullable=False),
+    Column("scheduled_at", UTCDateTime, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", SmallInteger, nullable=False, default=0),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("queued_at", UTCDateTime, nullable=True),
+    Column("sent_at", UTCDateTime, nullable=True),
+    Column("last_error", String(500), nullable=True),
+    # The dispatcher's claim: due rows of one status, oldest first.
+    Index("ix_deliveries_due", "status", "scheduled_at"),
+    # A campaign's rows by status: counts, the re-plan of its tail, completion.
+    Index("ix_deliveries_campaign_status", "campaign_id", "status", "scheduled_at"),
+)
+
+#: One row per send attempt, numbered per campaign. The rolling-window rule needs
+#: the send ``limit`` places back: with the numbering that is one primary-key
+#: lookup, whatever the limit. ``finished_at`` is when the server answered (NULL
+#: while in flight); the rules measure from it, so they hold where mail arrives.
+send_slots = Table(
+    "send_slots",
+    metadata,
+    Column("campaign_id", Id, ForeignKey("campaigns.id"), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("delivery_id", Id, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Index("ix_send_slots_delivery", "delivery_id"),
+)
