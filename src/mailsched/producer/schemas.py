@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from email_validator import EmailNotValidError, validate_email
@@ -26,9 +26,17 @@ def _email(value: str) -> str:
     if len(value) > 320:
         raise ValueError("an address has at most 320 characters")
     try:
-        return validate_email(value, check_deliverability=False).normalized
+        address = validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from exc
+    # RFC 5321 4.5.3.1.1; email-validator lets longer local parts through.
+    if len(address.local_part.encode()) > 64:
+        raise ValueError("the part before the @-sign has at most 64 octets")
+    return address.normalized
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
 
 
 def _one_line(value: str) -> str:
@@ -51,7 +59,7 @@ class CampaignRequest(_Camel):
     user_id: int = Field(ge=1, strict=True)
     subject: Annotated[str, Field(min_length=1, max_length=998), AfterValidator(_one_line)]
     body: str = Field(min_length=1)
-    start_time: AwareDatetime
+    start_time: Annotated[AwareDatetime, AfterValidator(_utc)]
     delay_seconds: int = Field(ge=0, le=MAX_DELAY_SECONDS, strict=True)
     hourly_limit: int = Field(ge=1, strict=True)
     recipients: list[Annotated[str, AfterValidator(_email)]] = Field(min_length=1)

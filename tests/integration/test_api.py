@@ -1,0 +1,247 @@
+"""The REST API over each database: the contract, the validation matrix, nothing half-stored."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from mailsched.producer.api import create_app
+from mailsched.producer.campaigns import Campaigns
+from mailsched.store.db import Database
+from mailsched.store.tables import campaigns, deliveries
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+URL = "/api/v1/email/campaign"
+
+
+def spec_body(**changes: Any) -> dict[str, Any]:
+    """The specification's example request."""
+    body: dict[str, Any] = {
+        "userId": 1,
+        "subject": "Test Campaign",
+        "body": "Hello, this is a test email.",
+        "startTime": "2026-01-25T12:00:00Z",
+        "delaySeconds": 60,
+        "hourlyLimit": 10,
+        "recipients": ["user1@example.com", "user2@example.com"],
+    }
+    body.update(changes)
+    return body
+
+
+@pytest.fixture
+async def client(db: Database) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(Campaigns(db, timedelta(hours=1), lambda: NOW))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield client
+
+
+async def count_rows(db: Database) -> tuple[int, int]:
+    async def work(conn: Any) -> tuple[int, int]:
+        c = (await conn.execute(select(func.count()).select_from(campaigns))).scalar_one()
+        d = (await conn.execute(select(func.count()).select_from(deliveries))).scalar_one()
+        return c, d
+
+    return await db.run(work)
+
+
+async def test_specification_example_is_created(client: httpx.AsyncClient) -> None:
+    response = await client.post(URL, json=spec_body())
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body == {
+        "campaignId": body["campaignId"],
+        "status": "SCHEDULED",
+        "recipientCount": 2,
+        "duplicatesDropped": 0,
+        # startTime is in the past: "start now".
+        "firstSendAt": "2026-11-28T12:00:00Z",
+        "lastSendAt": "2026-11-28T12:01:00Z",
+    }
+
+
+async def test_eleventh_email_waits_for_the_window(client: httpx.AsyncClient) -> None:
+    recipients = [f"user{i}@example.com" for i in range(11)]
+    response = await client.post(
+        URL, json=spec_body(startTime="2026-11-28T13:00:00+01:00", recipients=recipients)
+    )
+    assert response.status_code == 201
+    campaign_id = response.json()["campaignId"]
+    page = (await client.get(f"{URL}/{campaign_id}/deliveries", params={"limit": 20})).json()
+    times = [item["scheduledAt"] for item in page["items"]]
+    assert times[:3] == ["2026-11-28T12:00:00Z", "2026-11-28T12:01:00Z", "2026-11-28T12:02:00Z"]
+    assert times[9] == "2026-11-28T12:09:00Z"
+    assert times[10] == "2026-11-28T13:00:00Z"
+    assert page["nextCursor"] is None
+
+
+async def test_future_start_time_is_kept(client: httpx.AsyncClient) -> None:
+    response = await client.post(URL, json=spec_body(startTime="2026-12-01T08:30:00-05:00"))
+    assert response.json()["firstSendAt"] == "2026-12-01T13:30:00Z"
+
+
+async def test_duplicates_are_dropped_case_insensitively(client: httpx.AsyncClient) -> None:
+    recipients = ["a@example.com", "A@Example.com", "b@example.com", "a@EXAMPLE.COM"]
+    response = await client.post(URL, json=spec_body(recipients=recipients))
+    assert response.status_code == 201
+    assert response.json()["recipientCount"] == 2
+    assert response.json()["duplicatesDropped"] == 2
+
+
+async def test_idn_domain_is_accepted(client: httpx.AsyncClient) -> None:
+    response = await client.post(URL, json=spec_body(recipients=["jörg@münchen.de"]))
+    assert response.status_code == 201, response.text
+
+
+async def test_longest_addresses_are_accepted(client: httpx.AsyncClient) -> None:
+    longest = [
+        "a" * 64 + "@example.com",
+        "a" * 9 + "@" + ".".join(["d" * 63] * 3 + ["d" * 48]) + ".com",
+    ]
+    assert len(longest[1]) == 254
+    response = await client.post(URL, json=spec_body(recipients=longest))
+    assert response.status_code == 201, response.text
+
+
+LONG_LOCAL = "a" * 65 + "@example.com"
+# 255 characters: one more than an SMTP path allows.
+LONG_ADDRESS = "a" * 10 + "@" + ".".join(["d" * 63] * 3 + ["d" * 48]) + ".com"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"subject": "Hello\r\nBcc: victim@example.com"}, "subject"),
+        ({"subject": "line\nbreak"}, "subject"),
+        ({"subject": ""}, "subject"),
+        ({"subject": "x" * 999}, "subject"),
+        ({"body": None}, "body"),
+        ({"recipients": []}, "recipients"),
+        ({"recipients": ["not-an-address"]}, "recipients.0"),
+        ({"recipients": ["ok@example.com", "bad@@example.com"]}, "recipients.1"),
+        ({"recipients": [LONG_LOCAL]}, "recipients.0"),
+        ({"recipients": [LONG_ADDRESS]}, "recipients.0"),
+        ({"recipients": ["x" * 250 + "@example.com"]}, "recipients.0"),
+        ({"recipients": ["a@example.com\r\nBcc: b@example.com"]}, "recipients.0"),
+        ({"startTime": "2026-01-25T12:00:00"}, "startTime"),
+        ({"startTime": "yesterday"}, "startTime"),
+        ({"delaySeconds": -1}, "delaySeconds"),
+        ({"delaySeconds": 86401}, "delaySeconds"),
+        ({"delaySeconds": 1.5}, "delaySeconds"),
+        ({"hourlyLimit": 0}, "hourlyLimit"),
+        ({"hourlyLimit": "10"}, "hourlyLimit"),
+        ({"userId": 0}, "userId"),
+        ({"userId": True}, "userId"),
+        ({"priority": "high"}, "priority"),
+    ],
+)
+async def test_invalid_input_names_the_field_and_stores_nothing(
+    client: httpx.AsyncClient, db: Database, changes: dict[str, Any], field: str
+) -> None:
+    response = await client.post(URL, json=spec_body(**changes))
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error"] == "invalid_request"
+    assert field in [d["field"] for d in body["detail"]]
+    assert await count_rows(db) == (0, 0)
+
+
+@pytest.mark.parametrize("missing", ["userId", "subject", "body", "startTime", "recipients"])
+async def test_missing_fields_are_named(client: httpx.AsyncClient, missing: str) -> None:
+    body = spec_body()
+    del body[missing]
+    response = await client.post(URL, json=body)
+    assert response.status_code == 422
+    assert missing in [d["field"] for d in response.json()["detail"]]
+
+
+async def test_malformed_json_is_a_422(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        URL, content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_request"
+
+
+async def test_get_campaign_reports_counts_and_times(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    created = (await client.post(URL, json=spec_body())).json()
+    response = await client.get(f"{URL}/{created['campaignId']}")
+    assert response.status_code == 200
+    view = response.json()
+    assert view["status"] == "SCHEDULED"
+    assert view["counts"] == {"SCHEDULED": 2, "QUEUED": 0, "SENDING": 0, "SENT": 0, "FAILED": 0}
+    assert view["plannedFirstSendAt"] == "2026-11-28T12:00:00Z"
+    assert view["plannedLastSendAt"] == "2026-11-28T12:01:00Z"
+    assert view["firstSentAt"] is None and view["lastSentAt"] is None
+    assert await count_rows(db) == (1, 2)
+
+
+async def test_unknown_campaign_is_404(client: httpx.AsyncClient) -> None:
+    for path in (f"{URL}/999", f"{URL}/999/deliveries"):
+        response = await client.get(path)
+        assert response.status_code == 404
+        assert response.json()["error"] == "not_found"
+
+
+async def test_deliveries_paginate_with_a_cursor(client: httpx.AsyncClient) -> None:
+    recipients = [f"user{i:02d}@example.com" for i in range(25)]
+    created = (await client.post(URL, json=spec_body(recipients=recipients))).json()
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"limit": 10}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await client.get(f"{URL}/{created['campaignId']}/deliveries", params=params)).json()
+        pages += 1
+        seen += [item["recipient"] for item in page["items"]]
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    assert pages == 3
+    assert seen == recipients
+    item = page["items"][0]
+    assert set(item) == {
+        "deliveryId",
+        "recipient",
+        "scheduledAt",
+        "status",
+        "attempts",
+        "sentAt",
+        "lastError",
+    }
+
+
+@pytest.mark.parametrize(
+    "params", [{"limit": 0}, {"limit": 1001}, {"cursor": "abc"}, {"status": "LOST"}]
+)
+async def test_bad_page_parameters_are_422(
+    client: httpx.AsyncClient, params: dict[str, Any]
+) -> None:
+    created = (await client.post(URL, json=spec_body())).json()
+    response = await client.get(f"{URL}/{created['campaignId']}/deliveries", params=params)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["field"] in params
+
+
+async def test_status_filter(client: httpx.AsyncClient) -> None:
+    created = (await client.post(URL, json=spec_body())).json()
+    path = f"{URL}/{created['campaignId']}/deliveries"
+    assert len((await client.get(path, params={"status": "SCHEDULED"})).json()["items"]) == 2
+    assert (await client.get(path, params={"status": "SENT"})).json()["items"] == []
+
+
+async def test_openapi_and_health(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    schema = (await client.get("/openapi.json")).json()
+    assert URL in schema["paths"]
+    assert (await client.get("/docs")).status_code == 200

@@ -1,0 +1,628 @@
+"""The Mailer boundary: one suite over every implementation, then what only SMTP can do.
+
+The SMTP server is aiosmtpd, listening on 127.0.0.1 on this test's own event loop;
+it records every message it accepts and can be told to refuse or to hang up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.smtp import SMTP as SMTPServerProtocol
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+
+from mailsched.config import SmtpConfig, SmtpSecurity
+from mailsched.errors import PermanentSendError, SendError, SlowDown, TransientSendError
+from mailsched.mail import Letter, Mailer
+from mailsched.mail.message import MessageTemplate
+from mailsched.mail.outbox import OutboxMailer
+from mailsched.mail.smtp import SmtpMailer
+
+SENDER = "news@example.com"
+DATE = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+# The line starting with a dot checks SMTP's dot-stuffing both ways.
+TEMPLATE = MessageTemplate(1, SENDER, "Spring sale", "Hello,\n.dotted line\nBye\n")
+
+
+def letter(delivery_id: int, recipient: str = "bob@example.org") -> Letter:
+    return Letter(
+        campaign_id=1,
+        delivery_id=delivery_id,
+        sender=SENDER,
+        recipient=recipient,
+        data=TEMPLATE.render(recipient, delivery_id, DATE),
+    )
+
+
+@dataclass
+class Received:
+    sender: str
+    recipients: list[str]
+    data: bytes
+    smtputf8: bool
+    tls: bool
+
+
+@dataclass
+class FakeSmtpServer:
+    """An aiosmtpd server and its handler: records, refuses or hangs up on request."""
+
+    smtputf8: bool = False
+    tls_context: ssl.SSLContext | None = None
+    implicit_tls: bool = False
+    credentials: tuple[str, str] | None = None
+
+    port: int = 0
+    connections: int = 0
+    quits: int = 0
+    logins: list[str] = field(default_factory=list)
+    received: list[Received] = field(default_factory=list)
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
+    data_replies: list[str] = field(default_factory=list)
+    drop_next_data: bool = False
+    _listener: asyncio.Server | None = None
+    _sessions: list[SMTPServerProtocol] = field(default_factory=list)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._listener = await loop.create_server(
+            self._accept,
+            "127.0.0.1",
+            0,
+            ssl=self.tls_context if self.implicit_tls else None,
+        )
+        self.port = self._listener.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self._listener is not None
+        self._listener.close()
+        await self._listener.wait_closed()
+        handlers = []
+        for session in self._sessions:
+            if session.transport is not None:
+                session.transport.close()
+            if session._handler_coroutine is not None:
+                handlers.append(session._handler_coroutine)
+        # Let every session's task finish, so none is pending when the loop closes.
+        await asyncio.gather(*handlers, return_exceptions=True)
+
+    def _accept(self) -> SMTPServerProtocol:
+        self.connections += 1
+        starttls = self.tls_context is not None and not self.implicit_tls
+        session = SMTPServerProtocol(
+            self,
+            hostname="mx.test",
+            enable_SMTPUTF8=self.smtputf8,
+            tls_context=self.tls_context if starttls else None,
+            require_starttls=starttls,
+            authenticator=self._authenticate if self.credentials else None,
+            auth_required=self.credentials is not None,
+            loop=asyncio.get_running_loop(),
+        )
+        self._sessions.append(session)
+        return session
+
+    def _authenticate(
+        self, server: Any, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        assert isinstance(data, LoginPassword)
+        login, password = data.login.decode(), data.password.decode()
+        if (login, password) != self.credentials:
+            return AuthResult(success=False, handled=False)
+        self.logins.append(login)
+        return AuthResult(success=True)
+
+    async def handle_RCPT(
+        self,
+        server: SMTPServerProtocol,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if address in self.rcpt_replies:
+            return self.rcpt_replies[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(
+        self, server: SMTPServerProtocol, session: Session, envelope: Envelope
+    ) -> str:
+        if self.drop_next_data:
+            self.drop_next_data = False
+            assert server.transport is not None
+            server.transport.close()
+            return "250 never heard"
+        if self.data_replies:
+            return self.data_replies.pop(0)
+        assert envelope.mail_from is not None
+        assert isinstance(envelope.original_content, bytes)
+        assert server.transport is not None
+        self.received.append(
+            Received(
+                sender=envelope.mail_from,
+                recipients=list(envelope.rcpt_tos),
+                data=envelope.original_content,
+                smtputf8=envelope.smtp_utf8,
+                tls=server.transport.get_extra_info("ssl_object") is not None,
+            )
+        )
+        return "250 2.0.0 queued"
+
+    async def handle_QUIT(
+        self, server: SMTPServerProtocol, session: Session, envelope: Envelope
+    ) -> str:
+        self.quits += 1
+        return "221 Bye"
+
+
+class SmtpRig:
+    """Starts servers and builds mailers; closes the mailers first, then the servers."""
+
+    def __init__(self) -> None:
+        self._servers: list[FakeSmtpServer] = []
+        self._mailers: list[SmtpMailer] = []
+
+    async def server(self, **options: Any) -> FakeSmtpServer:
+        server = FakeSmtpServer(**options)
+        await server.start()
+        self._servers.append(server)
+        return server
+
+    def mailer(
+        self,
+        port: int,
+        *,
+        connections: int = 4,
+        security: SmtpSecurity = "plain",
+        tls_context: ssl.SSLContext | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 5.0,
+    ) -> SmtpMailer:
+        config = SmtpConfig("127.0.0.1", port, security, username, password, connections, timeout)
+        mailer = SmtpMailer(config, tls_context=tls_context, local_hostname="client.test")
+        self._mailers.append(mailer)
+        return mailer
+
+    async def aclose(self) -> None:
+        for mailer in self._mailers:
+            await mailer.close()
+        for server in self._servers:
+            await server.stop()
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[SmtpRig]:
+    rig = SmtpRig()
+    yield rig
+    await rig.aclose()
+
+
+@dataclass
+class Harness:
+    """A mailer, what reached the other side, and (SMTP only) the connections it opened."""
+
+    mailer: Mailer
+    delivered: Callable[[], list[bytes]]
+    connections: Callable[[], int] | None
+
+
+@pytest.fixture(params=["outbox", "smtp"])
+async def harness(
+    request: pytest.FixtureRequest, tmp_path: Path, rig: SmtpRig
+) -> AsyncIterator[Harness]:
+    if request.param == "outbox":
+        outbox = OutboxMailer(tmp_path / "outbox")
+
+        def files() -> list[bytes]:
+            return [
+                path.read_bytes()
+                for path in sorted((tmp_path / "outbox").rglob("*"))
+                if path.is_file()
+            ]
+
+        yield Harness(outbox, files, None)
+        await outbox.close()
+    else:
+        server = await rig.server()
+        smtp = rig.mailer(server.port, connections=4)
+        yield Harness(
+            smtp,
+            lambda: [message.data for message in server.received],
+            lambda: server.connections,
+        )
+
+
+# The shared suite: every Mailer.
+
+
+async def test_a_letter_arrives_once_with_its_exact_bytes(harness: Harness) -> None:
+    sent = letter(7)
+
+    await harness.mailer.send(sent)
+
+    assert harness.delivered() == [sent.data]
+
+
+async def test_concurrent_sends_all_arrive(harness: Harness) -> None:
+    letters = [letter(i, f"user{i}@example.org") for i in range(1, 51)]
+
+    await asyncio.gather(*(harness.mailer.send(item) for item in letters))
+
+    assert sorted(harness.delivered()) == sorted(item.data for item in letters)
+    if harness.connections is not None:
+        # 50 sends over 4 slots: each slot opens one connection, then reuses it.
+        assert harness.connections() == 4
+
+
+# The outbox.
+
+
+def tree(root: Path) -> list[str]:
+    return sorted(path.relative_to(root).as_posix() for path in root.rglob("*"))
+
+
+async def test_outbox_names_files_by_campaign_and_delivery(tmp_path: Path) -> None:
+    mailer = OutboxMailer(tmp_path)
+
+    await mailer.send(letter(7))
+    await mailer.send(letter(8))
+
+    assert tree(tmp_path) == [
+        "campaign-1",
+        "campaign-1/7.eml",
+        "campaign-1/8.eml",
+    ]
+
+
+async def test_outbox_resend_replaces_the_file(tmp_path: Path) -> None:
+    mailer = OutboxMailer(tmp_path)
+    first = letter(7)
+    second = Letter(1, 7, SENDER, "bob@example.org", first.data + b"changed\r\n")
+
+    await mailer.send(first)
+    await mailer.send(second)
+
+    assert (tmp_path / "campaign-1" / "7.eml").read_bytes() == second.data
+    assert len(list((tmp_path / "campaign-1").iterdir())) == 1
+
+
+async def test_outbox_write_failure_is_transient(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_bytes(b"")
+    mailer = OutboxMailer(not_a_directory)
+
+    with pytest.raises(TransientSendError) as caught:
+        await mailer.send(letter(7))
+
+    assert isinstance(caught.value.__cause__, OSError)
+    assert caught.value.code is None
+
+
+async def test_outbox_logs_ids_and_path_but_not_the_address(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mailsched.mail.outbox")
+
+    await OutboxMailer(tmp_path).send(letter(7, "secret.person@example.org"))
+
+    [record] = caplog.records
+    assert str(tmp_path / "campaign-1" / "7.eml") in record.getMessage()
+    assert "secret.person" not in record.getMessage()
+
+
+# SMTP only.
+
+
+async def test_smtp_envelope_and_connection_reuse(rig: SmtpRig) -> None:
+    server = await rig.server()
+    mailer = rig.mailer(server.port)
+
+    for delivery_id in (1, 2, 3):
+        await mailer.send(letter(delivery_id))
+
+    assert [(r.sender, r.recipients, r.smtputf8, r.tls) for r in server.received] == [
+        (SENDER, ["bob@example.org"], False, False)
+    ] * 3
+    assert server.connections == 1
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "code"),
+    [
+        ("550 5.1.1 no such user", PermanentSendError, 550),
+        ("553 5.1.3 bad address", PermanentSendError, 553),
+        ("450 4.2.1 mailbox busy", SlowDown, 450),
+        ("451 4.7.1 greylisted, try later", SlowDown, 451),
+        ("452 4.2.2 mailbox full", SlowDown, 452),
+        ("454 4.7.0 temporary failure", SlowDown, 454),
+        ("441 4.4.1 no answer from host", TransientSendError, 441),
+        ("471 4.7.0 local error", TransientSendError, 471),
+    ],
+)
+async def test_smtp_recipient_refusal(
+    rig: SmtpRig, reply: str, error: type[SendError], code: int
+) -> None:
+    server = await rig.server(rcpt_replies={"refused@example.org": reply})
+    mailer = rig.mailer(server.port)
+
+    with pytest.raises(error) as caught:
+        await mailer.send(letter(1, "refused@example.org"))
+    await mailer.send(letter(2))
+
+    assert type(caught.value) is error
+    assert caught.value.code == code
+    assert [r.recipients for r in server.received] == [["bob@example.org"]]
+    # A refusal leaves the connection usable.
+    assert server.connections == 1
+
+
+async def test_smtp_421_slows_down_and_drops_the_connection(rig: SmtpRig) -> None:
+    server = await rig.server(rcpt_replies={"refused@example.org": "421 4.3.2 closing"})
+    mailer = rig.mailer(server.port)
+
+    with pytest.raises(SlowDown) as caught:
+        await mailer.send(letter(1, "refused@example.org"))
+    await mailer.send(letter(2))
+
+    assert caught.value.code == 421
+    assert len(server.received) == 1
+    assert server.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "code"),
+    [
+        ("554 5.6.0 message refused", PermanentSendError, 554),
+        ("452 4.3.1 insufficient storage", SlowDown, 452),
+        ("421 4.4.2 timeout", SlowDown, 421),
+    ],
+)
+async def test_smtp_data_refusal(
+    rig: SmtpRig, reply: str, error: type[SendError], code: int
+) -> None:
+    server = await rig.server(data_replies=[reply])
+    mailer = rig.mailer(server.port)
+
+    with pytest.raises(error) as caught:
+        await mailer.send(letter(1))
+    await mailer.send(letter(2))
+
+    assert type(caught.value) is error
+    assert caught.value.code == code
+    assert [r.data for r in server.received] == [letter(2).data]
+
+
+async def test_smtp_hang_up_mid_transaction_is_transient_and_the_pool_reconnects(
+    rig: SmtpRig,
+) -> None:
+    server = await rig.server(drop_next_data=True)
+    mailer = rig.mailer(server.port, connections=1)
+
+    with pytest.raises(TransientSendError) as caught:
+        await mailer.send(letter(1))
+    await mailer.send(letter(2))
+
+    assert type(caught.value) is TransientSendError
+    assert isinstance(caught.value.__cause__, ConnectionError)
+    assert caught.value.code is None
+    assert [r.data for r in server.received] == [letter(2).data]
+    assert server.connections == 2
+
+
+async def test_smtp_unreachable_port_is_transient(rig: SmtpRig) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mailer = rig.mailer(port)
+
+    with pytest.raises(TransientSendError) as caught:
+        await mailer.send(letter(1))
+
+    assert type(caught.value) is TransientSendError
+    assert caught.value.code is None
+
+
+async def test_smtp_silent_server_times_out_as_transient(rig: SmtpRig) -> None:
+    held: list[asyncio.StreamWriter] = []
+
+    async def never_greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    listener = await asyncio.start_server(never_greet, "127.0.0.1", 0)
+    mailer = rig.mailer(listener.sockets[0].getsockname()[1], timeout=0.2)
+    try:
+        with pytest.raises(TransientSendError) as caught:
+            await mailer.send(letter(1))
+    finally:
+        listener.close()
+        for writer in held:
+            writer.close()
+            await writer.wait_closed()
+        await listener.wait_closed()
+
+    assert isinstance(caught.value.__cause__, TimeoutError)
+
+
+async def test_smtp_idn_domain_goes_as_punycode_without_smtputf8(rig: SmtpRig) -> None:
+    server = await rig.server()
+    mailer = rig.mailer(server.port)
+
+    await mailer.send(letter(1, "anna@münchen.example"))
+
+    [received] = server.received
+    assert received.recipients == ["anna@xn--mnchen-3ya.example"]
+    assert not received.smtputf8
+
+
+async def test_smtp_utf8_local_part_uses_smtputf8(rig: SmtpRig) -> None:
+    server = await rig.server(smtputf8=True)
+    mailer = rig.mailer(server.port)
+    sent = letter(1, "jörg@example.org")
+
+    await mailer.send(sent)
+
+    [received] = server.received
+    assert received.recipients == ["jörg@example.org"]
+    assert received.smtputf8
+    assert received.data == sent.data
+
+
+async def test_smtp_utf8_local_part_without_smtputf8_is_permanent(rig: SmtpRig) -> None:
+    server = await rig.server(smtputf8=False)
+    mailer = rig.mailer(server.port)
+
+    with pytest.raises(PermanentSendError) as caught:
+        await mailer.send(letter(1, "jörg@example.org"))
+    await mailer.send(letter(2))
+
+    assert "SMTPUTF8" in str(caught.value)
+    assert [r.recipients for r in server.received] == [["bob@example.org"]]
+    assert server.connections == 1
+
+
+async def test_smtp_close_quits_idle_connections(rig: SmtpRig) -> None:
+    server = await rig.server()
+    mailer = rig.mailer(server.port)
+    await asyncio.gather(mailer.send(letter(1)), mailer.send(letter(2)))
+
+    await mailer.close()
+
+    assert server.quits == 2
+    with pytest.raises(RuntimeError):
+        await mailer.send(letter(3))
+
+
+# TLS, with a throwaway self-signed certificate for 127.0.0.1.
+
+
+@dataclass(frozen=True)
+class Certificate:
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+
+@pytest.fixture(scope="session")
+def certificate_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("making a test certificate needs the openssl command")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.fixture
+def certificate(certificate_files: tuple[Path, Path]) -> Certificate:
+    cert, key = certificate_files
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    return Certificate(server=server, client=ssl.create_default_context(cafile=str(cert)))
+
+
+async def test_smtp_starttls(rig: SmtpRig, certificate: Certificate) -> None:
+    server = await rig.server(tls_context=certificate.server)
+    mailer = rig.mailer(server.port, security="starttls", tls_context=certificate.client)
+
+    await mailer.send(letter(1))
+
+    [received] = server.received
+    assert received.tls
+    assert received.data == letter(1).data
+
+
+async def test_smtp_implicit_tls(rig: SmtpRig, certificate: Certificate) -> None:
+    server = await rig.server(tls_context=certificate.server, implicit_tls=True)
+    mailer = rig.mailer(server.port, security="tls", tls_context=certificate.client)
+
+    await mailer.send(letter(1))
+
+    [received] = server.received
+    assert received.tls
+
+
+async def test_smtp_untrusted_certificate_is_transient(
+    rig: SmtpRig, certificate: Certificate
+) -> None:
+    server = await rig.server(tls_context=certificate.server)
+    mailer = rig.mailer(server.port, security="starttls")  # the system's trust store
+
+    with pytest.raises(TransientSendError) as caught:
+        await mailer.send(letter(1))
+
+    assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError)
+    assert server.received == []
+
+
+async def test_smtp_login(rig: SmtpRig, certificate: Certificate) -> None:
+    server = await rig.server(tls_context=certificate.server, credentials=("user", "s3cret"))
+    mailer = rig.mailer(
+        server.port,
+        security="starttls",
+        tls_context=certificate.client,
+        username="user",
+        password="s3cret",
+    )
+
+    await mailer.send(letter(1))
+    await mailer.send(letter(2))
+
+    assert server.logins == ["user"]
+    assert len(server.received) == 2
+
+
+async def test_smtp_wrong_password_is_transient_not_permanent(
+    rig: SmtpRig, certificate: Certificate
+) -> None:
+    server = await rig.server(tls_context=certificate.server, credentials=("user", "s3cret"))
+    mailer = rig.mailer(
+        server.port,
+        security="starttls",
+        tls_context=certificate.client,
+        username="user",
+        password="wrong",
+    )
+
+    with pytest.raises(TransientSendError) as caught:
+        await mailer.send(letter(1))
+
+    # Bad credentials are no reason to give up on this recipient.
+    assert type(caught.value) is TransientSendError
+    assert caught.value.code == 535
+    assert server.received == []

@@ -1,0 +1,110 @@
+"""A real SMTP server on loopback (aiosmtpd in a thread) that records what arrives, and when."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One message the sink accepted."""
+
+    at: float  # time.time() when the DATA was accepted
+    mail_from: str
+    rcpt: str
+    message: EmailMessage
+
+    @property
+    def campaign_id(self) -> int:
+        # Message-ID is <c{campaign}.d{delivery}@domain>.
+        return int(str(self.message["Message-ID"]).split(".", 1)[0].lstrip("<c"))
+
+
+#: Decides the reply to RCPT TO: ``None`` accepts, a string such as "451 later" refuses.
+RcptPolicy = Callable[[str], str | None]
+
+
+class _Handler:
+    def __init__(self, sink: SmtpSink) -> None:
+        self._sink = sink
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        reply = self._sink.rcpt_policy(address)
+        if reply is not None:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        message = email.message_from_bytes(content, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        now = time.time()
+        for rcpt in envelope.rcpt_tos:
+            self._sink.record(Arrival(now, str(envelope.mail_from), rcpt, message))
+        return "250 OK queued"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SmtpSink:
+    """Start with :meth:`start`, stop with :meth:`stop`; ``url`` is for MAILSCHED_SMTP_URL."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._arrivals: list[Arrival] = []
+        self.rcpt_policy: RcptPolicy = lambda _address: None
+        self._controller = Controller(
+            _Handler(self), hostname="127.0.0.1", port=self.port, decode_data=False
+        )
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def start(self) -> SmtpSink:
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    def record(self, arrival: Arrival) -> None:
+        with self._lock:
+            self._arrivals.append(arrival)
+
+    @property
+    def arrivals(self) -> list[Arrival]:
+        with self._lock:
+            return list(self._arrivals)
+
+    def per_recipient(self) -> Counter[str]:
+        return Counter(a.rcpt.lower() for a in self.arrivals)
+
+    def wait_for(self, count: int, timeout: float) -> list[Arrival]:
+        """Wait until at least ``count`` messages arrived (or ``timeout``); return them all."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.arrivals) >= count:
+                break
+            time.sleep(0.05)
+        return self.arrivals
