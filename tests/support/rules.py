@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 
 def min_gap(times: Sequence[float]) -> float:
     """The smallest gap between consecutive sends (inf for fewer than two)."""
     ordered = sorted(times)
-    return min((b - a for a, b in zip(ordered, ordered[1:], strict=False)), default=float("inf"))
+    return min((b - a for a, b in itertools.pairwise(ordered)), default=float("inf"))
 
 
 def max_in_window(times: Sequence[float], window: float) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -32,9 +33,7 @@ def s(seconds: float) -> timedelta:
         (6, 1, 3, 6, [0, 1, 2, 6, 7, 8]),
     ],
 )
-def test_plan_table(
-    count: int, delay: int, limit: int, window: int, expected: list[int]
-) -> None:
+def test_plan_table(count: int, delay: int, limit: int, window: int, expected: list[int]) -> None:
     times = plan(count, T0, Rules(s(delay), limit, s(window)))
     assert [(t - T0).total_seconds() for t in times] == expected
 
@@ -50,9 +49,7 @@ def test_plan_of_nothing() -> None:
     assert plan(0, T0, Rules(s(1), 1, s(1))) == []
 
 
-@pytest.mark.parametrize(
-    ("delay", "limit", "window"), [(-1, 1, 1), (0, 0, 1), (0, 1, 0)]
-)
+@pytest.mark.parametrize(("delay", "limit", "window"), [(-1, 1, 1), (0, 0, 1), (0, 1, 0)])
 def test_rules_refuse_nonsense(delay: int, limit: int, window: int) -> None:
     with pytest.raises(ValueError):
         Rules(s(delay), limit, s(window))
@@ -67,7 +64,7 @@ rules_strategy = st.builds(
 
 
 def _assert_rules_hold(times: list[datetime], rules: Rules) -> None:
-    for a, b in zip(times, times[1:], strict=False):
+    for a, b in itertools.pairwise(times):
         assert b - a >= rules.delay
     for i in range(rules.limit, len(times)):
         # Any window [t, t + window) holds at most `limit` sends.

@@ -1,0 +1,7 @@
+"""``python -m mailsched`` is the ``mailsched`` command."""
+
+import sys
+
+from mailsched.cli import main
+
+sys.exit(main())

@@ -1,0 +1,142 @@
+"""The Kafka delivery queue: the real one, for several dispatchers and workers.
+
+Deliveries are keyed by campaign, so a campaign's deliveries keep their order
+on one partition. The producer and the consumer are created on first use: a
+dispatcher that only publishes never joins the consumer group (where it would
+be given partitions it never reads).
+
+The pieces: :mod:`.kafka_producer` (confirmed sends), :mod:`.kafka_consumer`
+(group membership and commits), :mod:`.kafka_offsets` (which offsets may be
+committed), :mod:`.kafka_codec` (record bytes), :mod:`.kafka_topics` (topic
+creation) and :mod:`.kafka_errors` (the one place errors are translated).
+
+The consumer uses the cooperative-sticky assignor: a worker joining or
+leaving moves only the partitions that must move, so the others' in-flight
+batches stay valid instead of every member giving up everything (as with the
+eager ``range`` assignor) and reading its unacknowledged messages again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError
+
+from mailsched.config import KafkaConfig
+from mailsched.queue import DueDelivery, Received
+from mailsched.queue import kafka_codec as codec
+from mailsched.queue.kafka_consumer import KafkaReceived, Subscriber
+from mailsched.queue.kafka_producer import Publisher
+from mailsched.queue.kafka_topics import ensure_topics, new_topic
+
+__all__ = ["KafkaQueue", "KafkaReceived"]
+
+_librdkafka_logger = logging.getLogger("mailsched.queue.librdkafka")
+
+
+def _log_client_error(error: KafkaError) -> None:
+    # Client-wide conditions arrive here; the operations they affect fail on
+    # their own. Connection failures are in librdkafka's own log already.
+    if error.fatal():
+        _librdkafka_logger.error("fatal Kafka client error: %s", error)
+    elif error.code() == KafkaError._ALL_BROKERS_DOWN:
+        _librdkafka_logger.warning("Kafka client error: %s", error)
+    else:
+        _librdkafka_logger.debug("Kafka client error: %s", error)
+
+
+class KafkaQueue:
+    """A :class:`~mailsched.queue.DeliveryQueue` on Kafka topics."""
+
+    def __init__(
+        self,
+        config: KafkaConfig,
+        client_id: str,
+        *,
+        publish_timeout: float = 30.0,
+        admin_timeout: float = 30.0,
+    ) -> None:
+        """Nothing connects until first use; ``publish_timeout`` bounds every publish."""
+        self._config = config
+        self._client_id = client_id
+        self._admin_timeout = admin_timeout
+        common: dict[str, Any] = {
+            "bootstrap.servers": config.bootstrap_servers,
+            "client.id": client_id,
+            "error_cb": _log_client_error,
+            "logger": _librdkafka_logger,
+        }
+        self._publisher = Publisher({**common, "linger.ms": 5}, timeout=publish_timeout)
+        self._subscriber = Subscriber(
+            {
+                **common,
+                "group.id": config.group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": False,
+                "partition.assignment.strategy": "cooperative-sticky",
+                "session.timeout.ms": 45_000,
+                "heartbeat.interval.ms": 3_000,
+                # Rebalance callbacks run inside consume(): a worker busy with
+                # slow SMTP servers must still get back to receive() in time.
+                "max.poll.interval.ms": 600_000,
+            },
+            config.topic,
+        )
+
+    async def ensure_topics(self) -> None:
+        """Create the delivery and dead-letter topics if missing; wait until they are usable."""
+        config = self._config
+        await ensure_topics(
+            {"bootstrap.servers": config.bootstrap_servers, "client.id": self._client_id},
+            [
+                new_topic(config.topic, config.partitions, config.replication_factor),
+                # Dead letters are few and read by people: one partition keeps them in order.
+                new_topic(config.dead_letter_topic, 1, config.replication_factor),
+            ],
+            self._admin_timeout,
+        )
+
+    async def publish(self, deliveries: Sequence[DueDelivery]) -> None:
+        """Produce the deliveries; return once the in-sync replicas hold every one."""
+        now = time.time()
+        records = [(codec.key(d), codec.encode(d, now)) for d in deliveries]
+        await self._publisher.send(self._config.topic, records)
+
+    async def receive(
+        self,
+        max_items: int,
+        timeout: float,  # noqa: ASYNC109 - the DeliveryQueue contract
+    ) -> Sequence[KafkaReceived]:
+        """Up to ``max_items`` deliveries, waiting at most ``timeout`` seconds for the first."""
+        return await self._subscriber.receive(max_items, timeout)
+
+    async def ack(self, messages: Sequence[Received]) -> None:
+        """Commit, per partition, up to the first message not yet acknowledged.
+
+        Returns after the broker confirmed the commit. If it fails, the error
+        is raised and the acknowledgements are kept for the next commit.
+        """
+        received: list[KafkaReceived] = []
+        for message in messages:
+            if not isinstance(message, KafkaReceived):
+                raise TypeError(f"not a message from a KafkaQueue: {message!r}")
+            received.append(message)
+        await self._subscriber.ack(received)
+
+    async def dead_letter(self, deliveries: Sequence[DueDelivery], reason: str) -> None:
+        """Produce a record per delivery, with the reason, to the dead-letter topic."""
+        now = time.time()
+        records = [(codec.key(d), codec.encode_dead_letter(d, reason, now)) for d in deliveries]
+        await self._publisher.send(self._config.dead_letter_topic, records)
+
+    async def close(self) -> None:
+        """Leave the group without committing unacknowledged work; finish pending sends."""
+        try:
+            await self._subscriber.close()
+        finally:
+            await self._publisher.close()

@@ -1,0 +1,132 @@
+"""Sending records to Kafka and awaiting the broker's confirmation of each.
+
+One idempotent producer (``acks=all``) per process. ``produce()`` only queues a
+record inside librdkafka; the confirmation arrives later as a delivery report,
+served by ``poll()``. A dedicated thread does the polling, blocking inside
+``poll()`` until there is something to serve, and hands each send's outcome
+to the event loop with ``call_soon_threadsafe``. Nothing is flushed per send:
+records batch for ``linger.ms`` and each send waits for its own reports only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from mailsched.errors import QueueError, QueueUnavailable
+from mailsched.queue.kafka_errors import map_kafka_exceptions, raise_kafka_error
+
+logger = logging.getLogger(__name__)
+
+# How long the poll thread blocks per call: bounds how long close() waits for it.
+_POLL_SECONDS = 0.5
+# librdkafka fails a record after message.timeout.ms; this is our backstop on top.
+_GRACE_SECONDS = 5.0
+
+Record = tuple[bytes, bytes]
+"""A record's key and value."""
+
+
+class _Reports:
+    """One send's delivery reports, counted on the poll thread, settled on the loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, expected: int) -> None:
+        self._loop = loop
+        self._remaining = expected
+        self._settled = False
+        self.outcome: asyncio.Future[KafkaError | None] = loop.create_future()
+
+    def on_delivery(self, error: KafkaError | None, _message: Message) -> None:
+        # Only the poll thread calls this (and close(), after that thread has
+        # stopped), so the counter needs no lock. The first error settles the
+        # send at once; its other records may still arrive, which the
+        # at-least-once contract allows.
+        if self._settled:
+            return
+        self._remaining -= 1
+        if error is not None or self._remaining == 0:
+            self._settled = True
+            self._loop.call_soon_threadsafe(self._settle, error)
+
+    def _settle(self, error: KafkaError | None) -> None:
+        if not self.outcome.done():  # the sender may have timed out and gone
+            self.outcome.set_result(error)
+
+
+class Publisher:
+    """Sends records and returns once the broker holds all of them."""
+
+    def __init__(self, config: dict[str, Any], timeout: float) -> None:
+        """``config`` is librdkafka producer configuration; ``timeout`` bounds each send."""
+        self._config = {
+            **config,
+            "enable.idempotence": True,
+            "acks": "all",
+            "message.timeout.ms": max(1, int(timeout * 1000)),
+        }
+        self._timeout = timeout
+        self._producer: Producer | None = None
+        self._poller: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._closed = False
+
+    async def send(self, topic: str, records: Sequence[Record]) -> None:
+        """Produce ``records`` to ``topic``; raise :class:`QueueError` unless all are confirmed."""
+        if self._closed:
+            raise QueueError("the Kafka producer is closed")
+        if not records:
+            return
+        producer = self._started()
+        reports = _Reports(asyncio.get_running_loop(), len(records))
+        with map_kafka_exceptions():
+            for key, value in records:
+                producer.produce(topic, value=value, key=key, on_delivery=reports.on_delivery)
+        try:
+            async with asyncio.timeout(self._timeout + _GRACE_SECONDS):
+                error = await reports.outcome
+        except TimeoutError as exc:
+            raise QueueUnavailable(
+                f"Kafka did not confirm {len(records)} records to {topic} "
+                f"within {self._timeout + _GRACE_SECONDS:.0f} s"
+            ) from exc
+        if error is not None:
+            raise_kafka_error(error)
+
+    async def close(self) -> None:
+        """Stop polling and wait (up to the send timeout) for records still in flight."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._producer is not None:
+            await asyncio.to_thread(self._stop, self._producer)
+
+    def _started(self) -> Producer:
+        if self._producer is None:
+            with map_kafka_exceptions():
+                self._producer = Producer(self._config)
+            self._poller = threading.Thread(
+                target=self._poll, args=(self._producer,), name="mailsched-kafka-poll", daemon=True
+            )
+            self._poller.start()
+        return self._producer
+
+    def _poll(self, producer: Producer) -> None:
+        while not self._stopping.is_set():
+            try:
+                producer.poll(_POLL_SECONDS)
+            except Exception:
+                # A callback raised; the pump must keep serving the others.
+                logger.exception("error while serving Kafka producer callbacks")
+
+    def _stop(self, producer: Producer) -> None:
+        self._stopping.set()
+        if self._poller is not None:
+            self._poller.join()
+        left = producer.flush(self._timeout)
+        if left:
+            logger.warning("closed the Kafka producer with %s records unconfirmed", left)

@@ -1,0 +1,108 @@
+"""The in-process delivery queue, for the single-process mode (``mailsched run``) and tests.
+
+Nothing survives the process: a message lost with it is found again by the
+dispatcher's requeue of deliveries that stayed queued too long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mailsched.errors import QueueError
+from mailsched.queue import DueDelivery, Received
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryReceived:
+    """A delivery taken from a :class:`MemoryQueue`."""
+
+    delivery: DueDelivery
+    sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A delivery that failed for good, and why."""
+
+    delivery: DueDelivery
+    reason: str
+
+
+class MemoryQueue:
+    """A :class:`~mailsched.queue.DeliveryQueue` on an unbounded ``asyncio.Queue``."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[MemoryReceived] = asyncio.Queue()
+        self._sequence = itertools.count()
+        self._unacked: set[int] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._dead_letters: list[DeadLetter] = []
+        self._closed = False
+
+    @property
+    def pending(self) -> int:
+        """Messages published and not acknowledged yet (queued or handed out)."""
+        return len(self._unacked)
+
+    @property
+    def dead_letters(self) -> Sequence[DeadLetter]:
+        """Every dead letter recorded so far, oldest first."""
+        return tuple(self._dead_letters)
+
+    async def join(self) -> None:
+        """Wait until every published message has been acknowledged."""
+        await self._idle.wait()
+
+    async def publish(self, deliveries: Sequence[DueDelivery]) -> None:
+        """Queue the deliveries; they are "durable" for as long as the process lives."""
+        self._check_open()
+        for delivery in deliveries:
+            message = MemoryReceived(delivery, next(self._sequence))
+            self._unacked.add(message.sequence)
+            self._queue.put_nowait(message)
+        if self._unacked:
+            self._idle.clear()
+
+    async def receive(
+        self,
+        max_items: int,
+        timeout: float,  # noqa: ASYNC109 - the DeliveryQueue contract
+    ) -> Sequence[MemoryReceived]:
+        """Wait up to ``timeout`` seconds for a message, then take what else is there."""
+        self._check_open()
+        if max_items < 1:
+            raise ValueError("max_items must be at least 1")
+        try:
+            async with asyncio.timeout(timeout):
+                first = await self._queue.get()
+        except TimeoutError:
+            return []
+        taken = [first]
+        while len(taken) < max_items and not self._queue.empty():
+            taken.append(self._queue.get_nowait())
+        return taken
+
+    async def ack(self, messages: Sequence[Received]) -> None:
+        """Forget handled messages; acknowledging one twice is harmless."""
+        for message in messages:
+            if not isinstance(message, MemoryReceived):
+                raise TypeError(f"not a message from a MemoryQueue: {message!r}")
+            self._unacked.discard(message.sequence)
+        if not self._unacked:
+            self._idle.set()
+
+    async def dead_letter(self, deliveries: Sequence[DueDelivery], reason: str) -> None:
+        """Keep a record per delivery, readable through :attr:`dead_letters`."""
+        self._dead_letters.extend(DeadLetter(d, reason) for d in deliveries)
+
+    async def close(self) -> None:
+        """Refuse further publishing and receiving; unacknowledged messages are lost."""
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise QueueError("the queue is closed")

@@ -1,0 +1,161 @@
+"""The whole flow in one event loop, on each stack: POST -> dispatcher -> queue -> worker -> SMTP.
+
+Every check here is made where the mail arrives (a real SMTP server on loopback)
+and again on the times the database recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+
+from mailsched.config import Settings
+from mailsched.producer.schemas import CampaignRequest
+from mailsched.queue.memory import MemoryQueue
+from tests.conftest import Stack
+from tests.support.rules import max_in_window, min_gap
+from tests.support.running import completed, running, wait_until
+from tests.support.smtp_sink import SmtpSink
+
+WINDOW = 2.0
+
+
+@pytest.fixture
+def settings(stack: Stack, smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    env = stack.env() | {
+        "MAILSCHED_SMTP_URL": smtp_sink.url,
+        "MAILSCHED_FROM": "campaigns@example.com",
+        "MAILSCHED_RATE_WINDOW_SECONDS": str(WINDOW),
+        "MAILSCHED_DISPATCH_INTERVAL_SECONDS": "0.05",
+        "MAILSCHED_DISPATCH_LOOKAHEAD_SECONDS": "0.3",
+        "MAILSCHED_HOLD_SECONDS": "1.0",
+        "MAILSCHED_RETRY_BASE_SECONDS": "0.2",
+        "MAILSCHED_RETRY_CAP_SECONDS": "0.5",
+        "MAILSCHED_MAX_ATTEMPTS": "3",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return Settings.load()
+
+
+def request(recipients: list[str], delay: int = 0, limit: int = 1000) -> CampaignRequest:
+    return CampaignRequest.model_validate(
+        {
+            "userId": 7,
+            "subject": "Grüße from mailsched",
+            "body": "Hello,\nthis is the campaign body.\n",
+            "startTime": datetime(2026, 1, 25, 12, tzinfo=UTC).isoformat(),
+            "delaySeconds": delay,
+            "hourlyLimit": limit,
+            "recipients": recipients,
+        }
+    )
+
+
+def addresses(n: int, prefix: str = "user") -> list[str]:
+    return [f"{prefix}{i}@example.com" for i in range(n)]
+
+
+async def test_every_recipient_gets_one_email_within_both_rules(
+    settings: Settings, smtp_sink: SmtpSink
+) -> None:
+    recipients = addresses(5)
+    async with running(settings) as app:
+        created = await app.campaigns().create(request(recipients, delay=1, limit=2))
+        await wait_until(lambda: completed(app, created.campaign_id), timeout=30)
+        view = await app.campaigns().get(created.campaign_id)
+        page = await app.campaigns().deliveries(created.campaign_id, None, 0, 100)
+
+    arrivals = smtp_sink.arrivals
+    assert Counter(a.rcpt for a in arrivals) == Counter(recipients)
+    times = [a.at for a in arrivals]
+    assert min_gap(times) >= 1.0
+    assert max_in_window(times, WINDOW) <= 2
+    message = arrivals[0].message
+    assert message["Subject"] == "Grüße from mailsched"
+    assert message["From"] == "campaigns@example.com"
+    body = message.get_body()
+    assert body is not None
+    assert body.get_content().replace("\r\n", "\n") == "Hello,\nthis is the campaign body.\n"
+    assert len({a.message["Message-ID"] for a in arrivals}) == len(recipients)
+
+    assert view.counts["SENT"] == len(recipients)
+    assert view.first_sent_at is not None and view.last_sent_at is not None
+    sent = [item.sent_at.timestamp() for item in page.items if item.sent_at]
+    assert min_gap(sent) >= 1.0
+    assert max_in_window(sent, WINDOW) <= 2
+    assert all(item.attempts == 1 for item in page.items)
+    for item in page.items:  # never before its planned time
+        assert item.sent_at is not None and item.sent_at >= item.scheduled_at
+
+
+async def test_transient_replies_are_retried(settings: Settings, smtp_sink: SmtpSink) -> None:
+    refused: Counter[str] = Counter()
+
+    def policy(address: str) -> str | None:
+        if address.startswith("flaky") and refused[address] < 1:
+            refused[address] += 1
+            return "451 4.3.0 try again later"
+        return None
+
+    smtp_sink.rcpt_policy = policy
+    async with running(settings) as app:
+        created = await app.campaigns().create(request(["flaky@example.com", "ok@example.com"]))
+        await wait_until(lambda: completed(app, created.campaign_id), timeout=30)
+        page = await app.campaigns().deliveries(created.campaign_id, None, 0, 100)
+
+    assert smtp_sink.per_recipient() == Counter({"flaky@example.com": 1, "ok@example.com": 1})
+    flaky = next(i for i in page.items if i.recipient.startswith("flaky"))
+    assert (flaky.status, flaky.attempts) == ("SENT", 2)
+    assert flaky.last_error is None
+
+
+async def test_permanent_refusal_fails_the_delivery_only(
+    settings: Settings, smtp_sink: SmtpSink
+) -> None:
+    smtp_sink.rcpt_policy = lambda a: "550 5.1.1 no such user" if a.startswith("gone") else None
+    async with running(settings) as app:
+        created = await app.campaigns().create(request(["gone@example.com", "ok@example.com"]))
+        await wait_until(lambda: completed(app, created.campaign_id), timeout=30)
+        page = await app.campaigns().deliveries(created.campaign_id, None, 0, 100)
+        view = await app.campaigns().get(created.campaign_id)
+        if isinstance(app.queue, MemoryQueue):
+            dead = [d.delivery.delivery_id for d in app.queue.dead_letters]
+        else:
+            dead = None
+
+    gone = next(i for i in page.items if i.recipient.startswith("gone"))
+    assert gone.status == "FAILED" and gone.attempts == 1
+    assert gone.last_error is not None and "550" in gone.last_error
+    assert view.counts["FAILED"] == 1 and view.counts["SENT"] == 1
+    assert smtp_sink.per_recipient() == Counter({"ok@example.com": 1})
+    if dead is not None:
+        assert dead == [gone.delivery_id]
+
+
+async def test_exhausted_retries_fail(settings: Settings, smtp_sink: SmtpSink) -> None:
+    smtp_sink.rcpt_policy = lambda a: "450 4.2.1 mailbox busy"
+    async with running(settings) as app:
+        created = await app.campaigns().create(request(["busy@example.com"]))
+        await wait_until(lambda: completed(app, created.campaign_id), timeout=30)
+        page = await app.campaigns().deliveries(created.campaign_id, None, 0, 100)
+    (item,) = page.items
+    assert (item.status, item.attempts) == ("FAILED", settings.max_attempts)
+    assert smtp_sink.arrivals == []
+
+
+async def test_a_late_start_is_replanned_not_sent_in_a_burst(
+    settings: Settings, smtp_sink: SmtpSink
+) -> None:
+    recipients = addresses(4)
+    async with running(settings, dispatcher=False, worker=False) as app:
+        created = await app.campaigns().create(request(recipients, delay=1))
+    await asyncio.sleep(3.5)  # every delivery is now overdue: the worker was "down"
+    async with running(settings) as app:
+        await wait_until(lambda: completed(app, created.campaign_id), timeout=30)
+    times = [a.at for a in smtp_sink.arrivals]
+    assert len(times) == len(recipients)
+    assert min_gap(times) >= 1.0

@@ -1,0 +1,58 @@
+"""Run mailsched's roles inside the test's event loop, against a chosen stack."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from mailsched.bootstrap import Components, build
+from mailsched.config import Settings
+from mailsched.domain.model import CampaignStatus
+from mailsched.store.migrate import upgrade
+
+
+@asynccontextmanager
+async def running(
+    settings: Settings, *, dispatcher: bool = True, worker: bool = True
+) -> AsyncIterator[Components]:
+    """Build the components, migrate, and run a dispatcher and a worker until the block ends."""
+    components = await build(settings)
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await upgrade(components.db)
+        if dispatcher:
+            d = components.dispatcher()
+            if components.in_process_queue:
+                await d.recover_in_process_queue()
+            tasks.append(asyncio.create_task(d.run(stop)))
+        if worker:
+            tasks.append(asyncio.create_task(components.worker().run(stop)))
+        yield components
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await components.aclose()
+
+
+async def wait_until(
+    predicate: Callable[[], object], timeout: float, interval: float = 0.05
+) -> None:
+    """Poll ``predicate`` (sync or async) until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+async def completed(components: Components, campaign_id: int) -> bool:
+    view = await components.campaigns().get(campaign_id)
+    return view.status == CampaignStatus.COMPLETED
