@@ -65,7 +65,7 @@ async def test_every_recipient_gets_one_email_within_both_rules(
     recipients = addresses(5)
     async with running(settings) as app:
         created = await app.campaigns().create(request(recipients, delay=1, limit=2))
-        await wait_until(lambda: completed(app, created.campaign_id), timeout=30)
+        await wait_until(lambda: completed(app, created.campaign_id), within=30)
         view = await app.campaigns().get(created.campaign_id)
         page = await app.campaigns().deliveries(created.campaign_id, None, 0, 100)
 
@@ -104,7 +104,7 @@ async def test_transient_replies_are_retried(settings: Settings, smtp_sink: Smtp
     smtp_sink.rcpt_policy = policy
     async with running(settings) as app:
         created = await app.campaigns().create(request(["flaky@example.com", "ok@example.com"]))
-        await wait_until(lambda: completed(app, created.campaign_id), timeout=30)
+        await wait_until(lambda: completed(app, created.campaign_id), within=30)
         page = await app.campaigns().deliveries(created.campaign_id, None, 0, 100)
 
     assert smtp_sink.per_recipient() == Counter({"flaky@example.com": 1, "ok@example.com": 1})
@@ -119,7 +119,7 @@ async def test_permanent_refusal_fails_the_delivery_only(
     smtp_sink.rcpt_policy = lambda a: "550 5.1.1 no such user" if a.startswith("gone") else None
     async with running(settings) as app:
         created = await app.campaigns().create(request(["gone@example.com", "ok@example.com"]))
-        await wait_until(lambda: completed(app, created.campaign_id), timeout=30)
+        await wait_until(lambda: completed(app, created.campaign_id), within=30)
         page = await app.campaigns().deliveries(created.campaign_id, None, 0, 100)
         view = await app.campaigns().get(created.campaign_id)
         if isinstance(app.queue, MemoryQueue):
@@ -140,7 +140,7 @@ async def test_exhausted_retries_fail(settings: Settings, smtp_sink: SmtpSink) -
     smtp_sink.rcpt_policy = lambda a: "450 4.2.1 mailbox busy"
     async with running(settings) as app:
         created = await app.campaigns().create(request(["busy@example.com"]))
-        await wait_until(lambda: completed(app, created.campaign_id), timeout=30)
+        await wait_until(lambda: completed(app, created.campaign_id), within=30)
         page = await app.campaigns().deliveries(created.campaign_id, None, 0, 100)
     (item,) = page.items
     assert (item.status, item.attempts) == ("FAILED", settings.max_attempts)
@@ -155,7 +155,7 @@ async def test_a_late_start_is_replanned_not_sent_in_a_burst(
         created = await app.campaigns().create(request(recipients, delay=1))
     await asyncio.sleep(3.5)  # every delivery is now overdue: the worker was "down"
     async with running(settings) as app:
-        await wait_until(lambda: completed(app, created.campaign_id), timeout=30)
+        await wait_until(lambda: completed(app, created.campaign_id), within=30)
     times = [a.at for a in smtp_sink.arrivals]
     assert len(times) == len(recipients)
     assert min_gap(times) >= 1.0

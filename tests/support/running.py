@@ -38,10 +38,10 @@ async def running(
 
 
 async def wait_until(
-    predicate: Callable[[], object], timeout: float, interval: float = 0.05
+    predicate: Callable[[], object], within: float, interval: float = 0.05
 ) -> None:
-    """Poll ``predicate`` (sync or async) until it is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+    """Poll ``predicate`` (sync or async) until it is true; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
     while True:
         result = predicate()
         if asyncio.iscoroutine(result):
@@ -49,7 +49,7 @@ async def wait_until(
         if result:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            raise AssertionError(f"condition not met within {within} s")
         await asyncio.sleep(interval)
 
 

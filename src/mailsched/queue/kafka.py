@@ -69,7 +69,14 @@ class KafkaQueue:
             "error_cb": _log_client_error,
             "logger": _librdkafka_logger,
         }
-        self._publisher = Publisher({**common, "linger.ms": 5}, timeout=publish_timeout)
+        publisher = {
+            **common,
+            "linger.ms": 5,
+            # The Java client's key hashing: a campaign lands on the same partition
+            # whichever client (or Kafka Streams job) produces it.
+            "partitioner": "murmur2_random",
+        }
+        self._publisher = Publisher(publisher, timeout=publish_timeout)
         self._subscriber = Subscriber(
             {
                 **common,
@@ -79,8 +86,10 @@ class KafkaQueue:
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": False,
                 "partition.assignment.strategy": "cooperative-sticky",
-                "session.timeout.ms": 45_000,
-                "heartbeat.interval.ms": 3_000,
+                # A worker that dies (kill -9, lost host) hands its partitions on
+                # within this; one that stops cleanly leaves the group at once.
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
                 # Rebalance callbacks run inside consume(): a worker busy with
                 # slow SMTP servers must still get back to receive() in time.
                 "max.poll.interval.ms": 600_000,

@@ -79,6 +79,7 @@ async def take_slots(
                 "seq": first_seq + i,
                 "delivery_id": did,
                 "started_at": now,
+                "worker": owner,
             }
             for i, did in enumerate(delivery_ids)
         ],

@@ -101,5 +101,7 @@ send_slots = Table(
     Column("delivery_id", Id, nullable=False),
     Column("started_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime, nullable=True),
+    # The worker that made the attempt: who sent what, when duplicates are investigated.
+    Column("worker", String(64), nullable=False),
     Index("ix_send_slots_delivery", "delivery_id"),
 )

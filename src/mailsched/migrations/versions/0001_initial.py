@@ -65,6 +65,7 @@ def upgrade() -> None:
         sa.Column("delivery_id", Id, nullable=False),
         sa.Column("started_at", UTCDateTime, nullable=False),
         sa.Column("finished_at", UTCDateTime, nullable=True),
+        sa.Column("worker", sa.String(64), nullable=False),
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
     )
