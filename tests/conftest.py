@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +106,19 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     if request.param == "embedded":
         yield Stack("embedded", f"sqlite:///{tmp_path / 'mailsched.db'}")
         return
+    async with _real_stack() as real:
+        yield real
+
+
+@pytest.fixture
+async def real_stack() -> AsyncIterator[Stack]:
+    """MariaDB + Kafka only: the production topology."""
+    async with _real_stack() as real:
+        yield real
+
+
+@asynccontextmanager
+async def _real_stack() -> AsyncIterator[Stack]:
     kafka = real_setting("MAILSCHED_TEST_KAFKA_BOOTSTRAP_SERVERS")
     url = await _create_mysql_database(real_setting("MAILSCHED_TEST_MYSQL_URL"))
     try:

@@ -28,13 +28,6 @@ WINDOW = 2.0
 LIMIT = 50
 
 
-@pytest.fixture
-def real(stack: Stack) -> Stack:
-    if stack.name != "real":
-        pytest.skip("the production topology runs on MariaDB + Kafka only")
-    return stack
-
-
 def group_members(bootstrap: str, group: str) -> int:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     description = admin.describe_consumer_groups([group])[group].result(timeout=10)
@@ -62,8 +55,9 @@ def sends_per_worker(database_url: str) -> dict[str, int]:
 
 
 def test_api_and_two_workers_deliver_three_campaigns_exactly_once(
-    real: Stack, smtp_sink: SmtpSink, tmp_path: Path
+    real_stack: Stack, smtp_sink: SmtpSink, tmp_path: Path
 ) -> None:
+    real = real_stack
     env = real.env() | {
         "MAILSCHED_PORT": str(free_port()),
         "MAILSCHED_SMTP_URL": smtp_sink.url,

@@ -162,9 +162,14 @@ async def queue_factory(request: pytest.FixtureRequest) -> AsyncIterator[Backend
         await backend.aclose()
 
 
-def _durable_only(backend: Backend) -> None:
-    if not backend.durable:
-        pytest.skip("the in-process queue keeps nothing across clients")
+@pytest.fixture
+async def kafka_factory() -> AsyncIterator[KafkaBackend]:
+    """For what only a durable queue does: keep messages across clients."""
+    backend = KafkaBackend(_kafka_bootstrap_servers())
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
 
 
 async def _receive(queue: DeliveryQueue, count: int) -> list[Received]:
@@ -243,23 +248,21 @@ async def test_acknowledged_messages_do_not_come_again(queue_factory: Backend) -
     assert await _receive_until(queue, sentinel) == [sentinel]
 
 
-async def test_unacknowledged_messages_come_again_after_close(queue_factory: Backend) -> None:
-    _durable_only(queue_factory)
-    queue = await queue_factory.connect()
+async def test_unacknowledged_messages_come_again_after_close(kafka_factory: KafkaBackend) -> None:
+    queue = await kafka_factory.connect()
     published = _deliveries(6, campaigns=[31, 32])
     await queue.publish(published)
     assert len(await _receive(queue, len(published))) == len(published)
 
-    queue = await queue_factory.reconnect(queue)
+    queue = await kafka_factory.reconnect(queue)
 
     again = [m.delivery for m in await _receive(queue, len(published))]
     assert sorted(again, key=lambda d: d.delivery_id) == published
 
 
-async def test_out_of_order_acks_commit_only_the_done_prefix(queue_factory: Backend) -> None:
-    _durable_only(queue_factory)
-    assert isinstance(queue_factory, KafkaBackend)
-    queue = await queue_factory.connect()
+async def test_out_of_order_acks_commit_only_the_done_prefix(kafka_factory: KafkaBackend) -> None:
+    assert isinstance(kafka_factory, KafkaBackend)
+    queue = await kafka_factory.connect()
     published = _deliveries(12, campaigns=[41])  # one campaign: one partition, one order
     await queue.publish(published)
     received = await _receive(queue, len(published))
@@ -268,11 +271,11 @@ async def test_out_of_order_acks_commit_only_the_done_prefix(queue_factory: Back
     first, middle, last = received[:4], received[4:8], received[8:]
 
     await queue.ack(last)  # finished before the earlier batches
-    assert await queue_factory.committed(partition) is None
+    assert await kafka_factory.committed(partition) is None
     await queue.ack(first)  # the middle batch is still being handled
-    assert await queue_factory.committed(partition) == 4
+    assert await kafka_factory.committed(partition) == 4
 
-    queue = await queue_factory.reconnect(queue)
+    queue = await kafka_factory.reconnect(queue)
     sentinel = DueDelivery(999, 41)
     await queue.publish([sentinel])
 
@@ -302,11 +305,10 @@ async def test_a_closed_queue_refuses_work(queue_factory: Backend) -> None:
         await queue.receive(max_items=1, timeout=0.1)
 
 
-async def test_undecodable_records_are_skipped_and_committed(queue_factory: Backend) -> None:
-    _durable_only(queue_factory)
-    assert isinstance(queue_factory, KafkaBackend)
-    config = queue_factory.config
-    queue = await queue_factory.connect()
+async def test_undecodable_records_are_skipped_and_committed(kafka_factory: KafkaBackend) -> None:
+    assert isinstance(kafka_factory, KafkaBackend)
+    config = kafka_factory.config
+    queue = await kafka_factory.connect()
     producer = Producer({"bootstrap.servers": config.bootstrap_servers})
     for junk in (b"not json", b'{"d": "x", "c": 61}', b"[]"):
         producer.produce(config.topic, value=junk, key=b"61")
@@ -318,7 +320,7 @@ async def test_undecodable_records_are_skipped_and_committed(queue_factory: Back
     assert [m.delivery for m in received] == [good]
     await queue.ack(received)
 
-    queue = await queue_factory.reconnect(queue)
+    queue = await kafka_factory.reconnect(queue)
     sentinel = DueDelivery(999, 61)
     await queue.publish([sentinel])
     assert await _receive_until(queue, sentinel) == [sentinel]

@@ -18,7 +18,9 @@ class Mailsched:
 
     def __init__(self, args: list[str], env: dict[str, str], cwd: Path, name: str) -> None:
         self.args = args
-        self.env = {**os.environ, **env}
+        # Only the settings given here: not whatever MAILSCHED_* the shell exported.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("MAILSCHED_")}
+        self.env = {**inherited, **env}
         self.cwd = cwd
         self.log_path = cwd / f"{name}.log"
         self.port = int(env.get("MAILSCHED_PORT", "8080"))
