@@ -7,8 +7,9 @@ and again on the times the database recorded.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -98,7 +99,7 @@ async def test_transient_replies_are_retried(settings: Settings, smtp_sink: Smtp
     def policy(address: str) -> str | None:
         if address.startswith("flaky") and refused[address] < 1:
             refused[address] += 1
-            return "451 4.3.0 try again later"
+            return "441 4.4.1 no answer from host"
         return None
 
     smtp_sink.rcpt_policy = policy
@@ -111,6 +112,32 @@ async def test_transient_replies_are_retried(settings: Settings, smtp_sink: Smtp
     flaky = next(i for i in page.items if i.recipient.startswith("flaky"))
     assert (flaky.status, flaky.attempts) == ("SENT", 2)
     assert flaky.last_error is None
+
+
+async def test_a_slow_down_reply_postpones_the_campaign_without_burning_attempts(
+    settings: Settings, smtp_sink: SmtpSink
+) -> None:
+    slowed: list[float] = []
+
+    def policy(address: str) -> str | None:
+        if address.startswith("user0") and not slowed:
+            slowed.append(time.time())
+            return "451 4.7.1 slow down, please"
+        return None
+
+    smtp_sink.rcpt_policy = policy
+    recipients = addresses(3)
+    # A pause of 1.5-3 s (half to all of the retry base), longer than the 1 s delay.
+    settings = settings.model_copy(update={"retry_base_seconds": 3.0, "retry_cap_seconds": 3.0})
+    async with running(settings) as app:
+        created = await app.campaigns().create(request(recipients, delay=1))
+        await wait_until(lambda: completed(app, created.campaign_id), within=30)
+        page = await app.campaigns().deliveries(created.campaign_id, None, 0, 100)
+
+    assert smtp_sink.per_recipient() == Counter(recipients)
+    assert all(item.attempts == 1 for item in page.items), page.items
+    # Nothing of the campaign went out during the pause.
+    assert min(a.at for a in smtp_sink.arrivals) >= slowed[0] + 1.5
 
 
 async def test_permanent_refusal_fails_the_delivery_only(
@@ -137,7 +164,7 @@ async def test_permanent_refusal_fails_the_delivery_only(
 
 
 async def test_exhausted_retries_fail(settings: Settings, smtp_sink: SmtpSink) -> None:
-    smtp_sink.rcpt_policy = lambda a: "450 4.2.1 mailbox busy"
+    smtp_sink.rcpt_policy = lambda a: "441 4.4.1 no answer from host"
     async with running(settings) as app:
         created = await app.campaigns().create(request(["busy@example.com"]))
         await wait_until(lambda: completed(app, created.campaign_id), within=30)
@@ -150,12 +177,17 @@ async def test_exhausted_retries_fail(settings: Settings, smtp_sink: SmtpSink) -
 async def test_a_late_start_is_replanned_not_sent_in_a_burst(
     settings: Settings, smtp_sink: SmtpSink
 ) -> None:
-    recipients = addresses(4)
+    recipients = addresses(3)
     async with running(settings, dispatcher=False, worker=False) as app:
-        created = await app.campaigns().create(request(recipients, delay=1))
-    await asyncio.sleep(3.5)  # every delivery is now overdue: the worker was "down"
+        created = await app.campaigns().create(request(recipients, delay=2))
+    await asyncio.sleep(4.5)  # every delivery is now overdue: the worker was "down"
     async with running(settings) as app:
         await wait_until(lambda: completed(app, created.campaign_id), within=30)
+        page = await app.campaigns().deliveries(created.campaign_id, None, 0, 100)
     times = [a.at for a in smtp_sink.arrivals]
     assert len(times) == len(recipients)
-    assert min_gap(times) >= 1.0
+    assert min_gap(times) >= 2.0
+    # The delay (2 s) is longer than a worker holds (1 s): the rest was planned again.
+    planned = [item.scheduled_at for item in page.items]
+    assert planned[1] - planned[0] >= timedelta(seconds=2)
+    assert planned[1] > created.first_send_at + timedelta(seconds=4)  # was first + 2 s

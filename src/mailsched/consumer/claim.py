@@ -84,8 +84,7 @@ async def claim(conn: AsyncConnection, req: ClaimRequest) -> Claim:
         result.waiting = [r.id for r in rest]
         result.wait_until = answer.next_at
     elif answer.next_at > rest[0].scheduled_at + req.hold:
-        slot_seq = campaign.slot_seq + len(admitted)
-        result.replanned = await _replan(conn, campaign.id, slot_seq, rules, req.now)
+        result.replanned = await replan(conn, campaign.id, rules, req.now)
     else:
         # Queued ahead of its time (an old message): the dispatcher brings it back.
         await sending.reschedule(conn, [(r.id, r.scheduled_at) for r in rest])
@@ -105,14 +104,15 @@ async def _history(
     return times.get(n), refs
 
 
-async def _replan(
-    conn: AsyncConnection, campaign_id: int, slot_seq: int, rules: Rules, now: datetime
+async def replan(
+    conn: AsyncConnection, campaign_id: int, rules: Rules, not_before: datetime
 ) -> int:
-    """Plan every unclaimed delivery of the campaign again, as early as the rules allow from now."""
+    """Plan every unclaimed delivery of the campaign again, as early as the rules allow
+    from ``not_before``, given its real sends. Call with the campaign locked."""
     tail = await sending.pending_tail(conn, campaign_id)
     history = await sending.recent_finishes(
-        conn, campaign_id, slot_seq - rules.limit, now - rules.window, now
+        conn, campaign_id, rules.limit, not_before - rules.window, not_before
     )
-    times = plan(len(tail), now, rules, history)
+    times = plan(len(tail), not_before, rules, history)
     await sending.reschedule(conn, [(did, at) for (did, _), at in zip(tail, times, strict=True)])
     return len(tail)

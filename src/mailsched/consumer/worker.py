@@ -18,16 +18,16 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.config import WorkerConfig
-from mailsched.consumer.claim import Claim, ClaimRequest, claim
+from mailsched.consumer.claim import Claim, ClaimRequest, claim, replan
 from mailsched.consumer.letters import LetterFactory
-from mailsched.domain.limits import backoff
+from mailsched.consumer.outcomes import SendResult, Sorted, sort_results
 from mailsched.domain.model import Campaign
-from mailsched.errors import MailschedError, PermanentSendError, SendError
+from mailsched.errors import MailschedError, SendError
 from mailsched.mail import Mailer
 from mailsched.queue import DeliveryQueue, DueDelivery, Received
 from mailsched.store.campaigns import complete_if_done
 from mailsched.store.db import Database
-from mailsched.store.sending import Claimable, Outcomes, record
+from mailsched.store.sending import Claimable, record, release_queued
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,13 @@ class Worker:
     def __init__(self, deps: WorkerDeps) -> None:
         self._deps = deps
         self._inflight: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set, then finish the batches in flight."""
         cfg = self._deps.config
         slots = asyncio.Semaphore(cfg.inflight_batches)
+        watcher = asyncio.create_task(self._watch(stop))
         while not stop.is_set():
             await slots.acquire()
             try:
@@ -77,6 +79,11 @@ class Worker:
             task.add_done_callback(self._inflight.discard)
             task.add_done_callback(lambda _t: slots.release())
         await self.drain(cfg.shutdown_grace)
+        watcher.cancel()
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._stopping.set()
 
     async def drain(self, grace: float) -> None:
         """Wait for the batches in flight, at most ``grace`` seconds."""
@@ -131,86 +138,76 @@ class Worker:
             if result.admitted:
                 await self._send(result)
             pending = result.waiting
-            if result.wait_until is not None:
-                await asyncio.sleep(max(0.0, (result.wait_until - deps.clock()).total_seconds()))
+            if result.wait_until is not None and await self._stop_within(result.wait_until):
+                # Shutting down: hand what we were waiting for back to the dispatcher.
+                await deps.db.run(lambda conn, ids=pending: release_queued(conn, ids))  # type: ignore[misc]
+                return
+
+    async def _stop_within(self, until: datetime) -> bool:
+        """Wait until ``until``; true if the worker was told to stop meanwhile."""
+        delay = max(0.0, (until - self._deps.clock()).total_seconds())
+        try:
+            await asyncio.wait_for(self._stopping.wait(), delay)
+        except TimeoutError:
+            return False
+        return True
 
     async def _send(self, result: Claim) -> None:
         deps = self._deps
         assert result.campaign is not None and result.lease_until is not None
         campaign, lease_until = result.campaign, result.lease_until
-        outcomes = await asyncio.gather(
+        results = await asyncio.gather(
             *(self._send_one(campaign, row, lease_until) for row in result.admitted)
         )
-        batch = _collect(result.admitted, result.first_seq, outcomes, deps.config, deps.clock())
-        lost = await deps.db.run(lambda conn: self._record(conn, campaign.id, batch))
+        verdict = sort_results(
+            result.admitted, result.first_seq, results, deps.config, deps.clock(), random.random
+        )
+        lost = await deps.db.run(lambda conn: self._record(conn, campaign, verdict))
         if lost:
             log.warning(
                 "campaign %d: %d outcomes not recorded, their lease was taken over",
                 campaign.id,
                 lost,
             )
-        if batch.failed:
+        if verdict.possible_duplicates:
+            log.warning(
+                "campaign %d: %d sends may have been delivered before the connection broke",
+                campaign.id,
+                verdict.possible_duplicates,
+            )
+        if verdict.outcomes.failed:
             await deps.queue.dead_letter(
-                [DueDelivery(did, campaign.id) for did, _ in batch.failed],
-                "; ".join(sorted({err for _, err in batch.failed}))[:500],
+                [DueDelivery(did, campaign.id) for did, _ in verdict.outcomes.failed],
+                "; ".join(sorted({err for _, err in verdict.outcomes.failed}))[:500],
             )
 
-    async def _record(self, conn: AsyncConnection, campaign_id: int, batch: Outcomes) -> int:
+    async def _record(self, conn: AsyncConnection, campaign: Campaign, verdict: Sorted) -> int:
         now = self._deps.clock()
-        lost = await record(conn, campaign_id, self._deps.owner, batch, now)
-        await complete_if_done(conn, campaign_id, now)
+        lost = await record(conn, campaign.id, self._deps.owner, verdict.outcomes, now)
+        if verdict.slow_down_until is not None:
+            # The server asked us to slow down: the whole campaign waits, not just
+            # the deliveries it refused.
+            count = await replan(
+                conn, campaign.id, campaign.rules(self._deps.window), verdict.slow_down_until
+            )
+            log.info("campaign %d slowed down: %d deliveries re-planned", campaign.id, count)
+        await complete_if_done(conn, campaign.id, now)
         return lost
 
     async def _send_one(
         self, campaign: Campaign, row: Claimable, lease_until: datetime
-    ) -> tuple[datetime, Exception | None] | None:
-        """Send one claimed delivery: ``(finished_at, error)``, or ``None`` when not sent."""
+    ) -> SendResult | None:
+        """Send one claimed delivery, or return ``None`` when its lease is too short to."""
         deps = self._deps
         if deps.clock() > lease_until - _LEASE_MARGIN:
             return None
-        campaign_id = campaign.id
         letter = deps.letters.letter(campaign, row.id, row.recipient, deps.clock())
         try:
             await deps.mailer.send(letter)
         except SendError as exc:
-            log.info("campaign %d delivery %d: %s", campaign_id, row.id, exc)
-            return deps.clock(), exc
+            log.info("campaign %d delivery %d: %s", campaign.id, row.id, exc)
+            return SendResult(deps.clock(), exc)
         except Exception as exc:  # a bug or an untranslated error: retry, and say so loudly
-            log.exception("campaign %d delivery %d: unexpected error", campaign_id, row.id)
-            return deps.clock(), exc
-        return deps.clock(), None
-
-
-def _collect(
-    rows: Sequence[Claimable],
-    first_seq: int,
-    results: Sequence[tuple[datetime, Exception | None] | None],
-    config: WorkerConfig,
-    now: datetime,
-) -> Outcomes:
-    """Sort send results into the outcomes to record."""
-    sent: list[tuple[int, datetime]] = []
-    retry: list[tuple[int, datetime, str]] = []
-    failed: list[tuple[int, str]] = []
-    released: list[int] = []
-    ends: list[tuple[int, datetime]] = []
-    for i, (row, res) in enumerate(zip(rows, results, strict=True)):
-        if res is None:
-            released.append(row.id)
-            ends.append((first_seq + i, now))
-            continue
-        finished, error = res
-        ends.append((first_seq + i, finished))
-        attempt = row.attempts + 1
-        if error is None:
-            sent.append((row.id, finished))
-        elif isinstance(error, PermanentSendError) or attempt >= config.max_attempts:
-            failed.append((row.id, _describe(error)))
-        else:
-            delay = backoff(attempt, config.retry_base, config.retry_cap, random.random())
-            retry.append((row.id, now + delay, _describe(error)))
-    return Outcomes(sent=sent, retry=retry, failed=failed, released=released, finished=ends)
-
-
-def _describe(error: Exception) -> str:
-    return f"{type(error).__name__}: {error}"
+            log.exception("campaign %d delivery %d: unexpected error", campaign.id, row.id)
+            return SendResult(deps.clock(), exc)
+        return SendResult(deps.clock())

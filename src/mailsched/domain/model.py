@@ -35,6 +35,25 @@ class DeliveryStatus(StrEnum):
         return self in FINAL_DELIVERY_STATUSES
 
 
+class SendOutcome(StrEnum):
+    """How one send attempt (one send slot) ended."""
+
+    SENT = "SENT"
+    RETRY = "RETRY"
+    SLOWED = "SLOWED"
+    FAILED = "FAILED"
+    #: Never started: the lease was too close to its end.
+    RELEASED = "RELEASED"
+    #: The connection broke after the data went out: the server may have it.
+    AMBIGUOUS = "AMBIGUOUS"
+    #: The worker vanished mid-send and its lease ran out: the server may have it.
+    ORPHANED = "ORPHANED"
+
+
+#: Outcomes after which the recipient may get the email twice (the RFC 1047 window).
+POSSIBLE_DUPLICATE_OUTCOMES = frozenset({SendOutcome.AMBIGUOUS, SendOutcome.ORPHANED})
+
+
 FINAL_DELIVERY_STATUSES = frozenset({DeliveryStatus.SENT, DeliveryStatus.FAILED})
 
 #: Every move a delivery may make. SENDING -> SCHEDULED is a retry (or a lease

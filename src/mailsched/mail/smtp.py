@@ -161,8 +161,11 @@ def _translate(exc: Exception, *, connecting: bool) -> SendError:
         return TransientSendError(message, code)
     if not connecting and isinstance(exc, SMTPNotSupported | ValueError):
         return PermanentSendError(f"the SMTP server cannot take this letter: {exc}")
-    stage = "connecting to" if connecting else "talking to"
-    return TransientSendError(f"failed {stage} the SMTP server: {exc}")
+    if connecting:
+        return TransientSendError(f"failed connecting to the SMTP server: {exc}")
+    # The connection broke or timed out mid-transaction: the server may have taken
+    # the message before we read its reply (RFC 1047), so a retry may duplicate it.
+    return TransientSendError(f"failed talking to the SMTP server: {exc}", ambiguous=True)
 
 
 def _reusable(exc: Exception) -> bool:

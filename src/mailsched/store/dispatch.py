@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailsched.domain.model import DeliveryStatus
+from mailsched.domain.model import DeliveryStatus, SendOutcome
 from mailsched.queue import DueDelivery
 from mailsched.store.tables import deliveries, send_slots
 
@@ -80,7 +80,7 @@ async def expire_leases(conn: AsyncConnection, now: datetime, limit: int) -> int
     await conn.execute(
         update(send_slots)
         .where(send_slots.c.delivery_id.in_(ids), send_slots.c.finished_at.is_(None))
-        .values(finished_at=now)
+        .values(finished_at=now, outcome=SendOutcome.ORPHANED)
     )
     return result.rowcount
 

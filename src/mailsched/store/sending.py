@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, case, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailsched.domain.model import CampaignStatus, DeliveryStatus
+from mailsched.domain.model import CampaignStatus, DeliveryStatus, SendOutcome
 from mailsched.store.tables import campaigns, deliveries, send_slots
 
 d = deliveries.c
@@ -122,20 +122,26 @@ async def pending_tail(conn: AsyncConnection, campaign_id: int) -> list[tuple[in
 
 
 async def recent_finishes(
-    conn: AsyncConnection, campaign_id: int, after_seq: int, since: datetime, now: datetime
+    conn: AsyncConnection, campaign_id: int, limit: int, since: datetime, in_flight: datetime
 ) -> list[datetime]:
-    """Finish times (``now`` while in flight) of sends numbered above ``after_seq`` that
-    finished after ``since``, in send order."""
+    """When the campaign's last ``limit`` sends ended, oldest first, leaving out those that
+    ended before ``since``; a send still in flight counts as ending at ``in_flight``."""
     rows = await conn.execute(
         select(s.finished_at)
-        .where(
-            s.campaign_id == campaign_id,
-            s.seq > after_seq,
-            or_(s.finished_at.is_(None), s.finished_at > since),
-        )
-        .order_by(s.seq)
+        .where(s.campaign_id == campaign_id, or_(s.finished_at.is_(None), s.finished_at > since))
+        .order_by(s.seq.desc())
+        .limit(limit)
     )
-    return [r.finished_at or now for r in rows]
+    return [r.finished_at or in_flight for r in rows][::-1]
+
+
+async def release_queued(conn: AsyncConnection, ids: Sequence[int]) -> None:
+    """Hand QUEUED deliveries back to the dispatcher unchanged (a worker is stopping)."""
+    await conn.execute(
+        update(deliveries)
+        .where(d.id.in_(ids), d.status == DeliveryStatus.QUEUED)
+        .values(status=DeliveryStatus.SCHEDULED)
+    )
 
 
 async def reschedule(conn: AsyncConnection, planned: Sequence[tuple[int, datetime]]) -> None:
@@ -146,7 +152,8 @@ async def reschedule(conn: AsyncConnection, planned: Sequence[tuple[int, datetim
         update(deliveries)
         .where(
             d.id == bindparam("b_id"),
-            d.status.in_([DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED]),
+            # Not IN (...): an expanding parameter cannot go through executemany.
+            or_(d.status == DeliveryStatus.SCHEDULED, d.status == DeliveryStatus.QUEUED),
         )
         .values(status=DeliveryStatus.SCHEDULED, scheduled_at=bindparam("b_at")),
         [{"b_id": did, "b_at": at} for did, at in planned],
@@ -154,16 +161,26 @@ async def reschedule(conn: AsyncConnection, planned: Sequence[tuple[int, datetim
 
 
 @dataclass(frozen=True, slots=True)
+class Retry:
+    """A delivery to try again at ``at``; ``counts`` is false for a server's slow-down."""
+
+    id: int
+    at: datetime
+    error: str
+    counts: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Outcomes:
     """What happened to a batch of sends."""
 
     sent: Sequence[tuple[int, datetime]] = ()
-    retry: Sequence[tuple[int, datetime, str]] = ()
+    retry: Sequence[Retry] = ()
     failed: Sequence[tuple[int, str]] = ()
     #: Not sent at all (the lease ran out first): back to SCHEDULED, due at once.
     released: Sequence[int] = ()
-    #: When each send slot of the batch ended: ``(seq, finished_at)``.
-    finished: Sequence[tuple[int, datetime]] = ()
+    #: How each send slot of the batch ended: ``(seq, finished_at, outcome)``.
+    finished: Sequence[tuple[int, datetime, SendOutcome]] = ()
 
 
 async def record(
@@ -175,9 +192,8 @@ async def record(
     SENDING) is not touched: the newer owner decides it.
     """
     held = (d.status == DeliveryStatus.SENDING, d.lease_owner == owner)
-    expected = written = 0
+    written = 0
     if outcomes.sent:
-        expected += len(outcomes.sent)
         written += await _update_held(
             conn,
             held,
@@ -187,17 +203,18 @@ async def record(
             last_error=None,
         )
     if outcomes.retry:
-        expected += len(outcomes.retry)
         written += await _update_held(
             conn,
             held,
-            [i for i, _, _ in outcomes.retry],
+            [r.id for r in outcomes.retry],
             status=DeliveryStatus.SCHEDULED,
-            scheduled_at=case({i: at for i, at, _ in outcomes.retry}, value=d.id),
-            last_error=case({i: err[:500] for i, _, err in outcomes.retry}, value=d.id),
+            scheduled_at=case({r.id: r.at for r in outcomes.retry}, value=d.id),
+            last_error=case({r.id: r.error[:500] for r in outcomes.retry}, value=d.id),
+            # A slow-down is the server's pace, not this recipient's failure.
+            attempts=d.attempts
+            - case({r.id: int(not r.counts) for r in outcomes.retry}, value=d.id),
         )
     if outcomes.failed:
-        expected += len(outcomes.failed)
         written += await _update_held(
             conn,
             held,
@@ -206,7 +223,6 @@ async def record(
             last_error=case({i: err[:500] for i, err in outcomes.failed}, value=d.id),
         )
     if outcomes.released:
-        expected += len(outcomes.released)
         written += await _update_held(
             conn, held, list(outcomes.released), status=DeliveryStatus.SCHEDULED, scheduled_at=now
         )
@@ -215,11 +231,17 @@ async def record(
             update(send_slots)
             .where(
                 s.campaign_id == campaign_id,
-                s.seq.in_([seq for seq, _ in outcomes.finished]),
+                s.seq.in_([seq for seq, _, _ in outcomes.finished]),
                 s.finished_at.is_(None),
             )
-            .values(finished_at=case(dict(outcomes.finished), value=s.seq))
+            .values(
+                finished_at=case({seq: at for seq, at, _ in outcomes.finished}, value=s.seq),
+                outcome=case({seq: o.value for seq, _, o in outcomes.finished}, value=s.seq),
+            )
         )
+    expected = (
+        len(outcomes.sent) + len(outcomes.retry) + len(outcomes.failed) + len(outcomes.released)
+    )
     return expected - written
 
 

@@ -103,5 +103,7 @@ send_slots = Table(
     Column("finished_at", UTCDateTime, nullable=True),
     # The worker that made the attempt: who sent what, when duplicates are investigated.
     Column("worker", String(64), nullable=False),
+    # How the attempt ended (a SendOutcome); NULL while in flight.
+    Column("outcome", String(16), nullable=True),
     Index("ix_send_slots_delivery", "delivery_id"),
 )

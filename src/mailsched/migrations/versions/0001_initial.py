@@ -66,6 +66,7 @@ def upgrade() -> None:
         sa.Column("started_at", UTCDateTime, nullable=False),
         sa.Column("finished_at", UTCDateTime, nullable=True),
         sa.Column("worker", sa.String(64), nullable=False),
+        sa.Column("outcome", sa.String(16), nullable=True),
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
     )
