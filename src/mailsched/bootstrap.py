@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -20,6 +20,7 @@ from mailsched.consumer.worker import Worker, WorkerDeps
 from mailsched.mail import Mailer
 from mailsched.mail.outbox import OutboxMailer
 from mailsched.mail.smtp import SmtpMailer
+from mailsched.metrics import Metrics
 from mailsched.producer.campaigns import Campaigns
 from mailsched.producer.dispatcher import Dispatcher
 from mailsched.queue import DeliveryQueue
@@ -51,13 +52,21 @@ class Components:
     name: str
     #: The queue lives in this process: what it held died with the previous one.
     in_process_queue: bool
+    metrics: Metrics = field(default_factory=Metrics)
     _mailer: Mailer | None = field(default=None, repr=False)
 
     def campaigns(self) -> Campaigns:
         return Campaigns(self.db, self.settings.rate_window, self.clock)
 
     def dispatcher(self) -> Dispatcher:
-        return Dispatcher(self.db, self.queue, self.settings.dispatcher(), self.clock)
+        return Dispatcher(self.db, self.queue, self.settings.dispatcher(), self.clock, self.metrics)
+
+    def readiness_checks(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        """What ``/readyz`` asks: the database, and Kafka when it is the queue."""
+        checks: dict[str, Callable[[], Awaitable[None]]] = {"database": self.db.ping}
+        if isinstance(self.queue, KafkaQueue):
+            checks["kafka"] = self.queue.ping
+        return checks
 
     def mailer(self) -> Mailer:
         """The mail transport, opened on first use (only workers need one)."""
@@ -77,6 +86,7 @@ class Components:
                 window=self.settings.rate_window,
                 clock=self.clock,
                 owner=self.name,
+                metrics=self.metrics,
             )
         )
 

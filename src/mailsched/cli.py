@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from mailsched import __version__
+from mailsched import __version__, logs
 from mailsched.config import Settings
 from mailsched.errors import ConfigError, MailschedError
 from mailsched.serve import Role, serve
@@ -41,14 +41,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
 async def _db_upgrade(settings: Settings) -> None:
     db = Database.from_url(settings.database_url)
     try:
@@ -65,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mailsched: invalid settings: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
     if args.command != "run" and args.command in _ROLES and settings.kafka() is None:
         print(
             f"mailsched: `mailsched {args.command}` runs beside other processes and needs "

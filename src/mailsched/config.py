@@ -140,7 +140,11 @@ class Settings(BaseSettings):
     retry_cap_seconds: float = Field(3600.0, gt=0)
     shutdown_grace_seconds: float = Field(30.0, gt=0)
 
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9108, ge=0, le=65535)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("from_")
     @classmethod

@@ -10,9 +10,11 @@ from collections.abc import Iterator
 from enum import StrEnum
 
 import uvicorn
+from prometheus_client import start_http_server
 
 from mailsched.bootstrap import Components, build
 from mailsched.config import Settings
+from mailsched.errors import ConfigError
 from mailsched.producer.api import create_app
 from mailsched.store.migrate import upgrade
 
@@ -59,9 +61,16 @@ async def _run(components: Components, settings: Settings, roles: frozenset[Role
         tasks.append(asyncio.create_task(dispatcher.run(stop), name="dispatcher"))
     if Role.WORKER in roles:
         tasks.append(asyncio.create_task(components.worker().run(stop), name="worker"))
+        if Role.API not in roles:
+            _serve_metrics(components, settings)
     server: _Server | None = None
     if Role.API in roles:
-        app = create_app(components.campaigns(), dispatcher.wake if dispatcher else None)
+        app = create_app(
+            components.campaigns(),
+            on_created=dispatcher.wake if dispatcher else None,
+            checks=components.readiness_checks(),
+            metrics=components.metrics,
+        )
         config = uvicorn.Config(
             app, host=settings.host, port=settings.port, log_config=None, access_log=False
         )
@@ -85,6 +94,20 @@ async def _run(components: Components, settings: Settings, roles: frozenset[Role
             log.error("%s stopped with an error: %r", task.get_name(), result)
             raise result
     log.info("stopped")
+
+
+def _serve_metrics(components: Components, settings: Settings) -> None:
+    """A worker has no API: it serves /metrics on its own port, from a thread."""
+    try:
+        server, _thread = start_http_server(
+            settings.metrics_port, settings.metrics_host, registry=components.metrics.registry
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} ({exc}); "
+            "set MAILSCHED_METRICS_PORT (0 picks a free port)"
+        ) from exc
+    log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.server_port)
 
 
 def _describe(settings: Settings) -> str:

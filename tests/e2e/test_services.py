@@ -19,7 +19,7 @@ from mailsched.store.tables import send_slots
 from tests.conftest import Stack
 from tests.e2e.test_run import campaign, wait_completed
 from tests.support.processes import Mailsched
-from tests.support.rules import max_in_window
+from tests.support.rules import max_in_window, min_gap
 from tests.support.smtp_sink import SmtpSink, free_port
 
 pytestmark = pytest.mark.e2e
@@ -94,6 +94,13 @@ def test_api_and_two_workers_deliver_three_campaigns_exactly_once(
             assert view["status"] == "COMPLETED", view
             assert view["counts"]["SENT"] == 200
         elapsed = time.monotonic() - started
+        assert httpx.get(f"{api.base_url}/readyz").json()["checks"] == {
+            "database": "ok",
+            "kafka": "ok",
+        }
+        for worker in workers:
+            scraped = httpx.get(worker.metrics_url()).text
+            assert 'mailsched_sends_total{outcome="SENT"}' in scraped
     finally:
         for process in (*workers, api):
             process.stop()
@@ -111,3 +118,33 @@ def test_api_and_two_workers_deliver_three_campaigns_exactly_once(
     pids = {name.split("-")[-2] for name in work}
     assert pids == {str(w.proc.pid) for w in workers if w.proc}, f"a worker did no work: {work}"
     print(f"3 campaigns x 200 with 2 workers: delivered in {elapsed:.1f} s")
+
+
+def test_sigterm_finishes_in_flight_work_and_a_new_worker_carries_on(
+    real_stack: Stack, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    env = real_stack.env() | {
+        "MAILSCHED_PORT": str(free_port()),
+        "MAILSCHED_SMTP_URL": smtp_sink.url,
+    }
+    recipients = [f"user{i}@example.com" for i in range(8)]
+    with Mailsched(["api"], env, tmp_path, "api") as api:
+        api.wait_ready()
+        first = Mailsched(["worker"], env, tmp_path, "worker1").start()
+        response = httpx.post(
+            f"{api.base_url}/api/v1/email/campaign", json=campaign(recipients, delay=1, limit=100)
+        )
+        campaign_id = response.json()["campaignId"]
+        smtp_sink.wait_for(3, timeout=30)
+        stopping = time.monotonic()
+        assert first.stop(timeout=15) == 0, first.output()
+        stop_seconds = time.monotonic() - stopping
+        assert "stopped" in first.output()
+        with Mailsched(["worker"], env, tmp_path, "worker2"):
+            view = wait_completed(api.base_url, campaign_id, timeout=60)
+        assert view["status"] == "COMPLETED", view
+    # A graceful stop leaves nothing in doubt: exactly once, and no burst.
+    assert smtp_sink.per_recipient() == Counter(recipients)
+    assert view["possibleDuplicates"] == 0
+    assert min_gap([a.at for a in smtp_sink.arrivals]) >= 1.0
+    print(f"worker stopped gracefully in {stop_seconds:.2f} s")

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from mailsched.producer.api import create_app
 from mailsched.producer.campaigns import Campaigns
@@ -245,3 +245,83 @@ async def test_openapi_and_health(client: httpx.AsyncClient) -> None:
     schema = (await client.get("/openapi.json")).json()
     assert URL in schema["paths"]
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_readyz_reports_each_dependency(db: Database) -> None:
+    async def broken() -> None:
+        raise ConnectionRefusedError("broker down")
+
+    app = create_app(
+        Campaigns(db, timedelta(hours=1), lambda: NOW),
+        checks={"database": db.ping, "kafka": broken},
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 503
+    checks = response.json()["checks"]
+    assert checks["database"] == "ok"
+    assert checks["kafka"].startswith("unavailable")
+
+
+async def test_readyz_is_ok_when_everything_answers(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ready"
+
+
+async def test_metrics_are_exposed(client: httpx.AsyncClient) -> None:
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert "mailsched_sends_total" in response.text
+    assert "mailsched_lateness_seconds_bucket" in response.text
+
+
+async def test_unreachable_database_is_a_503_not_a_500() -> None:
+    db = Database.from_url("mysql://mailsched:mailsched@127.0.0.1:1/mailsched")
+    app = create_app(Campaigns(db, timedelta(hours=1), lambda: NOW))
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test"
+        ) as client:
+            response = await client.post(URL, json=spec_body())
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"]
+            assert response.json()["error"] == "unavailable"
+            assert (await client.get(f"{URL}/1")).status_code == 503
+            assert (await client.get("/readyz")).status_code == 200  # no checks given
+    finally:
+        await db.dispose()
+
+
+async def test_retry_failed_gives_failed_deliveries_new_attempts(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    created = (await client.post(URL, json=spec_body())).json()
+    campaign_id = created["campaignId"]
+
+    async def fail_one(conn: Any) -> None:
+        await conn.execute(
+            update(deliveries)
+            .where(deliveries.c.recipient == "user2@example.com")
+            .values(status="FAILED", attempts=5, last_error="550 no such user")
+        )
+
+    await db.run(fail_one)
+    response = await client.post(f"{URL}/{campaign_id}/retry-failed")
+    assert response.status_code == 200
+    assert response.json() == {"campaignId": campaign_id, "retried": 1}
+    page = (await client.get(f"{URL}/{campaign_id}/deliveries")).json()
+    retried = next(i for i in page["items"] if i["recipient"] == "user2@example.com")
+    assert (retried["status"], retried["attempts"]) == ("SCHEDULED", 0)
+    # Planned again under the campaign's rules: a minute after the first.
+    times = sorted(i["scheduledAt"] for i in page["items"])
+    assert times == ["2026-11-28T12:00:00Z", "2026-11-28T12:01:00Z"]
+    assert (await client.post(f"{URL}/999/retry-failed")).status_code == 404
+
+
+async def test_campaign_view_counts_possible_duplicates(client: httpx.AsyncClient) -> None:
+    created = (await client.post(URL, json=spec_body())).json()
+    view = (await client.get(f"{URL}/{created['campaignId']}")).json()
+    assert view["possibleDuplicates"] == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +21,8 @@ class Mailsched:
         self.args = args
         # Only the settings given here: not whatever MAILSCHED_* the shell exported.
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("MAILSCHED_")}
-        self.env = {**inherited, **env}
+        # Several workers on one host: each serves its metrics on a free port.
+        self.env = {**inherited, "MAILSCHED_METRICS_PORT": "0", **env}
         self.cwd = cwd
         self.log_path = cwd / f"{name}.log"
         self.port = int(env.get("MAILSCHED_PORT", "8080"))
@@ -73,6 +75,17 @@ class Mailsched:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def metrics_url(self, timeout: float = 30) -> str:
+        """Where a worker serves /metrics (it logs the port it got)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            match = re.search(r"metrics on (http://\S+/metrics)", self.output())
+            if match:
+                return match.group(1)
+            time.sleep(0.1)
+        raise AssertionError(f"no metrics address logged:\n{self.output()}")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         assert self.proc is not None

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.domain.limits import permit
 from mailsched.domain.model import Campaign
-from mailsched.domain.plan import Rules, plan
+from mailsched.domain.plan import Rules
 from mailsched.store import sending
 from mailsched.store.campaigns import get_campaign
 from mailsched.store.sending import Claimable
@@ -40,6 +40,8 @@ class Claim:
     """The answer: what to send now, what to wait for, what went back to the database."""
 
     campaign: Campaign | None = None
+    #: The moment the admitted deliveries' slots start.
+    claimed_at: datetime | None = None
     admitted: list[Claimable] = field(default_factory=list)
     #: The send slot of ``admitted[i]`` is number ``first_seq + i``.
     first_seq: int = 0
@@ -57,7 +59,7 @@ async def claim(conn: AsyncConnection, req: ClaimRequest) -> Claim:
     if campaign is None:
         return Claim()
     rows = await sending.queued(conn, req.campaign_id, req.delivery_ids)
-    result = Claim(campaign=campaign)
+    result = Claim(campaign=campaign, claimed_at=req.now)
     if not rows:
         return result
     rules = campaign.rules(req.window)
@@ -84,7 +86,7 @@ async def claim(conn: AsyncConnection, req: ClaimRequest) -> Claim:
         result.waiting = [r.id for r in rest]
         result.wait_until = answer.next_at
     elif answer.next_at > rest[0].scheduled_at + req.hold:
-        result.replanned = await replan(conn, campaign.id, rules, req.now)
+        result.replanned = await sending.replan(conn, campaign.id, rules, req.now)
     else:
         # Queued ahead of its time (an old message): the dispatcher brings it back.
         await sending.reschedule(conn, [(r.id, r.scheduled_at) for r in rest])
@@ -102,17 +104,3 @@ async def _history(
         times.update(await sending.slot_times(conn, campaign.id, n, n, now))
     refs = [times.get(n + 1 + j - limit) for j in range(min(count, limit))]
     return times.get(n), refs
-
-
-async def replan(
-    conn: AsyncConnection, campaign_id: int, rules: Rules, not_before: datetime
-) -> int:
-    """Plan every unclaimed delivery of the campaign again, as early as the rules allow
-    from ``not_before``, given its real sends. Call with the campaign locked."""
-    tail = await sending.pending_tail(conn, campaign_id)
-    history = await sending.recent_finishes(
-        conn, campaign_id, rules.limit, not_before - rules.window, not_before
-    )
-    times = plan(len(tail), not_before, rules, history)
-    await sending.reschedule(conn, [(did, at) for (did, _), at in zip(tail, times, strict=True)])
-    return len(tail)

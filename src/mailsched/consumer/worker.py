@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,16 +19,17 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.config import WorkerConfig
-from mailsched.consumer.claim import Claim, ClaimRequest, claim, replan
+from mailsched.consumer.claim import Claim, ClaimRequest, claim
 from mailsched.consumer.letters import LetterFactory
 from mailsched.consumer.outcomes import SendResult, Sorted, sort_results
 from mailsched.domain.model import Campaign
 from mailsched.errors import MailschedError, SendError
 from mailsched.mail import Mailer
+from mailsched.metrics import Metrics
 from mailsched.queue import DeliveryQueue, DueDelivery, Received
 from mailsched.store.campaigns import complete_if_done
 from mailsched.store.db import Database
-from mailsched.store.sending import Claimable, record, release_queued
+from mailsched.store.sending import Claimable, record, release_queued, replan
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class WorkerDeps:
     window: timedelta
     clock: Clock
     owner: str
+    metrics: Metrics
 
 
 class Worker:
@@ -101,7 +104,10 @@ class Worker:
     async def handle(self, messages: Sequence[Received]) -> None:
         """Handle one batch of messages to the end, then acknowledge them."""
         by_campaign: dict[int, list[int]] = defaultdict(list)
+        received = time.time()
         for message in messages:
+            if message.dispatched_at is not None:
+                self._deps.metrics.queue_lag.observe(max(0.0, received - message.dispatched_at))
             by_campaign[message.delivery.campaign_id].append(message.delivery.delivery_id)
         while True:
             try:
@@ -130,6 +136,7 @@ class Worker:
             )
             result = await deps.db.run(lambda conn, r=request: claim(conn, r))  # type: ignore[misc]
             if result.replanned:
+                deps.metrics.replans.inc()
                 log.info(
                     "campaign %d fell behind: %d deliveries re-planned",
                     campaign_id,
@@ -163,6 +170,7 @@ class Worker:
             result.admitted, result.first_seq, results, deps.config, deps.clock(), random.random
         )
         lost = await deps.db.run(lambda conn: self._record(conn, campaign, verdict))
+        self._observe(result, verdict)
         if lost:
             log.warning(
                 "campaign %d: %d outcomes not recorded, their lease was taken over",
@@ -180,6 +188,20 @@ class Worker:
                 [DueDelivery(did, campaign.id) for did, _ in verdict.outcomes.failed],
                 "; ".join(sorted({err for _, err in verdict.outcomes.failed}))[:500],
             )
+
+    def _observe(self, result: Claim, verdict: Sorted) -> None:
+        metrics = self._deps.metrics
+        assert result.claimed_at is not None
+        for row in result.admitted:
+            metrics.lateness.observe(
+                max(0.0, (result.claimed_at - row.scheduled_at).total_seconds())
+            )
+        for outcome, count in verdict.results.items():
+            metrics.sends.labels(outcome.value).inc(count)
+        metrics.retries.inc(len(verdict.outcomes.retry))
+        metrics.possible_duplicates.inc(verdict.possible_duplicates)
+        if verdict.slow_down_until is not None:
+            metrics.replans.inc()
 
     async def _record(self, conn: AsyncConnection, campaign: Campaign, verdict: Sorted) -> int:
         now = self._deps.clock()
@@ -202,12 +224,22 @@ class Worker:
         if deps.clock() > lease_until - _LEASE_MARGIN:
             return None
         letter = deps.letters.letter(campaign, row.id, row.recipient, deps.clock())
+        started = time.perf_counter()
         try:
             await deps.mailer.send(letter)
         except SendError as exc:
             log.info("campaign %d delivery %d: %s", campaign.id, row.id, exc)
+            deps.metrics.smtp_replies.labels(_reply_class(exc.code)).inc()
             return SendResult(deps.clock(), exc)
         except Exception as exc:  # a bug or an untranslated error: retry, and say so loudly
             log.exception("campaign %d delivery %d: unexpected error", campaign.id, row.id)
+            deps.metrics.smtp_replies.labels("none").inc()
             return SendResult(deps.clock(), exc)
+        finally:
+            deps.metrics.send_seconds.observe(time.perf_counter() - started)
+        deps.metrics.smtp_replies.labels("2xx").inc()
         return SendResult(deps.clock())
+
+
+def _reply_class(code: int | None) -> str:
+    return "none" if code is None else f"{code // 100}xx"

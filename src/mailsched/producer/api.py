@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Query, Request, status
+from fastapi import APIRouter, FastAPI, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mailsched import __version__
 from mailsched.domain.model import DeliveryStatus
 from mailsched.errors import NotFound, QueueUnavailable, StoreError, StoreUnavailable
+from mailsched.metrics import Metrics
 from mailsched.producer.campaigns import Campaigns
 from mailsched.producer.schemas import (
     CampaignCreated,
@@ -20,9 +23,12 @@ from mailsched.producer.schemas import (
     CampaignView,
     DeliveryPage,
     ErrorBody,
+    RetryStarted,
 )
 
 log = logging.getLogger(__name__)
+
+_CHECK_TIMEOUT = 3.0
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "No such campaign"},
@@ -31,22 +37,64 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(campaigns: Campaigns, on_created: Callable[[], None] | None = None) -> FastAPI:
-    """The API over ``campaigns``; ``on_created`` is called after each new campaign."""
+#: A readiness check: returns when its dependency answers, raises when it does not.
+Check = Callable[[], Awaitable[None]]
+
+
+def create_app(
+    campaigns: Campaigns,
+    *,
+    on_created: Callable[[], None] | None = None,
+    checks: Mapping[str, Check] | None = None,
+    metrics: Metrics | None = None,
+) -> FastAPI:
+    """The API over ``campaigns``.
+
+    ``on_created`` is called after each new campaign; ``checks`` back ``/readyz``;
+    ``metrics`` is served at ``/metrics``.
+    """
     app = FastAPI(
         title="mailsched",
         version=__version__,
         description="Schedule email campaigns; delivered on time, within their limits.",
     )
     app.include_router(_campaign_routes(campaigns, on_created or (lambda: None)))
+    app.include_router(_operations_routes(checks or {}, metrics or Metrics()))
     _install_error_handlers(app)
+    return app
 
-    @app.get("/healthz", tags=["operations"])
+
+def _operations_routes(checks: Mapping[str, Check], metrics: Metrics) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz")
     async def healthz() -> dict[str, str]:
         """The process is up."""
         return {"status": "ok"}
 
-    return app
+    @router.get("/readyz", responses={503: {"description": "A dependency cannot be reached"}})
+    async def readyz() -> JSONResponse:
+        """Whether the database (and Kafka, when configured) can be reached now."""
+        results = await asyncio.gather(
+            *(asyncio.wait_for(check(), _CHECK_TIMEOUT) for check in checks.values()),
+            return_exceptions=True,
+        )
+        report = {
+            name: "ok" if not isinstance(result, BaseException) else f"unavailable: {result}"
+            for name, result in zip(checks, results, strict=True)
+        }
+        ready = all(value == "ok" for value in report.values())
+        return JSONResponse(
+            status_code=200 if ready else 503,
+            content={"status": "ready" if ready else "unavailable", "checks": report},
+        )
+
+    @router.get("/metrics", response_class=Response)
+    async def prometheus() -> Response:
+        """Prometheus metrics of this process."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
 
 
 def _campaign_routes(campaigns: Campaigns, on_created: Callable[[], None]) -> APIRouter:
@@ -64,6 +112,14 @@ def _campaign_routes(campaigns: Campaigns, on_created: Callable[[], None]) -> AP
     async def get_campaign(campaign_id: int) -> CampaignView:
         """The campaign, its status, counts per delivery status, planned and actual sends."""
         return await campaigns.get(campaign_id)
+
+    @router.post("/campaign/{campaign_id}/retry-failed")
+    async def retry_failed(campaign_id: int) -> RetryStarted:
+        """Give the campaign's FAILED deliveries new attempts, planned from now."""
+        started = await campaigns.retry_failed(campaign_id)
+        log.info("campaign %d: %d failed deliveries retried", campaign_id, started.retried)
+        on_created()
+        return started
 
     @router.get("/campaign/{campaign_id}/deliveries")
     async def list_deliveries(

@@ -16,8 +16,10 @@ from mailsched.producer.schemas import (
     CampaignView,
     DeliveryItem,
     DeliveryPage,
+    RetryStarted,
 )
 from mailsched.store import campaigns as store
+from mailsched.store import sending
 from mailsched.store.db import Database
 
 Clock = Callable[[], datetime]
@@ -80,9 +82,25 @@ class Campaigns:
             planned_last_send_at=summary.planned_last,
             first_sent_at=summary.sent_first,
             last_sent_at=summary.sent_last,
+            possible_duplicates=summary.possible_duplicates,
             created_at=campaign.created_at,
             completed_at=campaign.completed_at,
         )
+
+    async def retry_failed(self, campaign_id: int) -> RetryStarted:
+        """Send the campaign's FAILED deliveries again, planned from now under its rules."""
+
+        async def work(conn: AsyncConnection) -> int:
+            campaign = await store.get_campaign(conn, campaign_id, lock=True)
+            if campaign is None:
+                raise NotFound(f"campaign {campaign_id} not found")
+            now = self._clock()
+            count = await sending.retry_failed(conn, campaign_id, now)
+            if count:
+                await sending.replan(conn, campaign_id, campaign.rules(self._window), now)
+            return count
+
+        return RetryStarted(campaign_id=campaign_id, retried=await self._db.run(work))
 
     async def deliveries(
         self, campaign_id: int, status: DeliveryStatus | None, after_id: int, limit: int

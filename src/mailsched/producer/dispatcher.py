@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.config import DispatcherConfig
 from mailsched.errors import MailschedError
+from mailsched.metrics import Metrics
 from mailsched.queue import DeliveryQueue
 from mailsched.store import dispatch
 from mailsched.store.db import Database
@@ -39,12 +40,18 @@ class Dispatcher:
     """Moves due deliveries from the database to the queue."""
 
     def __init__(
-        self, db: Database, queue: DeliveryQueue, config: DispatcherConfig, clock: Clock
+        self,
+        db: Database,
+        queue: DeliveryQueue,
+        config: DispatcherConfig,
+        clock: Clock,
+        metrics: Metrics,
     ) -> None:
         self._db = db
         self._queue = queue
         self._config = config
         self._clock = clock
+        self._metrics = metrics
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -63,7 +70,9 @@ class Dispatcher:
                 await self._queue.publish(due)
             return len(due)
 
-        return await self._db.run(work)
+        count = await self._db.run(work)
+        self._metrics.dispatched.inc(count)
+        return count
 
     async def reap_once(self) -> Reaped:
         """Put back deliveries the queue lost and those whose lease ran out."""
@@ -76,6 +85,9 @@ class Dispatcher:
             return Reaped(requeued, expired)
 
         reaped = await self._db.run(work)
+        self._metrics.requeued.inc(reaped.requeued)
+        self._metrics.lease_takeovers.inc(reaped.expired)
+        self._metrics.possible_duplicates.inc(reaped.expired)
         if reaped.requeued or reaped.expired:
             log.warning(
                 "reaper: %d lost queue messages re-dispatched, %d expired leases taken over",
@@ -83,6 +95,12 @@ class Dispatcher:
                 reaped.expired,
             )
         return reaped
+
+    async def sample(self) -> None:
+        """Refresh the deliveries-by-status gauge."""
+        counts = await self._db.run(dispatch.count_by_status)
+        for status, count in counts.items():
+            self._metrics.deliveries.labels(status.value).set(count)
 
     async def recover_in_process_queue(self) -> int:
         """At start with an in-process queue: whatever was QUEUED died with the last process."""
@@ -99,6 +117,7 @@ class Dispatcher:
             try:
                 if loop.time() >= next_reap:
                     await self.reap_once()
+                    await self.sample()
                     next_reap = loop.time() + self._config.reap_interval
                 if await self.dispatch_once() >= self._config.batch_size:
                     continue  # more is due: no pause

@@ -111,6 +111,9 @@ class CampaignView(_Camel):
     planned_last_send_at: datetime | None
     first_sent_at: datetime | None
     last_sent_at: datetime | None
+    #: Sends whose outcome is uncertain: the worker died or the connection broke
+    #: after the message went out. Each may have reached the recipient twice.
+    possible_duplicates: int
     created_at: datetime
     completed_at: datetime | None
 
@@ -132,6 +135,13 @@ class DeliveryPage(_Camel):
 
     items: list[DeliveryItem]
     next_cursor: str | None
+
+
+class RetryStarted(_Camel):
+    """The answer to a retry of a campaign's failed deliveries."""
+
+    campaign_id: int
+    retried: int
 
 
 class FieldError(BaseModel):

@@ -26,6 +26,11 @@ class Received(Protocol):
     @property
     def delivery(self) -> DueDelivery: ...
 
+    @property
+    def dispatched_at(self) -> float | None:
+        """When the dispatcher published it (unix seconds), when known."""
+        ...
+
 
 class DeliveryQueue(Protocol):
     """What the dispatcher and the worker need from a queue."""

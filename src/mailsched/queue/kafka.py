@@ -29,12 +29,18 @@ from mailsched.config import KafkaConfig
 from mailsched.queue import DueDelivery, Received
 from mailsched.queue import kafka_codec as codec
 from mailsched.queue.kafka_consumer import KafkaReceived, Subscriber
+from mailsched.queue.kafka_errors import TopicMissing
 from mailsched.queue.kafka_producer import Publisher
-from mailsched.queue.kafka_topics import ensure_topics, new_topic
+from mailsched.queue.kafka_topics import ensure_topics, new_topic, ping
 
 __all__ = ["KafkaQueue", "KafkaReceived"]
 
+logger = logging.getLogger(__name__)
 _librdkafka_logger = logging.getLogger("mailsched.queue.librdkafka")
+
+#: How often clients re-read topic metadata: a topic created again (after it was
+#: deleted or the cluster's data was wiped) is picked up within this.
+_METADATA_REFRESH_MS = 5_000
 
 
 def _log_client_error(error: KafkaError) -> None:
@@ -68,6 +74,7 @@ class KafkaQueue:
             "client.id": client_id,
             "error_cb": _log_client_error,
             "logger": _librdkafka_logger,
+            "topic.metadata.refresh.interval.ms": _METADATA_REFRESH_MS,
         }
         publisher = {
             **common,
@@ -97,6 +104,13 @@ class KafkaQueue:
             config.topic,
         )
 
+    async def ping(self) -> None:
+        """Return when a broker answers; raise QueueUnavailable when none does (``/readyz``)."""
+        config = self._config
+        await ping(
+            {"bootstrap.servers": config.bootstrap_servers, "client.id": self._client_id}, 2.0
+        )
+
     async def ensure_topics(self) -> None:
         """Create the delivery and dead-letter topics if missing; wait until they are usable."""
         config = self._config
@@ -114,7 +128,7 @@ class KafkaQueue:
         """Produce the deliveries; return once the in-sync replicas hold every one."""
         now = time.time()
         records = [(codec.key(d), codec.encode(d, now)) for d in deliveries]
-        await self._publisher.send(self._config.topic, records)
+        await self._send(self._config.topic, records)
 
     async def receive(
         self,
@@ -122,7 +136,12 @@ class KafkaQueue:
         timeout: float,  # noqa: ASYNC109 - the DeliveryQueue contract
     ) -> Sequence[KafkaReceived]:
         """Up to ``max_items`` deliveries, waiting at most ``timeout`` seconds for the first."""
-        return await self._subscriber.receive(max_items, timeout)
+        try:
+            return await self._subscriber.receive(max_items, timeout)
+        except TopicMissing as exc:
+            # The group re-reads the topic's metadata and resumes once it exists.
+            await self._recreate_topics(exc)
+            return []
 
     async def ack(self, messages: Sequence[Received]) -> None:
         """Commit, per partition, up to the first message not yet acknowledged.
@@ -141,7 +160,20 @@ class KafkaQueue:
         """Produce a record per delivery, with the reason, to the dead-letter topic."""
         now = time.time()
         records = [(codec.key(d), codec.encode_dead_letter(d, reason, now)) for d in deliveries]
-        await self._publisher.send(self._config.dead_letter_topic, records)
+        await self._send(self._config.dead_letter_topic, records)
+
+    async def _send(self, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+        try:
+            await self._publisher.send(topic, records)
+        except TopicMissing as exc:
+            await self._recreate_topics(exc)
+            await self._publisher.send(topic, records)
+
+    async def _recreate_topics(self, cause: TopicMissing) -> None:
+        # The topic was deleted or the cluster's data wiped: what it held is
+        # lost, and the dispatcher's reaper re-dispatches it from the database.
+        logger.warning("Kafka topic missing (%s): creating the topics again", cause)
+        await self.ensure_topics()
 
     async def close(self) -> None:
         """Leave the group without committing unacknowledged work; finish pending sends."""

@@ -6,6 +6,8 @@ set on a consumed message, and ``BufferError`` when the producer's local queue
 is full. All three go through :func:`map_kafka_exceptions`::
 
     KafkaException / KafkaError
+    ├── the topic is unknown to the broker (deleted,    -> TopicMissing (a QueueUnavailable)
+    │   or the cluster's data wiped)
     ├── broker unreachable, timed out, leader moving,   -> QueueUnavailable
     │   rebalancing, or marked retriable by the client
     └── anything else (authorization, bad topic, fatal) -> QueueError
@@ -21,6 +23,15 @@ from typing import NoReturn
 from confluent_kafka import KafkaError, KafkaException
 
 from mailsched.errors import QueueError, QueueUnavailable
+
+_MISSING_TOPIC = frozenset(
+    {
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.UNKNOWN_TOPIC_ID,
+    }
+)
 
 _UNAVAILABLE = frozenset(
     {
@@ -46,8 +57,14 @@ _UNAVAILABLE = frozenset(
 )
 
 
+class TopicMissing(QueueUnavailable):
+    """The broker does not know the topic: create it again, then retry."""
+
+
 def translate(error: KafkaError) -> QueueError:
     """The mailsched error for one ``KafkaError`` (not raised)."""
+    if error.code() in _MISSING_TOPIC:
+        return TopicMissing(f"kafka {error.name()}: {error.str()}")
     unavailable = error.code() in _UNAVAILABLE or (error.retriable() and not error.fatal())
     kind = QueueUnavailable if unavailable else QueueError
     return kind(f"kafka {error.name()}: {error.str()}")

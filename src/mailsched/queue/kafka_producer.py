@@ -28,6 +28,18 @@ _POLL_SECONDS = 0.5
 # librdkafka fails a record after message.timeout.ms; this is our backstop on top.
 _GRACE_SECONDS = 5.0
 
+#: Send errors after which the producer is replaced (see ``Publisher._discard``).
+_WEDGED = frozenset(
+    {
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError.UNKNOWN_PRODUCER_ID,
+        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError._FATAL,
+    }
+)
+
 Record = tuple[bytes, bytes]
 """A record's key and value."""
 
@@ -90,12 +102,30 @@ class Publisher:
             async with asyncio.timeout(self._timeout + _GRACE_SECONDS):
                 error = await reports.outcome
         except TimeoutError as exc:
+            await self._discard(producer)
             raise QueueUnavailable(
                 f"Kafka did not confirm {len(records)} records to {topic} "
                 f"within {self._timeout + _GRACE_SECONDS:.0f} s"
             ) from exc
         if error is not None:
+            if error.code() in _WEDGED:
+                await self._discard(producer)
             raise_kafka_error(error)
+
+    async def _discard(self, producer: Producer) -> None:
+        """Drop a producer that could not deliver; the next send starts a fresh one.
+
+        An idempotent producer whose records timed out, or that met a new cluster
+        (the broker's data was wiped: new cluster id, new producer ids, topics made
+        again), can stay stuck on its old state for good; a fresh one is not.
+        """
+        if self._producer is not producer:
+            return
+        logger.warning("restarting the Kafka producer after a failed send")
+        self._producer = None
+        stopping, self._stopping = self._stopping, threading.Event()
+        poller, self._poller = self._poller, None
+        await asyncio.to_thread(_abandon, producer, poller, stopping)
 
     async def close(self) -> None:
         """Stop polling and wait (up to the send timeout) for records still in flight."""
@@ -110,13 +140,16 @@ class Publisher:
             with map_kafka_exceptions():
                 self._producer = Producer(self._config)
             self._poller = threading.Thread(
-                target=self._poll, args=(self._producer,), name="mailsched-kafka-poll", daemon=True
+                target=self._poll,
+                args=(self._producer, self._stopping),
+                name="mailsched-kafka-poll",
+                daemon=True,
             )
             self._poller.start()
         return self._producer
 
-    def _poll(self, producer: Producer) -> None:
-        while not self._stopping.is_set():
+    def _poll(self, producer: Producer, stopping: threading.Event) -> None:
+        while not stopping.is_set():
             try:
                 producer.poll(_POLL_SECONDS)
             except Exception:
@@ -130,3 +163,14 @@ class Publisher:
         left = producer.flush(self._timeout)
         if left:
             logger.warning("closed the Kafka producer with %s records unconfirmed", left)
+
+
+def _abandon(
+    producer: Producer, poller: threading.Thread | None, stopping: threading.Event
+) -> None:
+    # Its records are reported failed already (or timed out): purge, do not wait.
+    stopping.set()
+    if poller is not None:
+        poller.join()
+    producer.purge()
+    producer.flush(0)

@@ -81,3 +81,13 @@ def _wait_until_led(admin: AdminClient, name: str, deadline: float) -> None:
         ):
             return
         time.sleep(_SETTLE_SECONDS)
+
+
+async def ping(admin_config: AdminConfig, wait: float) -> None:
+    """Return when a broker answers a metadata request; raise QueueUnavailable otherwise."""
+    await asyncio.to_thread(_ping, admin_config, wait)
+
+
+def _ping(admin_config: AdminConfig, timeout: float) -> None:
+    with map_kafka_exceptions():
+        AdminClient(admin_config).list_topics(timeout=timeout)

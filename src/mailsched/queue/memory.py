@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ class MemoryReceived:
 
     delivery: DueDelivery
     sequence: int
+    dispatched_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +62,9 @@ class MemoryQueue:
     async def publish(self, deliveries: Sequence[DueDelivery]) -> None:
         """Queue the deliveries; they are "durable" for as long as the process lives."""
         self._check_open()
+        now = time.time()
         for delivery in deliveries:
-            message = MemoryReceived(delivery, next(self._sequence))
+            message = MemoryReceived(delivery, next(self._sequence), now)
             self._unacked.add(message.sequence)
             self._queue.put_nowait(message)
         if self._unacked:

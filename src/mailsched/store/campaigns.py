@@ -9,8 +9,13 @@ from datetime import datetime
 from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailsched.domain.model import Campaign, CampaignStatus, DeliveryStatus
-from mailsched.store.tables import campaigns, deliveries
+from mailsched.domain.model import (
+    POSSIBLE_DUPLICATE_OUTCOMES,
+    Campaign,
+    CampaignStatus,
+    DeliveryStatus,
+)
+from mailsched.store.tables import campaigns, deliveries, send_slots
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +39,8 @@ class Summary:
     planned_last: datetime | None = None
     sent_first: datetime | None = None
     sent_last: datetime | None = None
+    #: Sends that may have been delivered twice (RFC 1047 window).
+    possible_duplicates: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +150,16 @@ async def summarize(conn: AsyncConnection, campaign_id: int) -> Summary:
         counts[DeliveryStatus(status)] = count
         planned += [t for t in (p_min, p_max) if t is not None]
         sent += [t for t in (s_min, s_max) if t is not None]
+    duplicates = (
+        await conn.execute(
+            select(func.count()).where(
+                send_slots.c.campaign_id == campaign_id,
+                send_slots.c.outcome.in_([o.value for o in POSSIBLE_DUPLICATE_OUTCOMES]),
+            )
+        )
+    ).scalar_one()
     return Summary(
+        possible_duplicates=duplicates,
         counts=counts,
         planned_first=min(planned, default=None),
         planned_last=max(planned, default=None),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.domain.model import DeliveryStatus, SendOutcome
@@ -100,3 +100,12 @@ async def _lock_ids(
 ) -> list[int]:
     query = select(d.id).where(*where).limit(limit).with_for_update(skip_locked=True)
     return [r.id for r in await conn.execute(query)]
+
+
+async def count_by_status(conn: AsyncConnection) -> dict[DeliveryStatus, int]:
+    """How many deliveries there are in each status (an index scan of ``ix_deliveries_due``)."""
+    rows = await conn.execute(select(d.status, func.count()).group_by(d.status))
+    counts = dict.fromkeys(DeliveryStatus, 0)
+    for status, count in rows:
+        counts[DeliveryStatus(status)] = count
+    return counts

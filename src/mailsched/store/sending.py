@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, case, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.domain.model import CampaignStatus, DeliveryStatus, SendOutcome
+from mailsched.domain.plan import Rules, plan
 from mailsched.store.tables import campaigns, deliveries, send_slots
 
 d = deliveries.c
@@ -253,4 +254,40 @@ async def _update_held(
         .where(d.id.in_(ids), *held)  # type: ignore[arg-type]
         .values(lease_owner=None, lease_until=None, **values)
     )
+    return result.rowcount
+
+
+async def replan(
+    conn: AsyncConnection, campaign_id: int, rules: Rules, not_before: datetime
+) -> int:
+    """Plan every unclaimed delivery of the campaign again, as early as the rules allow
+    from ``not_before``, given its real sends. Call with the campaign locked."""
+    tail = await pending_tail(conn, campaign_id)
+    if not tail:
+        return 0
+    history = await recent_finishes(
+        conn, campaign_id, rules.limit, not_before - rules.window, not_before
+    )
+    times = plan(len(tail), not_before, rules, history)
+    await reschedule(conn, [(did, at) for (did, _), at in zip(tail, times, strict=True)])
+    return len(tail)
+
+
+async def retry_failed(conn: AsyncConnection, campaign_id: int, now: datetime) -> int:
+    """Give the campaign's FAILED deliveries a fresh set of attempts; return how many.
+
+    They go back to SCHEDULED (the caller plans them again) and the campaign,
+    if it had completed, runs again.
+    """
+    result = await conn.execute(
+        update(deliveries)
+        .where(d.campaign_id == campaign_id, d.status == DeliveryStatus.FAILED)
+        .values(status=DeliveryStatus.SCHEDULED, scheduled_at=now, attempts=0)
+    )
+    if result.rowcount:
+        await conn.execute(
+            update(campaigns)
+            .where(campaigns.c.id == campaign_id, campaigns.c.status == CampaignStatus.COMPLETED)
+            .values(status=CampaignStatus.RUNNING, completed_at=None)
+        )
     return result.rowcount

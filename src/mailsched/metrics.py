@@ -1,0 +1,83 @@
+"""Prometheus metrics: one registry per process, made by :func:`mailsched.bootstrap.build`."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from mailsched.domain.model import DeliveryStatus, SendOutcome
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600)
+
+
+class Metrics:
+    """Every metric mailsched exports, registered on its own registry (not the global one)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.deliveries = Gauge(
+            "mailsched_deliveries",
+            "Deliveries by status (sampled by the dispatcher)",
+            ["status"],
+            registry=r,
+        )
+        self.sends = Counter(
+            "mailsched_sends_total", "Send attempts by outcome", ["outcome"], registry=r
+        )
+        self.send_seconds = Histogram(
+            "mailsched_send_seconds",
+            "Time for one SMTP transaction",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.lateness = Histogram(
+            "mailsched_lateness_seconds",
+            "Actual send start minus planned send time",
+            buckets=_LATENESS_BUCKETS,
+            registry=r,
+        )
+        self.smtp_replies = Counter(
+            "mailsched_smtp_replies_total",
+            "SMTP outcomes by reply class (2xx, 4xx, 5xx, none)",
+            ["reply_class"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "mailsched_retries_total", "Deliveries scheduled for another attempt", registry=r
+        )
+        self.queue_lag = Histogram(
+            "mailsched_queue_lag_seconds",
+            "From publish by the dispatcher to receipt by a worker",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.lease_takeovers = Counter(
+            "mailsched_lease_takeovers_total",
+            "Deliveries taken back from a worker whose lease ran out",
+            registry=r,
+        )
+        self.possible_duplicates = Counter(
+            "mailsched_possible_duplicates_total",
+            "Sends that may have reached the server before the worker could record them",
+            registry=r,
+        )
+        self.requeued = Counter(
+            "mailsched_requeued_total",
+            "Queue messages presumed lost and dispatched again",
+            registry=r,
+        )
+        self.dispatched = Counter(
+            "mailsched_dispatched_total", "Deliveries moved to the queue", registry=r
+        )
+        self.replans = Counter(
+            "mailsched_replans_total",
+            "Campaigns planned again (fell behind or slowed down)",
+            registry=r,
+        )
+        for status in DeliveryStatus:
+            self.deliveries.labels(status.value)
+        for outcome in SendOutcome:
+            self.sends.labels(outcome.value)
+        for reply_class in ("2xx", "4xx", "5xx", "none"):
+            self.smtp_replies.labels(reply_class)
