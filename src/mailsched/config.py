@@ -140,6 +140,13 @@ class Settings(BaseSettings):
     retry_cap_seconds: float = Field(3600.0, gt=0)
     shutdown_grace_seconds: float = Field(30.0, gt=0)
 
+    public_url: str | None = None
+    secret_key: SecretStr | None = None
+    max_recipients: int = Field(100_000, ge=1)
+    max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(1024 * 1024, ge=1)
+    requests_per_minute: int = Field(600, ge=1)
+
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9108, ge=0, le=65535)
 
@@ -183,6 +190,11 @@ class Settings(BaseSettings):
                 for err in exc.errors()
             )
             raise ConfigError(problems) from exc
+
+    @property
+    def base_url(self) -> str:
+        """Where recipients reach this deployment's public routes (unsubscribe links)."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def rate_window(self) -> timedelta:

@@ -58,8 +58,13 @@ async def claim(conn: AsyncConnection, req: ClaimRequest) -> Claim:
     campaign = await get_campaign(conn, req.campaign_id, lock=True)
     if campaign is None:
         return Claim()
-    rows = await sending.queued(conn, req.campaign_id, req.delivery_ids)
     result = Claim(campaign=campaign, claimed_at=req.now)
+    if not campaign.status.sends:
+        # Paused or cancelled since these were queued (or a retry came due after):
+        # they follow their campaign instead of going out.
+        await sending.hold_back(conn, req.delivery_ids, campaign.status)
+        return result
+    rows = await sending.queued(conn, req.campaign_id, req.delivery_ids)
     if not rows:
         return result
     rules = campaign.rules(req.window)

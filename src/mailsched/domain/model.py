@@ -14,21 +14,32 @@ class CampaignStatus(StrEnum):
 
     SCHEDULED = "SCHEDULED"
     RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
     COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def sends(self) -> bool:
+        """Whether deliveries of a campaign in this status may be sent."""
+        return self in (CampaignStatus.SCHEDULED, CampaignStatus.RUNNING)
 
 
 class DeliveryStatus(StrEnum):
     """Where one recipient's email is.
 
     SCHEDULED lives only in the database, QUEUED is on the queue, SENDING is
-    claimed by a worker under a lease, SENT and FAILED are final.
+    claimed by a worker under a lease, PAUSED waits for its campaign to resume;
+    SENT, FAILED, CANCELLED and SUPPRESSED (the recipient unsubscribed) are final.
     """
 
     SCHEDULED = "SCHEDULED"
     QUEUED = "QUEUED"
     SENDING = "SENDING"
+    PAUSED = "PAUSED"
     SENT = "SENT"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    SUPPRESSED = "SUPPRESSED"
 
     @property
     def is_final(self) -> bool:
@@ -54,18 +65,38 @@ class SendOutcome(StrEnum):
 POSSIBLE_DUPLICATE_OUTCOMES = frozenset({SendOutcome.AMBIGUOUS, SendOutcome.ORPHANED})
 
 
-FINAL_DELIVERY_STATUSES = frozenset({DeliveryStatus.SENT, DeliveryStatus.FAILED})
+FINAL_DELIVERY_STATUSES = frozenset(
+    {
+        DeliveryStatus.SENT,
+        DeliveryStatus.FAILED,
+        DeliveryStatus.CANCELLED,
+        DeliveryStatus.SUPPRESSED,
+    }
+)
+
+#: Deliveries not yet claimed by a worker: what pause, cancel and re-plans move.
+UNCLAIMED_DELIVERY_STATUSES = frozenset(
+    {DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED, DeliveryStatus.PAUSED}
+)
+
+_STOPPABLE = {DeliveryStatus.PAUSED, DeliveryStatus.CANCELLED, DeliveryStatus.SUPPRESSED}
 
 #: Every move a delivery may make. SENDING -> SCHEDULED is a retry (or a lease
-#: takeover); QUEUED -> SCHEDULED is a re-plan or a lost queue message.
+#: takeover); QUEUED -> SCHEDULED is a re-plan or a lost queue message;
+#: FAILED -> SCHEDULED is an operator's retry of failed deliveries.
 DELIVERY_TRANSITIONS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
-    DeliveryStatus.SCHEDULED: frozenset({DeliveryStatus.QUEUED}),
-    DeliveryStatus.QUEUED: frozenset({DeliveryStatus.SENDING, DeliveryStatus.SCHEDULED}),
+    DeliveryStatus.SCHEDULED: frozenset({DeliveryStatus.QUEUED, *_STOPPABLE}),
+    DeliveryStatus.QUEUED: frozenset(
+        {DeliveryStatus.SENDING, DeliveryStatus.SCHEDULED, *_STOPPABLE}
+    ),
     DeliveryStatus.SENDING: frozenset(
         {DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.SCHEDULED}
     ),
+    DeliveryStatus.PAUSED: frozenset({DeliveryStatus.SCHEDULED, DeliveryStatus.CANCELLED}),
     DeliveryStatus.SENT: frozenset(),
-    DeliveryStatus.FAILED: frozenset(),
+    DeliveryStatus.FAILED: frozenset({DeliveryStatus.SCHEDULED}),
+    DeliveryStatus.CANCELLED: frozenset(),
+    DeliveryStatus.SUPPRESSED: frozenset(),
 }
 
 
@@ -90,6 +121,9 @@ class Campaign:
     slot_seq: int
     created_at: datetime
     completed_at: datetime | None
+    html_body: str | None = None
+    #: Subject or bodies use template syntax: rendered per recipient.
+    templated: bool = False
 
     def rules(self, window: timedelta) -> Rules:
         """The campaign's sending rules, with the deployment's length of an "hour"."""

@@ -62,7 +62,9 @@ class KafkaQueue:
         config: KafkaConfig,
         client_id: str,
         *,
-        publish_timeout: float = 30.0,
+        # Short: a producer stuck on a broker that came back as a new cluster (its
+        # data wiped) is only replaced once a send times out.
+        publish_timeout: float = 10.0,
         admin_timeout: float = 30.0,
     ) -> None:
         """Nothing connects until first use; ``publish_timeout`` bounds every publish."""
@@ -139,8 +141,10 @@ class KafkaQueue:
         try:
             return await self._subscriber.receive(max_items, timeout)
         except TopicMissing as exc:
-            # The group re-reads the topic's metadata and resumes once it exists.
+            # The topic was made again: a fresh consumer reads the new one. What it
+            # had handed out is in the database, and comes again by the reaper.
             await self._recreate_topics(exc)
+            await self._subscriber.restart()
             return []
 
     async def ack(self, messages: Sequence[Received]) -> None:

@@ -79,6 +79,14 @@ class Subscriber:
         """Mark messages handled and commit every partition's done prefix that moved."""
         await self._call(self._ack, [(m.topic, m.partition, m.offset) for m in messages])
 
+    async def restart(self) -> None:
+        """Leave the group and forget everything; the next :meth:`receive` joins afresh.
+
+        For a topic that was deleted and created again: a consumer keeps fetching
+        the old topic (by its id) and never sees the new one's records.
+        """
+        await self._call(self._restart)
+
     async def close(self) -> None:
         """Leave the group; unacknowledged messages go to the partitions' next owners."""
         if self._closed:
@@ -173,6 +181,16 @@ class Subscriber:
             consumer, self._consumer = self._consumer, None
             # Revokes the assignment (committing acknowledged work) and leaves the group.
             consumer.close()
+
+    def _restart(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        self._tracker = OffsetTracker()
+        self._deferred = None
+        if consumer is not None:
+            try:
+                consumer.close()
+            except KafkaException as exc:
+                logger.warning("closing the Kafka consumer for a restart: %s", exc)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._tracker.forget(_keys(partitions))

@@ -71,6 +71,8 @@ def _campaign(row: Row[tuple[object, ...]]) -> Campaign:
         slot_seq=m["slot_seq"],
         created_at=m["created_at"],
         completed_at=m["completed_at"],
+        html_body=m["html_body"],
+        templated=bool(m["templated"]),
     )
 
 
@@ -212,7 +214,10 @@ async def complete_if_done(conn: AsyncConnection, campaign_id: int, now: datetim
         return False
     result = await conn.execute(
         update(campaigns)
-        .where(campaigns.c.id == campaign_id, campaigns.c.status != CampaignStatus.COMPLETED)
+        .where(
+            campaigns.c.id == campaign_id,
+            campaigns.c.status.in_([CampaignStatus.SCHEDULED, CampaignStatus.RUNNING]),
+        )
         .values(status=CampaignStatus.COMPLETED, completed_at=now)
     )
     return result.rowcount > 0

@@ -136,6 +136,25 @@ async def recent_finishes(
     return [r.finished_at or in_flight for r in rows][::-1]
 
 
+async def hold_back(
+    conn: AsyncConnection, ids: Sequence[int], campaign_status: CampaignStatus
+) -> None:
+    """Move unclaimed deliveries to PAUSED, or CANCELLED, with their stopped campaign."""
+    target = (
+        DeliveryStatus.PAUSED
+        if campaign_status == CampaignStatus.PAUSED
+        else DeliveryStatus.CANCELLED
+    )
+    await conn.execute(
+        update(deliveries)
+        .where(
+            d.id.in_(ids),
+            d.status.in_([DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED]),
+        )
+        .values(status=target)
+    )
+
+
 async def release_queued(conn: AsyncConnection, ids: Sequence[int]) -> None:
     """Hand QUEUED deliveries back to the dispatcher unchanged (a worker is stopping)."""
     await conn.execute(

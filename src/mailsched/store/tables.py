@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -66,6 +67,8 @@ campaigns = Table(
     Column("slot_seq", Integer, nullable=False, default=0),
     Column("created_at", UTCDateTime, nullable=False),
     Column("completed_at", UTCDateTime, nullable=True),
+    Column("html_body", Text().with_variant(mysql.MEDIUMTEXT(), "mysql"), nullable=True),
+    Column("templated", Boolean, nullable=False, default=False),
     Index("ix_campaigns_user", "user_id", "id"),
 )
 
@@ -75,6 +78,9 @@ deliveries = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("campaign_id", Id, ForeignKey("campaigns.id"), nullable=False),
     Column("recipient", String(320), nullable=False),
+    # Personalization: the recipient's name and template variables (JSON object).
+    Column("name", String(200), nullable=True),
+    Column("vars", Text, nullable=True),
     Column("scheduled_at", UTCDateTime, nullable=False),
     Column("status", String(16), nullable=False),
     Column("attempts", SmallInteger, nullable=False, default=0),
@@ -106,4 +112,49 @@ send_slots = Table(
     # How the attempt ended (a SendOutcome); NULL while in flight.
     Column("outcome", String(16), nullable=True),
     Index("ix_send_slots_delivery", "delivery_id"),
+)
+
+
+#: API keys: the secret is shown once and stored as a SHA-256 digest (it is a
+#: random 256-bit value, so a slow password hash would add nothing).
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("user_id", BigInteger, nullable=False),
+    Column("prefix", String(16), nullable=False, unique=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("name", String(100), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+#: Idempotent creates: the first response to (user, key), for 24 hours.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("user_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("response", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+#: Addresses a user must not send to again (unsubscribed, or added by hand).
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("user_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("address", String(320), primary_key=True),
+    Column("reason", String(32), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+#: Deployment-wide secrets every process shares (the unsubscribe signing key).
+secrets = Table(
+    "secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(128), nullable=False),
 )
