@@ -21,6 +21,7 @@ from mailsched.mail import Mailer
 from mailsched.mail.outbox import OutboxMailer
 from mailsched.mail.smtp import SmtpMailer
 from mailsched.metrics import Metrics
+from mailsched.producer.auth import Authenticator, Caller, caller_dependency
 from mailsched.producer.campaigns import Campaigns
 from mailsched.producer.dispatcher import Dispatcher
 from mailsched.queue import DeliveryQueue
@@ -54,6 +55,10 @@ class Components:
     in_process_queue: bool
     metrics: Metrics = field(default_factory=Metrics)
     _mailer: Mailer | None = field(default=None, repr=False)
+
+    def caller(self) -> Callable[..., Awaitable[Caller]]:
+        """The API's authentication dependency."""
+        return caller_dependency(Authenticator(self.db, self.settings.requests_per_minute))
 
     def campaigns(self) -> Campaigns:
         return Campaigns(self.db, self.settings.rate_window, self.clock)

@@ -7,11 +7,15 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched import __version__, logs
 from mailsched.config import Settings
 from mailsched.errors import ConfigError, MailschedError
 from mailsched.serve import Role, serve
+from mailsched.store import keys
 from mailsched.store.db import Database
 from mailsched.store.migrate import upgrade
 
@@ -38,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database administration")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     db_commands.add_parser("upgrade", help="migrate the schema to the newest revision")
+    keys = commands.add_parser("keys", help="API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="KEYS_COMMAND")
+    create = key_commands.add_parser("create", help="make a key; it is printed once, last")
+    create.add_argument("--user-id", type=int, required=True, help="the user the key acts for")
+    create.add_argument("--name", help="a note to recognise the key by")
+    revoke = key_commands.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("key", help="the key, its prefix (the part after ms_), or its id")
     return parser
 
 
@@ -45,6 +56,36 @@ async def _db_upgrade(settings: Settings) -> None:
     db = Database.from_url(settings.database_url)
     try:
         await upgrade(db)
+    finally:
+        await db.dispose()
+
+
+async def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    db = Database.from_url(settings.database_url)
+    try:
+        await upgrade(db)
+        now = datetime.now(UTC)
+        if args.keys_command == "create":
+            if args.user_id < 1:
+                print("mailsched: --user-id must be at least 1", file=sys.stderr)
+                return 2
+
+            async def create(conn: AsyncConnection) -> tuple[int, str]:
+                return await keys.create_key(conn, args.user_id, args.name, now)
+
+            key_id, key = await db.run(create)
+            print(f"API key {key_id} for user {args.user_id}; it is shown only this once:")
+            print(key)
+            return 0
+
+        async def revoke(conn: AsyncConnection) -> bool:
+            return await keys.revoke_key(conn, args.key, now)
+
+        if not await db.run(revoke):
+            print("mailsched: no such live key", file=sys.stderr)
+            return 1
+        print("revoked")
+        return 0
     finally:
         await db.dispose()
 
@@ -58,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mailsched: invalid settings: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
-    if args.command != "run" and args.command in _ROLES and settings.kafka() is None:
+    if args.command in _ROLES and args.command != "run" and settings.kafka() is None:
         print(
             f"mailsched: `mailsched {args.command}` runs beside other processes and needs "
             "MAILSCHED_KAFKA_BOOTSTRAP_SERVERS; for one process, use `mailsched run`",
@@ -69,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "db":
             asyncio.run(_db_upgrade(settings))
             log.info("database schema is up to date")
+        elif args.command == "keys":
+            return asyncio.run(_keys(settings, args))
         else:
             asyncio.run(serve(settings, _ROLES[args.command]))
     except MailschedError as exc:

@@ -7,8 +7,10 @@ so nothing above an adapter handles a library's exception::
     MailschedError
     ├── ConfigError                 a setting is missing or malformed
     ├── NotFound                    a campaign that does not exist (for this caller)
+    ├── Conflict                    the request contradicts the current state
     ├── StoreError                  the database refused or failed
-    │   └── StoreUnavailable        the database cannot be reached; try again later
+    │   ├── StoreUnavailable        the database cannot be reached; try again later
+    │   └── DuplicateKey            a row with that key exists already
     ├── QueueError                  the queue refused or failed
     │   └── QueueUnavailable        the broker cannot be reached; try again later
     └── SendError                   one email was not accepted by the mail server
@@ -32,8 +34,16 @@ class NotFound(MailschedError):
     """The thing asked for does not exist."""
 
 
+class Conflict(MailschedError):
+    """The request contradicts the current state (a reused idempotency key, a finished campaign)."""
+
+
 class StoreError(MailschedError):
     """The database refused or failed."""
+
+
+class DuplicateKey(StoreError):
+    """An insert met a row with the same unique key."""
 
 
 class StoreUnavailable(StoreError):

@@ -11,11 +11,13 @@ from enum import StrEnum
 
 import uvicorn
 from prometheus_client import start_http_server
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.bootstrap import Components, build
 from mailsched.config import Settings
 from mailsched.errors import ConfigError
-from mailsched.producer.api import create_app
+from mailsched.producer.api import Limits, create_app
+from mailsched.store import keys
 from mailsched.store.migrate import upgrade
 
 log = logging.getLogger(__name__)
@@ -42,9 +44,29 @@ async def serve(settings: Settings, roles: frozenset[Role]) -> None:
     components = await build(settings)
     try:
         await upgrade(components.db)
+        if roles == frozenset(Role) and components.in_process_queue:
+            await _first_start_key(components)
         await _run(components, settings, roles)
     finally:
         await components.aclose()
+
+
+async def _first_start_key(components: Components) -> None:
+    """``mailsched run`` on an empty database: a key for user 1, so curl works at once."""
+
+    async def work(conn: AsyncConnection) -> str | None:
+        if await keys.count_keys(conn):
+            return None
+        _key_id, key = await keys.create_key(conn, 1, "development", components.clock())
+        return key
+
+    key = await components.db.run(work)
+    if key is not None:
+        print(
+            "Development API key for userId 1 (shown once; `mailsched keys create` makes more):",
+            flush=True,
+        )
+        print(key, flush=True)
 
 
 async def _run(components: Components, settings: Settings, roles: frozenset[Role]) -> None:
@@ -67,9 +89,15 @@ async def _run(components: Components, settings: Settings, roles: frozenset[Role
     if Role.API in roles:
         app = create_app(
             components.campaigns(),
+            components.caller(),
             on_created=dispatcher.wake if dispatcher else None,
             checks=components.readiness_checks(),
             metrics=components.metrics,
+            limits=Limits(
+                max_recipients=settings.max_recipients,
+                max_body_bytes=settings.max_body_bytes,
+                max_request_bytes=settings.max_request_bytes,
+            ),
         )
         config = uvicorn.Config(
             app, host=settings.host, port=settings.port, log_config=None, access_log=False

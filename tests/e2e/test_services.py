@@ -18,7 +18,7 @@ from mailsched.store.db import Database
 from mailsched.store.tables import send_slots
 from tests.conftest import Stack
 from tests.e2e.test_run import campaign, wait_completed
-from tests.support.processes import Mailsched
+from tests.support.processes import Mailsched, auth, create_key
 from tests.support.rules import max_in_window, min_gap
 from tests.support.smtp_sink import SmtpSink, free_port
 
@@ -72,6 +72,7 @@ def test_api_and_two_workers_deliver_three_campaigns_exactly_once(
     workers = [Mailsched(["worker"], env, tmp_path, f"worker{i}").start() for i in (1, 2)]
     try:
         api.wait_ready()
+        key = create_key(env, tmp_path)
         deadline = time.monotonic() + 60
         while group_members(real.kafka_bootstrap_servers, group) < 2:
             assert time.monotonic() < deadline, "the two workers did not both join the group"
@@ -84,13 +85,14 @@ def test_api_and_two_workers_deliver_three_campaigns_exactly_once(
             response = httpx.post(
                 f"{api.base_url}/api/v1/email/campaign",
                 json=campaign(addresses, delay=0, limit=LIMIT),
+                headers=auth(key),
             )
             assert response.status_code == 201, response.text
             ids.append(response.json()["campaignId"])
             recipients[ids[-1]] = addresses
         started = time.monotonic()
         for campaign_id in ids:
-            view = wait_completed(api.base_url, campaign_id, timeout=90)
+            view = wait_completed(api.base_url, campaign_id, timeout=90, key=key)
             assert view["status"] == "COMPLETED", view
             assert view["counts"]["SENT"] == 200
         elapsed = time.monotonic() - started
@@ -130,9 +132,12 @@ def test_sigterm_finishes_in_flight_work_and_a_new_worker_carries_on(
     recipients = [f"user{i}@example.com" for i in range(8)]
     with Mailsched(["api"], env, tmp_path, "api") as api:
         api.wait_ready()
+        key = create_key(env, tmp_path)
         first = Mailsched(["worker"], env, tmp_path, "worker1").start()
         response = httpx.post(
-            f"{api.base_url}/api/v1/email/campaign", json=campaign(recipients, delay=1, limit=100)
+            f"{api.base_url}/api/v1/email/campaign",
+            json=campaign(recipients, delay=1, limit=100),
+            headers=auth(key),
         )
         campaign_id = response.json()["campaignId"]
         smtp_sink.wait_for(3, timeout=30)
@@ -141,7 +146,7 @@ def test_sigterm_finishes_in_flight_work_and_a_new_worker_carries_on(
         stop_seconds = time.monotonic() - stopping
         assert "stopped" in first.output()
         with Mailsched(["worker"], env, tmp_path, "worker2"):
-            view = wait_completed(api.base_url, campaign_id, timeout=60)
+            view = wait_completed(api.base_url, campaign_id, timeout=60, key=key)
         assert view["status"] == "COMPLETED", view
     # A graceful stop leaves nothing in doubt: exactly once, and no burst.
     assert smtp_sink.per_recipient() == Counter(recipients)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import func, select, update
 
 from mailsched.producer.api import create_app
+from mailsched.producer.auth import Authenticator, caller_dependency
 from mailsched.producer.campaigns import Campaigns
+from mailsched.store import keys
 from mailsched.store.db import Database
 from mailsched.store.tables import campaigns, deliveries
 
@@ -34,11 +38,36 @@ def spec_body(**changes: Any) -> dict[str, Any]:
     return body
 
 
-@pytest.fixture
-async def client(db: Database) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Campaigns(db, timedelta(hours=1), lambda: NOW))
+async def new_key(db: Database, user_id: int) -> str:
+    async def work(conn: Any) -> str:
+        return (await keys.create_key(conn, user_id, None, NOW))[1]
+
+    return await db.run(work)
+
+
+def make_app(db: Database, **options: Any) -> FastAPI:
+    caller = caller_dependency(Authenticator(db, options.pop("requests_per_minute", 6000)))
+    return create_app(Campaigns(db, timedelta(hours=1), lambda: NOW), caller, **options)
+
+
+@asynccontextmanager
+async def client_for(app: FastAPI, key: str | None) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", headers=headers
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+async def app(db: Database) -> FastAPI:
+    return make_app(db)
+
+
+@pytest.fixture
+async def client(app: FastAPI, db: Database) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(app, await new_key(db, 1)) as client:
         yield client
 
 
@@ -177,7 +206,9 @@ async def test_get_campaign_reports_counts_and_times(
     assert response.status_code == 200
     view = response.json()
     assert view["status"] == "SCHEDULED"
-    assert view["counts"] == {"SCHEDULED": 2, "QUEUED": 0, "SENDING": 0, "SENT": 0, "FAILED": 0}
+    assert view["counts"] == {"SCHEDULED": 2} | dict.fromkeys(
+        ["QUEUED", "SENDING", "PAUSED", "SENT", "FAILED", "CANCELLED", "SUPPRESSED"], 0
+    )
     assert view["plannedFirstSendAt"] == "2026-11-28T12:00:00Z"
     assert view["plannedLastSendAt"] == "2026-11-28T12:01:00Z"
     assert view["firstSentAt"] is None and view["lastSentAt"] is None
@@ -251,13 +282,8 @@ async def test_readyz_reports_each_dependency(db: Database) -> None:
     async def broken() -> None:
         raise ConnectionRefusedError("broker down")
 
-    app = create_app(
-        Campaigns(db, timedelta(hours=1), lambda: NOW),
-        checks={"database": db.ping, "kafka": broken},
-    )
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://test"
-    ) as client:
+    app = make_app(db, checks={"database": db.ping, "kafka": broken})
+    async with client_for(app, None) as client:
         response = await client.get("/readyz")
     assert response.status_code == 503
     checks = response.json()["checks"]
@@ -280,11 +306,9 @@ async def test_metrics_are_exposed(client: httpx.AsyncClient) -> None:
 
 async def test_unreachable_database_is_a_503_not_a_500() -> None:
     db = Database.from_url("mysql://mailsched:mailsched@127.0.0.1:1/mailsched")
-    app = create_app(Campaigns(db, timedelta(hours=1), lambda: NOW))
+    app = make_app(db)
     try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test"
-        ) as client:
+        async with client_for(app, "ms_abcdef_secret") as client:
             response = await client.post(URL, json=spec_body())
             assert response.status_code == 503, response.text
             assert response.headers["retry-after"]

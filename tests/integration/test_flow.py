@@ -18,10 +18,11 @@ from mailsched.producer.schemas import CampaignRequest
 from mailsched.queue.memory import MemoryQueue
 from tests.conftest import Stack
 from tests.support.rules import max_in_window, min_gap
-from tests.support.running import completed, running, wait_until
+from tests.support.running import completed, create, running, wait_until
 from tests.support.smtp_sink import SmtpSink
 
 WINDOW = 2.0
+USER = 7
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def settings(stack: Stack, smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch)
 def request(recipients: list[str], delay: int = 0, limit: int = 1000) -> CampaignRequest:
     return CampaignRequest.model_validate(
         {
-            "userId": 7,
+            "userId": USER,
             "subject": "Grüße from mailsched",
             "body": "Hello,\nthis is the campaign body.\n",
             "startTime": datetime(2026, 1, 25, 12, tzinfo=UTC).isoformat(),
@@ -65,10 +66,10 @@ async def test_every_recipient_gets_one_email_within_both_rules(
 ) -> None:
     recipients = addresses(5)
     async with running(settings) as app:
-        created = await app.campaigns().create(request(recipients, delay=1, limit=2))
+        created = await create(app, request(recipients, delay=1, limit=2))
         await wait_until(lambda: completed(app, created.campaign_id), within=30)
-        view = await app.campaigns().get(created.campaign_id)
-        page = await app.campaigns().deliveries(created.campaign_id, None, 0, 100)
+        view = await app.campaigns().get(USER, created.campaign_id)
+        page = await app.campaigns().deliveries(USER, created.campaign_id, None, 0, 100)
 
     arrivals = smtp_sink.arrivals
     assert Counter(a.rcpt for a in arrivals) == Counter(recipients)
@@ -104,9 +105,9 @@ async def test_transient_replies_are_retried(settings: Settings, smtp_sink: Smtp
 
     smtp_sink.rcpt_policy = policy
     async with running(settings) as app:
-        created = await app.campaigns().create(request(["flaky@example.com", "ok@example.com"]))
+        created = await create(app, request(["flaky@example.com", "ok@example.com"]))
         await wait_until(lambda: completed(app, created.campaign_id), within=30)
-        page = await app.campaigns().deliveries(created.campaign_id, None, 0, 100)
+        page = await app.campaigns().deliveries(USER, created.campaign_id, None, 0, 100)
 
     assert smtp_sink.per_recipient() == Counter({"flaky@example.com": 1, "ok@example.com": 1})
     flaky = next(i for i in page.items if i.recipient.startswith("flaky"))
@@ -130,9 +131,9 @@ async def test_a_slow_down_reply_postpones_the_campaign_without_burning_attempts
     # A pause of 1.5-3 s (half to all of the retry base), longer than the 1 s delay.
     settings = settings.model_copy(update={"retry_base_seconds": 3.0, "retry_cap_seconds": 3.0})
     async with running(settings) as app:
-        created = await app.campaigns().create(request(recipients, delay=1))
+        created = await create(app, request(recipients, delay=1))
         await wait_until(lambda: completed(app, created.campaign_id), within=30)
-        page = await app.campaigns().deliveries(created.campaign_id, None, 0, 100)
+        page = await app.campaigns().deliveries(USER, created.campaign_id, None, 0, 100)
 
     assert smtp_sink.per_recipient() == Counter(recipients)
     assert all(item.attempts == 1 for item in page.items), page.items
@@ -145,10 +146,10 @@ async def test_permanent_refusal_fails_the_delivery_only(
 ) -> None:
     smtp_sink.rcpt_policy = lambda a: "550 5.1.1 no such user" if a.startswith("gone") else None
     async with running(settings) as app:
-        created = await app.campaigns().create(request(["gone@example.com", "ok@example.com"]))
+        created = await create(app, request(["gone@example.com", "ok@example.com"]))
         await wait_until(lambda: completed(app, created.campaign_id), within=30)
-        page = await app.campaigns().deliveries(created.campaign_id, None, 0, 100)
-        view = await app.campaigns().get(created.campaign_id)
+        page = await app.campaigns().deliveries(USER, created.campaign_id, None, 0, 100)
+        view = await app.campaigns().get(USER, created.campaign_id)
         if isinstance(app.queue, MemoryQueue):
             dead = [d.delivery.delivery_id for d in app.queue.dead_letters]
         else:
@@ -166,9 +167,9 @@ async def test_permanent_refusal_fails_the_delivery_only(
 async def test_exhausted_retries_fail(settings: Settings, smtp_sink: SmtpSink) -> None:
     smtp_sink.rcpt_policy = lambda a: "441 4.4.1 no answer from host"
     async with running(settings) as app:
-        created = await app.campaigns().create(request(["busy@example.com"]))
+        created = await create(app, request(["busy@example.com"]))
         await wait_until(lambda: completed(app, created.campaign_id), within=30)
-        page = await app.campaigns().deliveries(created.campaign_id, None, 0, 100)
+        page = await app.campaigns().deliveries(USER, created.campaign_id, None, 0, 100)
     (item,) = page.items
     assert (item.status, item.attempts) == ("FAILED", settings.max_attempts)
     assert smtp_sink.arrivals == []
@@ -179,11 +180,11 @@ async def test_a_late_start_is_replanned_not_sent_in_a_burst(
 ) -> None:
     recipients = addresses(3)
     async with running(settings, dispatcher=False, worker=False) as app:
-        created = await app.campaigns().create(request(recipients, delay=2))
+        created = await create(app, request(recipients, delay=2))
     await asyncio.sleep(4.5)  # every delivery is now overdue: the worker was "down"
     async with running(settings) as app:
         await wait_until(lambda: completed(app, created.campaign_id), within=30)
-        page = await app.campaigns().deliveries(created.campaign_id, None, 0, 100)
+        page = await app.campaigns().deliveries(USER, created.campaign_id, None, 0, 100)
     times = [a.at for a in smtp_sink.arrivals]
     assert len(times) == len(recipients)
     assert min_gap(times) >= 2.0

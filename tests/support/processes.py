@@ -76,6 +76,13 @@ class Mailsched:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def development_key(self, timeout: float = 30) -> str:
+        """The key ``mailsched run`` prints on its first start."""
+        self.wait_log("Development API key", timeout)
+        lines = self.output().splitlines()
+        marker = next(i for i, line in enumerate(lines) if "Development API key" in line)
+        return lines[marker + 1].strip()
+
     def metrics_url(self, timeout: float = 30) -> str:
         """Where a worker serves /metrics (it logs the port it got)."""
         deadline = time.monotonic() + timeout
@@ -113,3 +120,23 @@ class Mailsched:
     ) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.stop()
+
+
+def create_key(env: dict[str, str], cwd: Path, user_id: int = 1) -> str:
+    """``mailsched keys create --user-id N`` against ``env``'s database; the key it prints."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MAILSCHED_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "mailsched", "keys", "create", "--user-id", str(user_id)],
+        cwd=cwd,
+        env={**inherited, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+def auth(key: str) -> dict[str, str]:
+    """The header that authenticates with ``key``."""
+    return {"Authorization": f"Bearer {key}"}

@@ -7,9 +7,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from mailsched.bootstrap import Components, build
 from mailsched.config import Settings
-from mailsched.domain.model import CampaignStatus
+from mailsched.domain.model import Campaign, CampaignStatus
+from mailsched.producer.schemas import CampaignCreated, CampaignRequest
+from mailsched.store.campaigns import get_campaign
 from mailsched.store.migrate import upgrade
 
 
@@ -54,5 +58,16 @@ async def wait_until(
 
 
 async def completed(components: Components, campaign_id: int) -> bool:
-    view = await components.campaigns().get(campaign_id)
-    return view.status == CampaignStatus.COMPLETED
+    """Whether the campaign has reached COMPLETED."""
+
+    async def work(conn: AsyncConnection) -> Campaign | None:
+        return await get_campaign(conn, campaign_id)
+
+    campaign = await components.db.run(work)
+    return campaign is not None and campaign.status == CampaignStatus.COMPLETED
+
+
+async def create(components: Components, request: CampaignRequest) -> CampaignCreated:
+    """Create a campaign through the service, as the API does."""
+    created = await components.campaigns().create(request)
+    return CampaignCreated.model_validate_json(created.body)

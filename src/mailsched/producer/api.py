@@ -1,24 +1,38 @@
-"""The REST API: an app factory, its routes, and the mapping of our errors to HTTP."""
+"""The REST API: an app factory, its routes, and the mapping of our errors to HTTP.
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations,
+and the authentication alias is local to the route factories.
+"""
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Query, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mailsched import __version__
-from mailsched.domain.model import DeliveryStatus
-from mailsched.errors import NotFound, QueueUnavailable, StoreError, StoreUnavailable
+from mailsched.domain.model import CampaignStatus, DeliveryStatus
+from mailsched.errors import (
+    Conflict,
+    NotFound,
+    QueueUnavailable,
+    StoreError,
+    StoreUnavailable,
+)
 from mailsched.metrics import Metrics
+from mailsched.producer.auth import Caller, TooManyRequests
 from mailsched.producer.campaigns import Campaigns
+from mailsched.producer.limits import BodySizeLimit, TooLarge
 from mailsched.producer.schemas import (
+    CampaignControl,
     CampaignCreated,
+    CampaignPage,
     CampaignRequest,
     CampaignView,
     DeliveryPage,
@@ -28,41 +42,181 @@ from mailsched.producer.schemas import (
 
 log = logging.getLogger(__name__)
 
-_CHECK_TIMEOUT = 3.0
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorBody, "description": "No such campaign"},
-    422: {"model": ErrorBody, "description": "Invalid input; each bad field is named"},
-    503: {"model": ErrorBody, "description": "The database or queue cannot be reached"},
-}
-
-
 #: A readiness check: returns when its dependency answers, raises when it does not.
 Check = Callable[[], Awaitable[None]]
 
+_CHECK_TIMEOUT = 3.0
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No valid API key"},
+    403: {"model": ErrorBody, "description": "The key's user may not do this"},
+    404: {"model": ErrorBody, "description": "No such campaign (for this user)"},
+    409: {"model": ErrorBody, "description": "Conflicts with the current state"},
+    413: {"model": ErrorBody, "description": "Too large"},
+    422: {"model": ErrorBody, "description": "Invalid input; each bad field is named"},
+    429: {"model": ErrorBody, "description": "Too many requests for this key"},
+    503: {"model": ErrorBody, "description": "The database cannot be reached"},
+}
+
+_CURSOR = r"^[0-9]{1,19}$"
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How big a request may be."""
+
+    max_recipients: int = 100_000
+    max_body_bytes: int = 1024 * 1024
+    max_request_bytes: int = 32 * 1024 * 1024
+
+class Forbidden(Exception):
+    """The caller may not act for that user."""
 
 def create_app(
     campaigns: Campaigns,
+    caller: Callable[..., Awaitable[Caller]],
     *,
     on_created: Callable[[], None] | None = None,
     checks: Mapping[str, Check] | None = None,
     metrics: Metrics | None = None,
+    limits: Limits | None = None,
+    routers: tuple[APIRouter, ...] = (),
 ) -> FastAPI:
     """The API over ``campaigns``.
 
-    ``on_created`` is called after each new campaign; ``checks`` back ``/readyz``;
-    ``metrics`` is served at ``/metrics``.
+    ``caller`` is the authentication dependency (see
+    :func:`mailsched.producer.auth.caller_dependency`); ``on_created`` is called
+    after each new campaign; ``checks`` back ``/readyz``; ``metrics`` is served at
+    ``/metrics``; ``routers`` are mounted as they are.
     """
+    limits = limits or Limits()
     app = FastAPI(
         title="mailsched",
         version=__version__,
         description="Schedule email campaigns; delivered on time, within their limits.",
     )
-    app.include_router(_campaign_routes(campaigns, on_created or (lambda: None)))
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_request_bytes)
+    on_created = on_created or (lambda: None)
+    app.include_router(_campaign_routes(campaigns, caller, on_created, limits))
+    app.include_router(_control_routes(campaigns, caller, on_created))
+    for router in routers:
+        app.include_router(router)
     app.include_router(_operations_routes(checks or {}, metrics or Metrics()))
     _install_error_handlers(app)
     return app
 
+def _campaign_routes(
+    campaigns: Campaigns,
+    caller: Callable[..., Awaitable[Caller]],
+    on_created: Callable[[], None],
+    limits: Limits,
+) -> APIRouter:
+    router = APIRouter(prefix="/api/v1/email", tags=["campaigns"], responses=_ERRORS)
+    CallerDep = Annotated[Caller, Depends(caller)]
+
+    @router.post("/campaign", status_code=status.HTTP_201_CREATED)
+    async def create_campaign(
+        request: CampaignRequest,
+        caller: CallerDep,
+        idempotency_key: Annotated[
+            str | None, Header(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
+        ] = None,
+    ) -> CampaignCreated:
+        """Store a campaign and plan one delivery per (distinct) recipient.
+
+        With an ``Idempotency-Key`` header, repeating the same request within 24 hours
+        returns the first answer instead of creating another campaign.
+        """
+        if request.user_id != caller.user_id:
+            raise Forbidden(f"this API key belongs to user {caller.user_id}")
+        _check_size(request, limits)
+        created = await campaigns.create(request, idempotency_key)
+        if created.replayed:
+            return JSONResponse(  # type: ignore[return-value]
+                status_code=created.status_code,
+                content=_json(created.body),
+                headers={"Idempotent-Replayed": "true"},
+            )
+        on_created()
+        result = CampaignCreated.model_validate_json(created.body)
+        log.info("campaign %d created: %d recipients", result.campaign_id, result.recipient_count)
+        return result
+
+    @router.get("/campaigns")
+    async def list_campaigns(
+        caller: CallerDep,
+        status: CampaignStatus | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: Annotated[str | None, Query(pattern=_CURSOR)] = None,
+    ) -> CampaignPage:
+        """The caller's campaigns, newest first."""
+        before = int(cursor) if cursor else None
+        return await campaigns.listing(caller.user_id, status, before, limit)
+
+    @router.get("/campaign/{campaign_id}")
+    async def get_campaign(campaign_id: int, caller: CallerDep) -> CampaignView:
+        """The campaign, its status, counts per delivery status, planned and actual sends."""
+        return await campaigns.get(caller.user_id, campaign_id)
+
+    @router.get("/campaign/{campaign_id}/deliveries")
+    async def list_deliveries(
+        campaign_id: int,
+        caller: CallerDep,
+        status: DeliveryStatus | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: Annotated[str | None, Query(pattern=_CURSOR)] = None,
+    ) -> DeliveryPage:
+        """Per recipient: planned time, status, attempts, send time and last error."""
+        return await campaigns.deliveries(
+            caller.user_id, campaign_id, status, int(cursor or 0), limit
+        )
+
+    return router
+
+def _control_routes(
+    campaigns: Campaigns,
+    caller: Callable[..., Awaitable[Caller]],
+    on_created: Callable[[], None],
+) -> APIRouter:
+    router = APIRouter(prefix="/api/v1/email", tags=["campaign control"], responses=_ERRORS)
+    CallerDep = Annotated[Caller, Depends(caller)]
+
+    @router.post("/campaign/{campaign_id}/pause")
+    async def pause_campaign(campaign_id: int, caller: CallerDep) -> CampaignControl:
+        """Pause: once this returns, no further email of the campaign starts sending."""
+        return await campaigns.pause(caller.user_id, campaign_id)
+
+    @router.post("/campaign/{campaign_id}/resume")
+    async def resume_campaign(campaign_id: int, caller: CallerDep) -> CampaignControl:
+        """Resume a paused campaign; the rest is planned again from now."""
+        control = await campaigns.resume(caller.user_id, campaign_id)
+        on_created()
+        return control
+
+    @router.post("/campaign/{campaign_id}/cancel")
+    async def cancel_campaign(campaign_id: int, caller: CallerDep) -> CampaignControl:
+        """Cancel: once this returns, no further email of the campaign starts sending."""
+        return await campaigns.cancel(caller.user_id, campaign_id)
+
+    @router.post("/campaign/{campaign_id}/retry-failed")
+    async def retry_failed(campaign_id: int, caller: CallerDep) -> RetryStarted:
+        """Give the campaign's FAILED deliveries new attempts, planned from now."""
+        started = await campaigns.retry_failed(caller.user_id, campaign_id)
+        log.info("campaign %d: %d failed deliveries retried", campaign_id, started.retried)
+        on_created()
+        return started
+
+    return router
+
+def _check_size(request: CampaignRequest, limits: Limits) -> None:
+    total = len(request.recipients) + request.duplicates_dropped
+    if total > limits.max_recipients:
+        raise TooLarge("recipients", f"at most {limits.max_recipients} recipients per campaign")
+    for name, text in (("body", request.body), ("htmlBody", request.html_body)):
+        if text is not None and len(text.encode()) > limits.max_body_bytes:
+            raise TooLarge(name, f"at most {limits.max_body_bytes} bytes")
+
+def _json(body: str) -> Any:
+    return json.loads(body)
 
 def _operations_routes(checks: Mapping[str, Check], metrics: Metrics) -> APIRouter:
     router = APIRouter(tags=["operations"])
@@ -96,48 +250,14 @@ def _operations_routes(checks: Mapping[str, Check], metrics: Metrics) -> APIRout
 
     return router
 
-
-def _campaign_routes(campaigns: Campaigns, on_created: Callable[[], None]) -> APIRouter:
-    router = APIRouter(prefix="/api/v1/email", tags=["campaigns"], responses=_ERRORS)
-
-    @router.post("/campaign", status_code=status.HTTP_201_CREATED)
-    async def create_campaign(request: CampaignRequest) -> CampaignCreated:
-        """Store a campaign and plan one delivery per (distinct) recipient."""
-        created = await campaigns.create(request)
-        log.info("campaign %d created: %d recipients", created.campaign_id, created.recipient_count)
-        on_created()
-        return created
-
-    @router.get("/campaign/{campaign_id}")
-    async def get_campaign(campaign_id: int) -> CampaignView:
-        """The campaign, its status, counts per delivery status, planned and actual sends."""
-        return await campaigns.get(campaign_id)
-
-    @router.post("/campaign/{campaign_id}/retry-failed")
-    async def retry_failed(campaign_id: int) -> RetryStarted:
-        """Give the campaign's FAILED deliveries new attempts, planned from now."""
-        started = await campaigns.retry_failed(campaign_id)
-        log.info("campaign %d: %d failed deliveries retried", campaign_id, started.retried)
-        on_created()
-        return started
-
-    @router.get("/campaign/{campaign_id}/deliveries")
-    async def list_deliveries(
-        campaign_id: int,
-        status: DeliveryStatus | None = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,19}$")] = None,
-    ) -> DeliveryPage:
-        """Per recipient: planned time, status, attempts, send time and last error."""
-        return await campaigns.deliveries(campaign_id, status, int(cursor or 0), limit)
-
-    return router
-
-
 def _field(loc: tuple[int | str, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
 
+def _error(status_code: int, error: str, detail: object, **headers: str) -> JSONResponse:
+    return JSONResponse(
+        status_code=status_code, content={"error": error, "detail": detail}, headers=headers
+    )
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
@@ -145,27 +265,40 @@ def _install_error_handlers(app: FastAPI) -> None:
         detail = [
             {"field": _field(tuple(err["loc"])), "message": err["msg"]} for err in exc.errors()
         ]
-        return JSONResponse(status_code=422, content={"error": "invalid_request", "detail": detail})
+        return _error(422, "invalid_request", detail)
 
     @app.exception_handler(NotFound)
     async def not_found(_: Request, exc: NotFound) -> JSONResponse:
-        return JSONResponse(status_code=404, content={"error": "not_found", "detail": str(exc)})
+        return _error(404, "not_found", str(exc))
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(_: Request, exc: Forbidden) -> JSONResponse:
+        return _error(403, "forbidden", [{"field": "userId", "message": str(exc)}])
+
+    @app.exception_handler(Conflict)
+    async def conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return _error(409, "conflict", str(exc))
+
+    @app.exception_handler(TooLarge)
+    async def too_large(_: Request, exc: TooLarge) -> JSONResponse:
+        return _error(413, "too_large", [{"field": exc.field, "message": exc.message}])
+
+    @app.exception_handler(TooManyRequests)
+    async def too_many(_: Request, exc: TooManyRequests) -> JSONResponse:
+        retry_after = str(max(1, round(exc.retry_after)))
+        return _error(429, "too_many_requests", str(exc), **{"Retry-After": retry_after})
 
     @app.exception_handler(StoreUnavailable)
     @app.exception_handler(QueueUnavailable)
     async def unavailable(_: Request, exc: Exception) -> JSONResponse:
         log.warning("answering 503: %s", exc)
-        return JSONResponse(
-            status_code=503,
-            headers={"Retry-After": "5"},
-            content={"error": "unavailable", "detail": "storage is unavailable; try again later"},
+        return _error(
+            503, "unavailable", "storage is unavailable; try again later", **{"Retry-After": "5"}
         )
 
     @app.exception_handler(StoreError)
     async def store_error(_: Request, exc: StoreError) -> JSONResponse:
         log.error("database error: %s", exc)
-        return JSONResponse(
-            status_code=503,
-            headers={"Retry-After": "5"},
-            content={"error": "unavailable", "detail": "the database refused the request"},
+        return _error(
+            503, "unavailable", "the database refused the request", **{"Retry-After": "5"}
         )

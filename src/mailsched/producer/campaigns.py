@@ -1,40 +1,62 @@
-"""Campaign use cases: create (plan + store in one transaction) and read."""
+"""Campaign use cases. Each public method is one transaction, scoped to the calling user."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.domain.model import Campaign, CampaignStatus, DeliveryStatus
 from mailsched.domain.plan import Rules, plan
-from mailsched.errors import NotFound
+from mailsched.errors import Conflict, DuplicateKey, NotFound
 from mailsched.producer.schemas import (
+    CampaignControl,
     CampaignCreated,
+    CampaignPage,
     CampaignRequest,
+    CampaignSummary,
     CampaignView,
     DeliveryItem,
     DeliveryPage,
     RetryStarted,
 )
 from mailsched.store import campaigns as store
-from mailsched.store import sending
+from mailsched.store import idempotency, sending
 from mailsched.store.db import Database
 
 Clock = Callable[[], datetime]
 
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """A create's answer: the status code and body, and whether it is a stored replay."""
+
+    status_code: int
+    body: str
+    replayed: bool = False
+
 
 class Campaigns:
-    """The producer's services; each method is one transaction."""
+    """The producer's services."""
 
     def __init__(self, db: Database, window: timedelta, clock: Clock) -> None:
         self._db = db
         self._window = window
         self._clock = clock
 
-    async def create(self, request: CampaignRequest) -> CampaignCreated:
-        """Plan every recipient's send; store the campaign and its deliveries, all or nothing."""
+    async def create(self, request: CampaignRequest, idempotency_key: str | None = None) -> Created:
+        """Plan every recipient's send; store the campaign and its deliveries, all or nothing.
+
+        With an ``idempotency_key``, the first answer is stored in the same
+        transaction and given again for the same request within 24 hours; a
+        different request with the same key is a :class:`Conflict`.
+        """
         now = self._clock()
         rules = Rules(timedelta(seconds=request.delay_seconds), request.hourly_limit, self._window)
         times = plan(len(request.recipients), max(request.start_time, now), rules)
@@ -45,26 +67,54 @@ class Campaigns:
             start_time=request.start_time,
             delay_seconds=request.delay_seconds,
             hourly_limit=request.hourly_limit,
+            html_body=request.html_body,
         )
+        rows = [
+            store.NewDelivery(
+                recipient=r.email,
+                scheduled_at=at,
+                name=r.name,
+                vars=json.dumps(r.vars) if r.vars else None,
+            )
+            for r, at in zip(request.recipients, times, strict=True)
+        ]
+        fingerprint = _fingerprint(request) if idempotency_key else ""
 
-        async def work(conn: AsyncConnection) -> int:
-            return await store.insert_campaign(conn, new, request.recipients, times, now)
+        async def work(conn: AsyncConnection) -> Created:
+            if idempotency_key:
+                stored = await idempotency.find(
+                    conn, request.user_id, idempotency_key, now - IDEMPOTENCY_WINDOW
+                )
+                if stored is not None:
+                    if stored.request_hash != fingerprint:
+                        raise Conflict("this Idempotency-Key was used for a different request")
+                    return Created(stored.status_code, stored.response, replayed=True)
+            campaign_id = await store.insert_campaign(conn, new, rows, now)
+            body = CampaignCreated(
+                campaign_id=campaign_id,
+                status=CampaignStatus.SCHEDULED,
+                recipient_count=len(rows),
+                duplicates_dropped=request.duplicates_dropped,
+                first_send_at=times[0],
+                last_send_at=times[-1],
+            ).model_dump_json(by_alias=True)
+            if idempotency_key:
+                await idempotency.save(
+                    conn, request.user_id, idempotency_key, fingerprint, 201, body, now
+                )
+            return Created(201, body)
 
-        campaign_id = await self._db.run(work)
-        return CampaignCreated(
-            campaign_id=campaign_id,
-            status=CampaignStatus.SCHEDULED,
-            recipient_count=len(request.recipients),
-            duplicates_dropped=request.duplicates_dropped,
-            first_send_at=times[0],
-            last_send_at=times[-1],
-        )
+        try:
+            return await self._db.run(work)
+        except DuplicateKey:
+            # The same key raced in from another request and won: answer as it did.
+            return await self._db.run(work)
 
-    async def get(self, campaign_id: int) -> CampaignView:
+    async def get(self, user_id: int, campaign_id: int) -> CampaignView:
         """The campaign with its delivery counts and send times."""
 
         async def work(conn: AsyncConnection) -> tuple[Campaign, store.Summary]:
-            campaign = await _existing(conn, campaign_id)
+            campaign = await _owned(conn, user_id, campaign_id)
             return campaign, await store.summarize(conn, campaign_id)
 
         campaign, summary = await self._db.run(work)
@@ -87,13 +137,107 @@ class Campaigns:
             completed_at=campaign.completed_at,
         )
 
-    async def retry_failed(self, campaign_id: int) -> RetryStarted:
+    async def listing(
+        self, user_id: int, status: CampaignStatus | None, before_id: int | None, limit: int
+    ) -> CampaignPage:
+        """A page of the user's campaigns, newest first."""
+
+        async def work(conn: AsyncConnection) -> list[Campaign]:
+            return await store.list_campaigns(conn, user_id, status, before_id, limit + 1)
+
+        found = await self._db.run(work)
+        page = found[:limit]
+        return CampaignPage(
+            items=[
+                CampaignSummary(
+                    campaign_id=c.id,
+                    status=c.status,
+                    subject=c.subject,
+                    recipient_count=c.recipient_count,
+                    start_time=c.start_time,
+                    created_at=c.created_at,
+                    completed_at=c.completed_at,
+                )
+                for c in page
+            ],
+            next_cursor=str(page[-1].id) if len(found) > limit else None,
+        )
+
+    async def pause(self, user_id: int, campaign_id: int) -> CampaignControl:
+        """Stop the campaign: once this returns, none of it starts sending on any worker."""
+        return await self._control(
+            user_id,
+            campaign_id,
+            allowed={CampaignStatus.SCHEDULED, CampaignStatus.RUNNING},
+            target=CampaignStatus.PAUSED,
+            deliveries=DeliveryStatus.PAUSED,
+        )
+
+    async def cancel(self, user_id: int, campaign_id: int) -> CampaignControl:
+        """Cancel everything of the campaign not yet claimed by a worker."""
+        return await self._control(
+            user_id,
+            campaign_id,
+            allowed={CampaignStatus.SCHEDULED, CampaignStatus.RUNNING, CampaignStatus.PAUSED},
+            target=CampaignStatus.CANCELLED,
+            deliveries=DeliveryStatus.CANCELLED,
+        )
+
+    async def resume(self, user_id: int, campaign_id: int) -> CampaignControl:
+        """Send the rest of a paused campaign, planned again from now under its rules."""
+
+        async def work(conn: AsyncConnection) -> CampaignControl:
+            campaign = await _owned(conn, user_id, campaign_id, lock=True)
+            if campaign.status != CampaignStatus.PAUSED:
+                raise Conflict(f"campaign {campaign_id} is {campaign.status}, not PAUSED")
+            now = self._clock()
+            status = CampaignStatus.RUNNING if campaign.slot_seq else CampaignStatus.SCHEDULED
+            await store.set_status(conn, campaign_id, status, now)
+            await store.move_unclaimed(
+                conn, campaign_id, [DeliveryStatus.PAUSED], DeliveryStatus.SCHEDULED
+            )
+            await sending.replan(conn, campaign_id, campaign.rules(self._window), now)
+            in_flight = await store.count_status(conn, campaign_id, DeliveryStatus.SENDING)
+            await store.complete_if_done(conn, campaign_id, now)
+            return CampaignControl(campaign_id=campaign_id, status=status, in_flight=in_flight)
+
+        return await self._db.run(work)
+
+    async def _control(
+        self,
+        user_id: int,
+        campaign_id: int,
+        *,
+        allowed: set[CampaignStatus],
+        target: CampaignStatus,
+        deliveries: DeliveryStatus,
+    ) -> CampaignControl:
+        async def work(conn: AsyncConnection) -> CampaignControl:
+            # The campaign's row lock orders this against every worker's claim:
+            # a claim after this commit sees the new status and sends nothing.
+            campaign = await _owned(conn, user_id, campaign_id, lock=True)
+            if campaign.status != target:
+                if campaign.status not in allowed:
+                    raise Conflict(f"campaign {campaign_id} is {campaign.status}")
+                await store.set_status(conn, campaign_id, target, self._clock())
+                await store.move_unclaimed(
+                    conn,
+                    campaign_id,
+                    [DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED, DeliveryStatus.PAUSED],
+                    deliveries,
+                )
+            in_flight = await store.count_status(conn, campaign_id, DeliveryStatus.SENDING)
+            return CampaignControl(campaign_id=campaign_id, status=target, in_flight=in_flight)
+
+        return await self._db.run(work)
+
+    async def retry_failed(self, user_id: int, campaign_id: int) -> RetryStarted:
         """Send the campaign's FAILED deliveries again, planned from now under its rules."""
 
         async def work(conn: AsyncConnection) -> int:
-            campaign = await store.get_campaign(conn, campaign_id, lock=True)
-            if campaign is None:
-                raise NotFound(f"campaign {campaign_id} not found")
+            campaign = await _owned(conn, user_id, campaign_id, lock=True)
+            if not campaign.status.sends and campaign.status != CampaignStatus.COMPLETED:
+                raise Conflict(f"campaign {campaign_id} is {campaign.status}")
             now = self._clock()
             count = await sending.retry_failed(conn, campaign_id, now)
             if count:
@@ -103,12 +247,17 @@ class Campaigns:
         return RetryStarted(campaign_id=campaign_id, retried=await self._db.run(work))
 
     async def deliveries(
-        self, campaign_id: int, status: DeliveryStatus | None, after_id: int, limit: int
+        self,
+        user_id: int,
+        campaign_id: int,
+        status: DeliveryStatus | None,
+        after_id: int,
+        limit: int,
     ) -> DeliveryPage:
         """A page of the campaign's deliveries."""
 
         async def work(conn: AsyncConnection) -> list[store.DeliveryView]:
-            await _existing(conn, campaign_id)
+            await _owned(conn, user_id, campaign_id)
             return await store.list_deliveries(conn, campaign_id, status, after_id, limit + 1)
 
         rows = await self._db.run(work)
@@ -131,8 +280,16 @@ class Campaigns:
         )
 
 
-async def _existing(conn: AsyncConnection, campaign_id: int) -> Campaign:
-    campaign = await store.get_campaign(conn, campaign_id)
-    if campaign is None:
+def _fingerprint(request: CampaignRequest) -> str:
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def _owned(
+    conn: AsyncConnection, user_id: int, campaign_id: int, *, lock: bool = False
+) -> Campaign:
+    """The user's campaign; another user's is as absent as a missing one."""
+    campaign = await store.get_campaign(conn, campaign_id, lock=lock)
+    if campaign is None or campaign.user_id != user_id:
         raise NotFound(f"campaign {campaign_id} not found")
     return campaign

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -12,7 +14,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     PrivateAttr,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -33,6 +38,97 @@ def _email(value: str) -> str:
     if len(address.local_part.encode()) > 64:
         raise ValueError("the part before the @-sign has at most 64 octets")
     return address.normalized
+
+
+_Scalar = str | int | float | bool
+_MAX_VARS = 50
+_MAX_VAR_TEXT = 1000
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One recipient: the address, and optionally a name and template variables."""
+
+    email: str
+    name: str | None = None
+    vars: dict[str, _Scalar] | None = None
+
+
+def _recipient(value: object) -> Recipient:
+    """A recipient from either form the API takes: ``"a@b.c"`` or ``{email, name?, vars?}``."""
+    if isinstance(value, Recipient):
+        return value
+    if isinstance(value, str):
+        return Recipient(_email(value))
+    if not isinstance(value, dict):
+        raise ValueError("must be an address, or an object {email, name?, vars?}")
+    unknown = set(value) - {"email", "name", "vars"}
+    if unknown:
+        raise ValueError(f"unknown fields {sorted(unknown)}; allowed: email, name, vars")
+    address = value.get("email")
+    if not isinstance(address, str):
+        raise ValueError("email: an address is required")
+    return Recipient(_email(address), _name(value.get("name")), _vars(value.get("vars")))
+
+
+def _name(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= 200:
+        raise ValueError("name: a string of 1 to 200 characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("name: must not contain control characters (CR, LF, ...)")
+    return value
+
+
+def _vars(value: object) -> dict[str, _Scalar] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or len(value) > _MAX_VARS:
+        raise ValueError(f"vars: an object of at most {_MAX_VARS} variables")
+    for key, item in value.items():
+        if not isinstance(key, str) or not _VAR_NAME.fullmatch(key):
+            raise ValueError(f"vars: {key!r} is not a variable name (letters, digits, _)")
+        if not isinstance(item, str | int | float | bool) or (
+            isinstance(item, str) and len(item) > _MAX_VAR_TEXT
+        ):
+            raise ValueError(f"vars.{key}: a string (at most {_MAX_VAR_TEXT}), number or bool")
+    return dict(value)
+
+
+_RECIPIENT_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "format": "email", "maxLength": 320},
+        {
+            "type": "object",
+            "properties": {
+                "email": {"type": "string", "format": "email", "maxLength": 320},
+                "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                "vars": {
+                    "type": "object",
+                    "maxProperties": _MAX_VARS,
+                    "additionalProperties": {
+                        "anyOf": [
+                            {"type": "string", "maxLength": _MAX_VAR_TEXT},
+                            {"type": "number"},
+                            {"type": "boolean"},
+                        ]
+                    },
+                },
+            },
+            "required": ["email"],
+            "additionalProperties": False,
+        },
+    ]
+}
+
+RecipientField = Annotated[
+    Recipient,
+    PlainValidator(_recipient),
+    PlainSerializer(lambda r: r.email if r.name is None and r.vars is None else asdict(r)),
+    WithJsonSchema(_RECIPIENT_SCHEMA),
+]
 
 
 def _utc(value: datetime) -> datetime:
@@ -59,22 +155,23 @@ class CampaignRequest(_Camel):
     user_id: int = Field(ge=1, strict=True)
     subject: Annotated[str, Field(min_length=1, max_length=998), AfterValidator(_one_line)]
     body: str = Field(min_length=1)
+    html_body: str | None = Field(default=None, min_length=1)
     start_time: Annotated[AwareDatetime, AfterValidator(_utc)]
     delay_seconds: int = Field(ge=0, le=MAX_DELAY_SECONDS, strict=True)
     hourly_limit: int = Field(ge=1, strict=True)
-    recipients: list[Annotated[str, AfterValidator(_email)]] = Field(min_length=1)
+    recipients: list[RecipientField] = Field(min_length=1)
 
     _duplicates: int = PrivateAttr(default=0)
 
     @model_validator(mode="after")
     def _drop_duplicates(self) -> CampaignRequest:
         seen: set[str] = set()
-        unique: list[str] = []
-        for address in self.recipients:
-            key = address.casefold()
+        unique: list[Recipient] = []
+        for recipient in self.recipients:
+            key = recipient.email.casefold()
             if key not in seen:
                 seen.add(key)
-                unique.append(address)
+                unique.append(recipient)
         self._duplicates = len(self.recipients) - len(unique)
         self.recipients = unique
         return self
@@ -142,6 +239,37 @@ class RetryStarted(_Camel):
 
     campaign_id: int
     retried: int
+
+
+class CampaignControl(_Camel):
+    """The answer to pause, resume and cancel.
+
+    ``inFlight`` deliveries had already been claimed by a worker when the command
+    took effect: they may still complete. Nothing else of the campaign starts.
+    """
+
+    campaign_id: int
+    status: CampaignStatus
+    in_flight: int
+
+
+class CampaignSummary(_Camel):
+    """One campaign in a listing."""
+
+    campaign_id: int
+    status: CampaignStatus
+    subject: str
+    recipient_count: int
+    start_time: datetime
+    created_at: datetime
+    completed_at: datetime | None
+
+
+class CampaignPage(_Camel):
+    """A page of the caller's campaigns, newest first."""
+
+    items: list[CampaignSummary]
+    next_cursor: str | None
 
 
 class FieldError(BaseModel):

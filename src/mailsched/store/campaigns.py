@@ -28,6 +28,21 @@ class NewCampaign:
     start_time: datetime
     delay_seconds: int
     hourly_limit: int
+    html_body: str | None = None
+    templated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    """One recipient of a new campaign, planned."""
+
+    recipient: str
+    scheduled_at: datetime
+    name: str | None = None
+    #: Template variables, as a JSON object.
+    vars: str | None = None
+    #: SCHEDULED, or SUPPRESSED for an address the user suppressed.
+    status: DeliveryStatus = DeliveryStatus.SCHEDULED
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +92,9 @@ def _campaign(row: Row[tuple[object, ...]]) -> Campaign:
 
 
 async def insert_campaign(
-    conn: AsyncConnection,
-    new: NewCampaign,
-    recipients: Sequence[str],
-    planned: Sequence[datetime],
-    now: datetime,
+    conn: AsyncConnection, new: NewCampaign, recipients: Sequence[NewDelivery], now: datetime
 ) -> int:
-    """Store a campaign and one SCHEDULED delivery per recipient; return the campaign id."""
+    """Store a campaign and its deliveries; return the campaign id."""
     result = await conn.execute(
         insert(campaigns).values(
             user_id=new.user_id,
@@ -96,6 +107,8 @@ async def insert_campaign(
             recipient_count=len(recipients),
             slot_seq=0,
             created_at=now,
+            html_body=new.html_body,
+            templated=new.templated,
         )
     )
     key = result.inserted_primary_key
@@ -106,12 +119,14 @@ async def insert_campaign(
         [
             {
                 "campaign_id": campaign_id,
-                "recipient": recipient,
-                "scheduled_at": at,
-                "status": DeliveryStatus.SCHEDULED,
+                "recipient": r.recipient,
+                "name": r.name,
+                "vars": r.vars,
+                "scheduled_at": r.scheduled_at,
+                "status": r.status,
                 "attempts": 0,
             }
-            for recipient, at in zip(recipients, planned, strict=True)
+            for r in recipients
         ],
     )
     return campaign_id
@@ -221,3 +236,64 @@ async def complete_if_done(conn: AsyncConnection, campaign_id: int, now: datetim
         .values(status=CampaignStatus.COMPLETED, completed_at=now)
     )
     return result.rowcount > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """The effect of pausing, resuming or cancelling."""
+
+    campaign: Campaign
+    moved: int
+    in_flight: int
+
+
+async def move_unclaimed(
+    conn: AsyncConnection,
+    campaign_id: int,
+    sources: Sequence[DeliveryStatus],
+    target: DeliveryStatus,
+) -> int:
+    """Move the campaign's deliveries in ``sources`` to ``target``; return how many."""
+    d = deliveries.c
+    result = await conn.execute(
+        update(deliveries)
+        .where(d.campaign_id == campaign_id, d.status.in_(list(sources)))
+        .values(status=target)
+    )
+    return result.rowcount
+
+
+async def count_status(conn: AsyncConnection, campaign_id: int, status: DeliveryStatus) -> int:
+    """How many of the campaign's deliveries are in ``status``."""
+    d = deliveries.c
+    query = select(func.count()).where(d.campaign_id == campaign_id, d.status == status)
+    return int((await conn.execute(query)).scalar_one())
+
+
+async def set_status(
+    conn: AsyncConnection, campaign_id: int, status: CampaignStatus, now: datetime
+) -> None:
+    """Set the campaign's status (a final one records when)."""
+    final = status in (CampaignStatus.COMPLETED, CampaignStatus.CANCELLED)
+    await conn.execute(
+        update(campaigns)
+        .where(campaigns.c.id == campaign_id)
+        .values(status=status, completed_at=now if final else None)
+    )
+
+
+async def list_campaigns(
+    conn: AsyncConnection,
+    user_id: int,
+    status: CampaignStatus | None,
+    before_id: int | None,
+    limit: int,
+) -> list[Campaign]:
+    """A page of the user's campaigns, newest first, older than ``before_id``."""
+    c = campaigns.c
+    query = select(campaigns).where(c.user_id == user_id).order_by(c.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(c.status == status)
+    if before_id is not None:
+        query = query.where(c.id < before_id)
+    return [_campaign(row) for row in await conn.execute(query)]

@@ -24,7 +24,7 @@ from sqlalchemy import event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from mailsched.errors import StoreError, StoreUnavailable
+from mailsched.errors import DuplicateKey, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,10 @@ def translate_errors() -> Iterator[None]:
     except exc.DBAPIError as error:
         if error.connection_invalidated or _mysql_code(error) in _UNREACHABLE_CODES:
             raise StoreUnavailable(f"database unreachable: {error.orig}") from error
+        if isinstance(error, exc.IntegrityError) and (
+            _mysql_code(error) == 1062 or "UNIQUE constraint failed" in str(error.orig)
+        ):
+            raise DuplicateKey(f"duplicate key: {error.orig}") from error
         raise StoreError(f"database error: {error.orig}") from error
     except (OSError, TimeoutError) as error:
         raise StoreUnavailable(f"database unreachable: {error}") from error
