@@ -2,73 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import func, select, update
 
-from mailsched.producer.api import create_app
-from mailsched.producer.auth import Authenticator, caller_dependency
-from mailsched.producer.campaigns import Campaigns
-from mailsched.store import keys
 from mailsched.store.db import Database
 from mailsched.store.tables import campaigns, deliveries
-
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-URL = "/api/v1/email/campaign"
-
-
-def spec_body(**changes: Any) -> dict[str, Any]:
-    """The specification's example request."""
-    body: dict[str, Any] = {
-        "userId": 1,
-        "subject": "Test Campaign",
-        "body": "Hello, this is a test email.",
-        "startTime": "2026-01-25T12:00:00Z",
-        "delaySeconds": 60,
-        "hourlyLimit": 10,
-        "recipients": ["user1@example.com", "user2@example.com"],
-    }
-    body.update(changes)
-    return body
-
-
-async def new_key(db: Database, user_id: int) -> str:
-    async def work(conn: Any) -> str:
-        return (await keys.create_key(conn, user_id, None, NOW))[1]
-
-    return await db.run(work)
-
-
-def make_app(db: Database, **options: Any) -> FastAPI:
-    caller = caller_dependency(Authenticator(db, options.pop("requests_per_minute", 6000)))
-    return create_app(Campaigns(db, timedelta(hours=1), lambda: NOW), caller, **options)
-
-
-@asynccontextmanager
-async def client_for(app: FastAPI, key: str | None) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://test", headers=headers
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-async def app(db: Database) -> FastAPI:
-    return make_app(db)
-
-
-@pytest.fixture
-async def client(app: FastAPI, db: Database) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(app, await new_key(db, 1)) as client:
-        yield client
+from tests.support.api import URL, client_for, make_app, spec_body
 
 
 async def count_rows(db: Database) -> tuple[int, int]:
