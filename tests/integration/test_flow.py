@@ -192,3 +192,43 @@ async def test_a_late_start_is_replanned_not_sent_in_a_burst(
     planned = [item.scheduled_at for item in page.items]
     assert planned[1] - planned[0] >= timedelta(seconds=2)
     assert planned[1] > created.first_send_at + timedelta(seconds=4)  # was first + 2 s
+
+
+async def test_pause_stops_sending_and_resume_sends_the_rest_exactly_once(
+    settings: Settings, smtp_sink: SmtpSink
+) -> None:
+    recipients = addresses(8)
+    async with running(settings) as app:
+        created = await create(app, request(recipients, delay=1))
+        smtp_sink.wait_for(2, timeout=30)
+        paused = await app.campaigns().pause(USER, created.campaign_id)
+        at_pause = len(smtp_sink.arrivals)
+        await asyncio.sleep(2.5)  # more than two delays: nothing may start now
+        during_pause = len(smtp_sink.arrivals)
+        resumed_at = time.time()
+        await app.campaigns().resume(USER, created.campaign_id)
+        await wait_until(lambda: completed(app, created.campaign_id), within=40)
+
+    # Only a send already claimed when pause returned may complete after it.
+    assert during_pause - at_pause <= paused.in_flight
+    assert smtp_sink.per_recipient() == Counter(recipients)  # none skipped, none twice
+    after = [a.at for a in smtp_sink.arrivals if a.at >= resumed_at]
+    assert len(after) == len(recipients) - during_pause
+    assert min_gap([a.at for a in smtp_sink.arrivals]) >= 1.0
+
+
+async def test_cancel_sends_nothing_more(settings: Settings, smtp_sink: SmtpSink) -> None:
+    recipients = addresses(6)
+    async with running(settings) as app:
+        created = await create(app, request(recipients, delay=1))
+        smtp_sink.wait_for(2, timeout=30)
+        cancelled = await app.campaigns().cancel(USER, created.campaign_id)
+        at_cancel = len(smtp_sink.arrivals)
+        await asyncio.sleep(2.5)
+        view = await app.campaigns().get(USER, created.campaign_id)
+
+    assert len(smtp_sink.arrivals) - at_cancel <= cancelled.in_flight
+    assert view.status == "CANCELLED"
+    sent = len(smtp_sink.arrivals)
+    assert view.counts["SENT"] == sent
+    assert view.counts["CANCELLED"] == len(recipients) - sent
