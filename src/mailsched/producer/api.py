@@ -11,10 +11,21 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response, status
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    Header,
+    Path,
+    Query,
+    Request,
+    Response,
+    status,
+)
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailsched import __version__
 from mailsched.domain.model import CampaignStatus, DeliveryStatus
@@ -30,6 +41,7 @@ from mailsched.producer.auth import Caller, TooManyRequests
 from mailsched.producer.campaigns import Campaigns
 from mailsched.producer.limits import BodySizeLimit, TooLarge
 from mailsched.producer.schemas import (
+    MAX_ID,
     CampaignControl,
     CampaignCreated,
     CampaignPage,
@@ -58,7 +70,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "The database cannot be reached"},
 }
 
-_CURSOR = r"^[0-9]{1,19}$"
+_CURSOR = r"^[0-9]{1,18}$"
+
+#: Ids are 64-bit in the database; anything larger names nothing.
+CampaignId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -68,8 +84,10 @@ class Limits:
     max_body_bytes: int = 1024 * 1024
     max_request_bytes: int = 32 * 1024 * 1024
 
+
 class Forbidden(Exception):
     """The caller may not act for that user."""
+
 
 def create_app(
     campaigns: Campaigns,
@@ -103,6 +121,7 @@ def create_app(
     app.include_router(_operations_routes(checks or {}, metrics or Metrics()))
     _install_error_handlers(app)
     return app
+
 
 def _campaign_routes(
     campaigns: Campaigns,
@@ -153,13 +172,13 @@ def _campaign_routes(
         return await campaigns.listing(caller.user_id, status, before, limit)
 
     @router.get("/campaign/{campaign_id}")
-    async def get_campaign(campaign_id: int, caller: CallerDep) -> CampaignView:
+    async def get_campaign(campaign_id: CampaignId, caller: CallerDep) -> CampaignView:
         """The campaign, its status, counts per delivery status, planned and actual sends."""
         return await campaigns.get(caller.user_id, campaign_id)
 
     @router.get("/campaign/{campaign_id}/deliveries")
     async def list_deliveries(
-        campaign_id: int,
+        campaign_id: CampaignId,
         caller: CallerDep,
         status: DeliveryStatus | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -172,6 +191,7 @@ def _campaign_routes(
 
     return router
 
+
 def _control_routes(
     campaigns: Campaigns,
     caller: Callable[..., Awaitable[Caller]],
@@ -181,24 +201,24 @@ def _control_routes(
     CallerDep = Annotated[Caller, Depends(caller)]
 
     @router.post("/campaign/{campaign_id}/pause")
-    async def pause_campaign(campaign_id: int, caller: CallerDep) -> CampaignControl:
+    async def pause_campaign(campaign_id: CampaignId, caller: CallerDep) -> CampaignControl:
         """Pause: once this returns, no further email of the campaign starts sending."""
         return await campaigns.pause(caller.user_id, campaign_id)
 
     @router.post("/campaign/{campaign_id}/resume")
-    async def resume_campaign(campaign_id: int, caller: CallerDep) -> CampaignControl:
+    async def resume_campaign(campaign_id: CampaignId, caller: CallerDep) -> CampaignControl:
         """Resume a paused campaign; the rest is planned again from now."""
         control = await campaigns.resume(caller.user_id, campaign_id)
         on_created()
         return control
 
     @router.post("/campaign/{campaign_id}/cancel")
-    async def cancel_campaign(campaign_id: int, caller: CallerDep) -> CampaignControl:
+    async def cancel_campaign(campaign_id: CampaignId, caller: CallerDep) -> CampaignControl:
         """Cancel: once this returns, no further email of the campaign starts sending."""
         return await campaigns.cancel(caller.user_id, campaign_id)
 
     @router.post("/campaign/{campaign_id}/retry-failed")
-    async def retry_failed(campaign_id: int, caller: CallerDep) -> RetryStarted:
+    async def retry_failed(campaign_id: CampaignId, caller: CallerDep) -> RetryStarted:
         """Give the campaign's FAILED deliveries new attempts, planned from now."""
         started = await campaigns.retry_failed(caller.user_id, campaign_id)
         log.info("campaign %d: %d failed deliveries retried", campaign_id, started.retried)
@@ -206,6 +226,7 @@ def _control_routes(
         return started
 
     return router
+
 
 def _check_size(request: CampaignRequest, limits: Limits) -> None:
     total = len(request.recipients) + request.duplicates_dropped
@@ -215,8 +236,10 @@ def _check_size(request: CampaignRequest, limits: Limits) -> None:
         if text is not None and len(text.encode()) > limits.max_body_bytes:
             raise TooLarge(name, f"at most {limits.max_body_bytes} bytes")
 
+
 def _json(body: str) -> Any:
     return json.loads(body)
+
 
 def _operations_routes(checks: Mapping[str, Check], metrics: Metrics) -> APIRouter:
     router = APIRouter(tags=["operations"])
@@ -250,22 +273,48 @@ def _operations_routes(checks: Mapping[str, Check], metrics: Metrics) -> APIRout
 
     return router
 
+
 def _field(loc: tuple[int | str, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
+
+
+_HTTP_ERRORS = {
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+}
+
 
 def _error(status_code: int, error: str, detail: object, **headers: str) -> JSONResponse:
     return JSONResponse(
         status_code=status_code, content={"error": error, "detail": detail}, headers=headers
     )
 
+
 def _install_error_handlers(app: FastAPI) -> None:
+    """Every error answers with ``{"error": ..., "detail": ...}``; never a bare 500."""
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         detail = [
             {"field": _field(tuple(err["loc"])), "message": err["msg"]} for err in exc.errors()
         ]
         return _error(422, "invalid_request", detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it cannot decode (not UTF-8): like bad JSON, a 422.
+            detail = [{"field": "body", "message": "not a JSON document in UTF-8"}]
+            return _error(422, "invalid_request", detail)
+        error = _HTTP_ERRORS.get(exc.status_code, "error")
+        return _error(exc.status_code, error, str(exc.detail), **(exc.headers or {}))
+
+    _install_service_errors(app)
+
+
+def _install_service_errors(app: FastAPI) -> None:
+    """Our own errors from the services below the routes."""
 
     @app.exception_handler(NotFound)
     async def not_found(_: Request, exc: NotFound) -> JSONResponse:

@@ -25,6 +25,10 @@ from pydantic.alias_generators import to_camel
 from mailsched.domain.model import CampaignStatus, DeliveryStatus
 
 MAX_DELAY_SECONDS = 86_400
+#: The largest id (and userId) the database's 64-bit keys hold.
+MAX_ID = 2**63 - 1
+#: More sends an hour than any server takes: in effect no limit.
+MAX_HOURLY_LIMIT = 1_000_000_000
 
 
 def _email(value: str) -> str:
@@ -152,13 +156,13 @@ class CampaignRequest(_Camel):
         alias_generator=to_camel, populate_by_name=False, extra="forbid", str_strip_whitespace=False
     )
 
-    user_id: int = Field(ge=1, strict=True)
+    user_id: int = Field(ge=1, le=MAX_ID, strict=True)
     subject: Annotated[str, Field(min_length=1, max_length=998), AfterValidator(_one_line)]
     body: str = Field(min_length=1)
     html_body: str | None = Field(default=None, min_length=1)
     start_time: Annotated[AwareDatetime, AfterValidator(_utc)]
     delay_seconds: int = Field(ge=0, le=MAX_DELAY_SECONDS, strict=True)
-    hourly_limit: int = Field(ge=1, strict=True)
+    hourly_limit: int = Field(ge=1, le=MAX_HOURLY_LIMIT, strict=True)
     recipients: list[RecipientField] = Field(min_length=1)
 
     _duplicates: int = PrivateAttr(default=0)

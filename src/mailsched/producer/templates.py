@@ -54,9 +54,10 @@ def _is_plain(tree: nodes.Template, source: str) -> bool:
     if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output):
         return False
     parts = tree.body[0].nodes
-    return all(isinstance(p, nodes.TemplateData) for p in parts) and "".join(
-        p.data for p in parts if isinstance(p, nodes.TemplateData)
-    ) == source
+    return (
+        all(isinstance(p, nodes.TemplateData) for p in parts)
+        and "".join(p.data for p in parts if isinstance(p, nodes.TemplateData)) == source
+    )
 
 
 def is_templated(subject: str, body: str, html: str | None = None) -> bool:
