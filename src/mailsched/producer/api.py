@@ -294,6 +294,7 @@ def _error(status_code: int, error: str, detail: object, **headers: str) -> JSON
 
 def _install_error_handlers(app: FastAPI) -> None:
     """Every error answers with ``{"error": ..., "detail": ...}``; never a bare 500."""
+
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         detail = [

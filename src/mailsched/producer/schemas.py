@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
-from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -23,6 +22,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from mailsched.domain.model import CampaignStatus, DeliveryStatus
+from mailsched.producer.addresses import normalize_address
 
 MAX_DELAY_SECONDS = 86_400
 #: The largest id (and userId) the database's 64-bit keys hold.
@@ -32,16 +32,7 @@ MAX_HOURLY_LIMIT = 1_000_000_000
 
 
 def _email(value: str) -> str:
-    if len(value) > 320:
-        raise ValueError("an address has at most 320 characters")
-    try:
-        address = validate_email(value, check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise ValueError(str(exc)) from exc
-    # RFC 5321 4.5.3.1.1; email-validator lets longer local parts through.
-    if len(address.local_part.encode()) > 64:
-        raise ValueError("the part before the @-sign has at most 64 octets")
-    return address.normalized
+    return normalize_address(value)
 
 
 _Scalar = str | int | float | bool
