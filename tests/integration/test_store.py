@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from mailsched.domain.model import DeliveryStatus
 from mailsched.queue import DueDelivery
 from mailsched.store import dispatch
-from mailsched.store.campaigns import NewCampaign, insert_campaign
+from mailsched.store.campaigns import NewCampaign, NewDelivery, insert_campaign
 from mailsched.store.db import Database
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
@@ -20,10 +20,10 @@ NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
 
 async def seed(db: Database, count: int) -> int:
     new = NewCampaign(1, "s", "b", NOW, 0, 1000)
-    recipients = [f"u{i}@example.com" for i in range(count)]
+    recipients = [NewDelivery(f"u{i}@example.com", NOW) for i in range(count)]
 
     async def work(conn: AsyncConnection) -> int:
-        return await insert_campaign(conn, new, recipients, [NOW] * count, NOW)
+        return await insert_campaign(conn, new, recipients, NOW)
 
     return await db.run(work)
 

@@ -1,8 +1,9 @@
 """One campaign's claim: which of the deliveries a worker holds messages for may start now.
 
-Runs in one transaction under the campaign's row lock. It reads when the
-campaign's earlier sends really ended (the server's reply, or "now" for one
-still in flight), asks the pure core for a permit, takes
+Runs in one transaction under the campaign's row lock. It sets aside, as
+SUPPRESSED, deliveries whose address the user suppressed after they were
+planned. It reads when the campaign's earlier sends really ended (the server's
+reply, or "now" for one still in flight), asks the pure core for a permit, takes
 send slots for the admitted deliveries, and when the campaign has fallen behind
 its plan, plans the rest of it again from now rather than letting it burst.
 """
@@ -17,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from mailsched.domain.limits import permit
 from mailsched.domain.model import Campaign
 from mailsched.domain.plan import Rules
-from mailsched.store import sending
-from mailsched.store.campaigns import get_campaign
+from mailsched.store import sending, suppressions
+from mailsched.store.campaigns import complete_if_done, get_campaign
 from mailsched.store.sending import Claimable
 
 
@@ -51,6 +52,8 @@ class Claim:
     wait_until: datetime | None = None
     #: How many deliveries of the campaign were planned again (it fell behind).
     replanned: int = 0
+    #: How many went to SUPPRESSED: their address was suppressed after they were planned.
+    suppressed: int = 0
 
 
 async def claim(conn: AsyncConnection, req: ClaimRequest) -> Claim:
@@ -65,6 +68,7 @@ async def claim(conn: AsyncConnection, req: ClaimRequest) -> Claim:
         await sending.hold_back(conn, req.delivery_ids, campaign.status)
         return result
     rows = await sending.queued(conn, req.campaign_id, req.delivery_ids)
+    rows = await _drop_suppressed(conn, campaign, rows, req.now, result)
     if not rows:
         return result
     rules = campaign.rules(req.window)
@@ -96,6 +100,23 @@ async def claim(conn: AsyncConnection, req: ClaimRequest) -> Claim:
         # Queued ahead of its time (an old message): the dispatcher brings it back.
         await sending.reschedule(conn, [(r.id, r.scheduled_at) for r in rest])
     return result
+
+
+async def _drop_suppressed(
+    conn: AsyncConnection, campaign: Campaign, rows: list[Claimable], now: datetime, result: Claim
+) -> list[Claimable]:
+    """``rows`` less those whose address the campaign's user has suppressed since they were
+    planned; those become SUPPRESSED and take no send slot. One indexed query per claim."""
+    if not rows:
+        return rows
+    blocked = await suppressions.suppressed(conn, campaign.user_id, [r.recipient for r in rows])
+    if not blocked:
+        return rows
+    result.suppressed = await suppressions.mark_suppressed(
+        conn, [r.id for r in rows if r.recipient in blocked]
+    )
+    await complete_if_done(conn, campaign.id, now)
+    return [r for r in rows if r.recipient not in blocked]
 
 
 async def _history(

@@ -223,9 +223,12 @@ class Worker:
         deps = self._deps
         if deps.clock() > lease_until - _LEASE_MARGIN:
             return None
-        letter = deps.letters.letter(campaign, row.id, row.recipient, deps.clock())
         started = time.perf_counter()
         try:
+            # Inside the try: a message that cannot be made fails this delivery alone.
+            letter = deps.letters.letter(
+                campaign, row.id, row.recipient, deps.clock(), name=row.name, variables=row.vars
+            )
             await deps.mailer.send(letter)
         except SendError as exc:
             log.info("campaign %d delivery %d: %s", campaign.id, row.id, exc)

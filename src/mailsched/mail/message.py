@@ -3,8 +3,12 @@
 Building an :class:`~email.message.EmailMessage` per recipient caps at about a thousand
 messages a second; joining pre-encoded bytes is several times faster. So
 :class:`MessageTemplate` asks the :mod:`email` package once for the part every
-recipient shares (``From``, ``Subject``, the MIME headers and the encoded body) and
-:meth:`MessageTemplate.render` puts ``To``, ``Date`` and ``Message-ID`` in front of it.
+recipient shares (``From``, ``Subject``, the MIME headers and the encoded body: text,
+or text and HTML as multipart/alternative) and :meth:`MessageTemplate.render` puts
+``To``, ``Date``, ``Message-ID`` and the ``List-Unsubscribe`` pair in front of it.
+
+A *templated* campaign (its subject or bodies use :mod:`mailsched.mail.templates`)
+is the exception: it is rendered and MIME-encoded per recipient, which is slower.
 
 Everything is ASCII with CRLF line endings, except a recipient or sender whose local
 part is not ASCII: RFC 6532 puts that address into the header as raw UTF-8, and such a
@@ -16,10 +20,16 @@ from __future__ import annotations
 import email.policy
 import email.utils
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.header import Header
 from email.message import EmailMessage
+from typing import Any
 
 import idna
+
+from mailsched.mail.templates import CampaignTemplates, context
 
 # Header values with line breaks would let an address smuggle in headers of its own;
 # whitespace and the list separators would turn one recipient into several.
@@ -29,6 +39,23 @@ _UNSAFE = re.compile(r"[\x00-\x20\x7f<>,;]")
 # need for the 8BITMIME extension.
 _POLICY = email.policy.SMTP.clone(cte_type="7bit")
 _UTF8_POLICY = email.policy.SMTPUTF8.clone(cte_type="7bit")
+
+# What may not appear in a URL inside <...>: it would end the bracket or the header.
+_UNSAFE_URL = re.compile(r"[\x00-\x20\x7f<>]")
+# Control characters in a display name become spaces: a name is cosmetic, and the
+# API refuses them anyway; this is the second lock against header injection.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+_ONE_CLICK = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """Where one recipient unsubscribes: an HTTPS URL that takes a one-click POST
+    (RFC 8058), and optionally a ``mailto:`` URL (RFC 2369)."""
+
+    url: str
+    mailto: str | None = None
 
 
 def wire_address(address: str) -> str:
@@ -73,44 +100,133 @@ def message_id(campaign_id: int, delivery_id: int, sender: str) -> str:
     return f"<c{campaign_id}.d{delivery_id}@{sender_domain(sender)}>"
 
 
+def display_name(name: str) -> bytes:
+    """``name`` as the phrase before ``<address>``: a quoted string when it is ASCII, RFC 2047
+    encoded words (folded) when it is not. Control characters become spaces."""
+    name = _CONTROL.sub(" ", name).strip()
+    if not name:
+        return b""
+    if name.isascii():
+        quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{quoted}"'.encode("ascii")
+    return Header(name, "utf-8", header_name="To").encode(linesep="\r\n").encode("ascii")
+
+
+def _to(recipient: str, name: str | None) -> bytes:
+    address = wire_address(recipient).encode("utf-8")
+    phrase = display_name(name) if name else b""
+    return phrase + b" <" + address + b">" if phrase else address
+
+
+def _unsubscribe_headers(unsubscribe: Unsubscribe) -> bytes:
+    urls = (
+        [unsubscribe.url] if unsubscribe.mailto is None else [unsubscribe.url, unsubscribe.mailto]
+    )
+    for url in urls:
+        if _UNSAFE_URL.search(url) or not url.isascii():
+            raise ValueError("an unsubscribe URL may not contain spaces, controls or <>")
+    # One URL per line: each can be long (the token holds the address).
+    value = ",\r\n ".join(f"<{url}>" for url in urls)
+    return b"List-Unsubscribe: " + value.encode("ascii") + b"\r\n" + _ONE_CLICK
+
+
+def _shared_part(from_: str, subject: str, body: str, html_body: str | None) -> bytes:
+    """``From``, ``Subject``, the MIME headers and the encoded body or bodies."""
+    if "\r" in subject or "\n" in subject:
+        raise ValueError("the subject may not contain line breaks")
+    # A sender with a UTF-8 local part needs SMTPUTF8 anyway, so its headers may
+    # as well be raw UTF-8 (RFC 6532) instead of encoded words.
+    message = EmailMessage(policy=_POLICY if from_.isascii() else _UTF8_POLICY)
+    message["From"] = from_
+    message["Subject"] = subject
+    message.set_content(body)
+    if html_body is not None:
+        message.add_alternative(html_body, subtype="html")
+    return message.as_bytes()
+
+
 class MessageTemplate:
     """One campaign's message, encoded once; :meth:`render` makes each recipient's copy."""
 
-    __slots__ = ("_date_cache", "_domain", "_shared", "campaign_id", "sender")
+    __slots__ = (
+        "_date_cache",
+        "_domain",
+        "_from",
+        "_shared",
+        "_templates",
+        "campaign_id",
+        "sender",
+    )
 
-    def __init__(self, campaign_id: int, sender: str, subject: str, body: str) -> None:
-        """Encode ``From``, ``Subject``, the MIME headers and ``body`` with :mod:`email`.
+    def __init__(
+        self,
+        campaign_id: int,
+        sender: str,
+        subject: str,
+        body: str,
+        html_body: str | None = None,
+        templated: bool = False,
+    ) -> None:
+        """Encode ``From``, ``Subject``, the MIME headers and the bodies with :mod:`email`.
 
-        A non-ASCII subject is RFC 2047 encoded and long subjects are folded; the body
+        A non-ASCII subject is RFC 2047 encoded and long subjects are folded; a body
         goes as 7bit when it is short-lined ASCII, else as quoted-printable or base64,
-        whichever the email package finds shorter. Raises :class:`ValueError` for a
-        sender or subject that could inject headers.
+        whichever the email package finds shorter. With ``html_body`` the message is
+        multipart/alternative (text, then HTML). With ``templated`` the subject and
+        bodies are compiled here and encoded per recipient by :meth:`render`.
+
+        Raises :class:`ValueError` for a sender or subject that could inject headers,
+        and :class:`~mailsched.mail.templates.TemplateProblem` (a ValueError) for a
+        template that cannot be used.
         """
         from_ = wire_address(sender)
         if "\r" in subject or "\n" in subject:
             raise ValueError("the subject may not contain line breaks")
-        # A sender with a UTF-8 local part needs SMTPUTF8 anyway, so its headers may
-        # as well be raw UTF-8 (RFC 6532) instead of encoded words.
-        message = EmailMessage(policy=_POLICY if from_.isascii() else _UTF8_POLICY)
-        message["From"] = from_
-        message["Subject"] = subject
-        message.set_content(body)
         self.campaign_id = campaign_id
         self.sender = sender
+        self._from = from_
         self._domain = from_.rpartition("@")[2]
-        self._shared = message.as_bytes()
+        self._templates: CampaignTemplates | None = None
+        self._shared = b""
+        if templated:
+            self._templates = CampaignTemplates(subject, body, html_body)
+        else:
+            self._shared = _shared_part(from_, subject, body, html_body)
         # One (second, offset) -> text pair, swapped as a whole so that threads
         # sharing a template never see one half of it updated.
         self._date_cache: tuple[tuple[float, timedelta], bytes] | None = None
 
-    def render(self, recipient: str, delivery_id: int, date: datetime) -> bytes:
-        """The RFC 5322 bytes for ``recipient``: ``To``, ``Date``, ``Message-ID``, then the rest.
+    @property
+    def templated(self) -> bool:
+        """Whether each recipient's copy is rendered from templates."""
+        return self._templates is not None
 
-        ``date`` must be timezone-aware. Raises :class:`ValueError` for an unsafe
-        recipient (see :func:`wire_address`) or a naive ``date``.
+    def render(
+        self,
+        recipient: str,
+        delivery_id: int,
+        date: datetime,
+        *,
+        name: str | None = None,
+        variables: Mapping[str, Any] | None = None,
+        unsubscribe: Unsubscribe | None = None,
+    ) -> bytes:
+        """The RFC 5322 bytes for ``recipient``: ``To``, ``Date``, ``Message-ID``, the
+        ``List-Unsubscribe`` headers when ``unsubscribe`` is given, then the rest.
+
+        ``name`` goes into ``To`` as the display name; in a templated campaign,
+        ``name``, ``variables`` and ``recipient`` (as ``email``) are what the templates
+        see. ``date`` must be timezone-aware. Raises :class:`ValueError` for an unsafe
+        recipient (see :func:`wire_address`) or unsubscribe URL, a naive ``date``, or a
+        template that cannot be rendered for this recipient
+        (:class:`~mailsched.mail.templates.TemplateProblem`).
         """
-        to = wire_address(recipient).encode("utf-8")
+        to = _to(recipient, name)
         message_id = f"<c{self.campaign_id}.d{delivery_id}@{self._domain}>".encode("ascii")
+        shared = self._shared
+        if self._templates is not None:
+            rendered = self._templates.render(context(recipient, name, variables))
+            shared = _shared_part(self._from, rendered.subject, rendered.body, rendered.html_body)
         return b"".join(
             (
                 b"To: ",
@@ -120,7 +236,8 @@ class MessageTemplate:
                 b"\r\nMessage-ID: ",
                 message_id,
                 b"\r\n",
-                self._shared,
+                b"" if unsubscribe is None else _unsubscribe_headers(unsubscribe),
+                shared,
             )
         )
 

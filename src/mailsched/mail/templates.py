@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateError, nodes
+from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 #: The most characters a filter or operator may produce.
 MAX_TEXT = 100_000
@@ -99,9 +100,7 @@ class TemplateProblem(ValueError):
 
 def _check_format(spec: str) -> None:
     for directive in _FORMAT_NUMBERS.findall(spec):
-        if "*" in directive or any(
-            int(n) > _MAX_FORMAT_WIDTH for n in _DIGITS.findall(directive)
-        ):
+        if "*" in directive or any(int(n) > _MAX_FORMAT_WIDTH for n in _DIGITS.findall(directive)):
             raise SecurityError("format widths are limited to 1000")
 
 
@@ -155,10 +154,9 @@ class _Environment(ImmutableSandboxedEnvironment):
                     raise SecurityError(f"a value may be at most {MAX_TEXT} characters")
             if _bits(left) + _bits(right) > _MAX_INT_BITS:
                 raise SecurityError("the number is too large")
-        elif operator_ == "**":
-            if isinstance(left, int) and isinstance(right, int):
-                if max(_bits(left), 1) * abs(right) > _MAX_INT_BITS:
-                    raise SecurityError("the number is too large")
+        elif operator_ == "**" and isinstance(left, int) and isinstance(right, int):
+            if max(_bits(left), 1) * abs(right) > _MAX_INT_BITS:
+                raise SecurityError("the number is too large")
         elif operator_ == "%" and isinstance(left, str):
             _check_format(left)
         return _check_result(self.binop_table[operator_](left, right))
@@ -177,9 +175,7 @@ def _environment(*, html: bool) -> _Environment:
     )
     env.globals.clear()
     env.filters = {
-        name: _guarded(name, func)
-        for name, func in env.filters.items()
-        if name in _ALLOWED_FILTERS
+        name: _guarded(name, func) for name, func in env.filters.items() if name in _ALLOWED_FILTERS
     }
     return env
 
@@ -275,9 +271,7 @@ def _render(field: str, template: Template, context: Mapping[str, Any]) -> str:
 BUILTIN_NAMES = frozenset({"email", "name"})
 
 
-def context(
-    email: str, name: str | None, variables: Mapping[str, Any] | None
-) -> dict[str, Any]:
+def context(email: str, name: str | None, variables: Mapping[str, Any] | None) -> dict[str, Any]:
     """What a recipient's templates see: their vars, then ``email`` and ``name`` over them."""
     return {**(variables or {}), "email": email, "name": name or ""}
 

@@ -152,7 +152,8 @@ def suppression_routes(
         )
 
     @router.delete(
-        "/{address}",
+        # :path, because a local part may hold a "/".
+        "/{address:path}",
         status_code=status.HTTP_204_NO_CONTENT,
         response_class=Response,
         responses={404: {"description": "The address is not suppressed"}},

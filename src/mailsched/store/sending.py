@@ -7,9 +7,12 @@ rate rules hold across workers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, case, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -17,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from mailsched.domain.model import CampaignStatus, DeliveryStatus, SendOutcome
 from mailsched.domain.plan import Rules, plan
 from mailsched.store.tables import campaigns, deliveries, send_slots
+
+log = logging.getLogger(__name__)
 
 d = deliveries.c
 s = send_slots.c
@@ -30,17 +35,39 @@ class Claimable:
     recipient: str
     scheduled_at: datetime
     attempts: int
+    #: Personalization: the recipient's name and template variables.
+    name: str | None = None
+    vars: Mapping[str, Any] | None = None
 
 
 async def queued(conn: AsyncConnection, campaign_id: int, ids: Sequence[int]) -> list[Claimable]:
     """Those of ``ids`` that are still QUEUED, in planned order, locked."""
     rows = await conn.execute(
-        select(d.id, d.recipient, d.scheduled_at, d.attempts)
+        select(d.id, d.recipient, d.scheduled_at, d.attempts, d.name, d.vars)
         .where(d.id.in_(ids), d.campaign_id == campaign_id, d.status == DeliveryStatus.QUEUED)
         .order_by(d.scheduled_at, d.id)
         .with_for_update()
     )
-    return [Claimable(r.id, r.recipient, r.scheduled_at, r.attempts) for r in rows]
+    return [
+        Claimable(r.id, r.recipient, r.scheduled_at, r.attempts, r.name, _variables(r.id, r.vars))
+        for r in rows
+    ]
+
+
+def _variables(delivery_id: int, text: str | None) -> dict[str, Any] | None:
+    """The stored JSON object, or ``None``. A row that does not hold one (written by
+    hand, or by a bug) is logged; its templates then fail on the missing names, which
+    fails that delivery instead of the worker."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        log.error("delivery %d: its vars are not a JSON object; ignored", delivery_id)
+        return None
+    return value
 
 
 async def slot_times(

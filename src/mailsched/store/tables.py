@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +50,14 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
+
+
+def storage_time(dialect_name: str) -> Callable[[datetime], object]:
+    """How :class:`UTCDateTime` stores a value on ``dialect_name``, for bulk inserts that
+    bypass SQLAlchemy's parameter processing."""
+    if dialect_name == "sqlite":
+        return lambda value: value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return lambda value: value.astimezone(UTC).replace(tzinfo=None)
 
 
 campaigns = Table(
