@@ -7,27 +7,35 @@ Nothing connects before it is called.
 
 from __future__ import annotations
 
+import functools
 import os
-import secrets
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from fastapi import APIRouter
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from mailsched.config import Settings
 from mailsched.consumer.letters import LetterFactory
-from mailsched.consumer.worker import Worker, WorkerDeps
+from mailsched.consumer.sender import WorkerDeps
+from mailsched.consumer.worker import Worker
 from mailsched.mail import Mailer
+from mailsched.mail.message import sender_domain
 from mailsched.mail.outbox import OutboxMailer
 from mailsched.mail.smtp import SmtpMailer
 from mailsched.metrics import Metrics
 from mailsched.producer.auth import Authenticator, Caller, caller_dependency
 from mailsched.producer.campaigns import Campaigns
 from mailsched.producer.dispatcher import Dispatcher
+from mailsched.producer.suppressions import suppression_routes, unsubscribe_routes
 from mailsched.queue import DeliveryQueue
 from mailsched.queue.kafka import KafkaQueue
 from mailsched.queue.memory import MemoryQueue
+from mailsched.store import secrets
 from mailsched.store.db import Database
+from mailsched.unsubscribe import UnsubscribeSigner
 
 Clock = Callable[[], datetime]
 
@@ -39,7 +47,7 @@ def utc_now() -> datetime:
 
 def process_name() -> str:
     """A name for this process that is unique across hosts and restarts (lease owner, client id)."""
-    return f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
+    return f"{socket.gethostname()[:40]}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
 @dataclass
@@ -55,10 +63,15 @@ class Components:
     in_process_queue: bool
     metrics: Metrics = field(default_factory=Metrics)
     _mailer: Mailer | None = field(default=None, repr=False)
+    _caller: Callable[..., Awaitable[Caller]] | None = field(default=None, repr=False)
 
     def caller(self) -> Callable[..., Awaitable[Caller]]:
-        """The API's authentication dependency."""
-        return caller_dependency(Authenticator(self.db, self.settings.requests_per_minute))
+        """The API's authentication dependency (one per process: it holds the rate limits)."""
+        if self._caller is None:
+            self._caller = caller_dependency(
+                Authenticator(self.db, self.settings.requests_per_minute)
+            )
+        return self._caller
 
     def campaigns(self) -> Campaigns:
         return Campaigns(self.db, self.settings.rate_window, self.clock)
@@ -80,13 +93,34 @@ class Components:
             self._mailer = SmtpMailer(smtp) if smtp else OutboxMailer(self.settings.outbox_dir)
         return self._mailer
 
-    def worker(self) -> Worker:
+    async def unsubscribe_signer(self) -> UnsubscribeSigner:
+        """The signer of unsubscribe links: MAILSCHED_SECRET_KEY, or a key every process
+        shares through the database (made on first use). Call after migrating."""
+        if self.settings.secret_key is not None:
+            return UnsubscribeSigner(self.settings.secret_key.get_secret_value().encode())
+
+        async def work(conn: AsyncConnection) -> str:
+            return await secrets.get_or_create(conn, "unsubscribe")
+
+        return UnsubscribeSigner(bytes.fromhex(await self.db.run(work)))
+
+    def public_routes(self, signer: UnsubscribeSigner) -> tuple[APIRouter, ...]:
+        """The routes beside the campaigns': suppressions, and the recipients' unsubscribe."""
+        return (
+            suppression_routes(self.db, self.caller(), self.clock),
+            unsubscribe_routes(self.db, signer, self.clock),
+        )
+
+    def worker(self, signer: UnsubscribeSigner) -> Worker:
+        links = functools.partial(
+            signer.links, self.settings.base_url, sender_domain(self.settings.from_)
+        )
         return Worker(
             WorkerDeps(
                 db=self.db,
                 queue=self.queue,
                 mailer=self.mailer(),
-                letters=LetterFactory(self.settings.from_),
+                letters=LetterFactory(self.settings.from_, links=links),
                 config=self.settings.worker(),
                 window=self.settings.rate_window,
                 clock=self.clock,

@@ -7,6 +7,7 @@ so nothing above an adapter handles a library's exception::
     MailschedError
     ├── ConfigError                 a setting is missing or malformed
     ├── NotFound                    a campaign that does not exist (for this caller)
+    ├── Invalid                     a request breaks a rule only the service can check
     ├── Conflict                    the request contradicts the current state
     ├── StoreError                  the database refused or failed
     │   ├── StoreUnavailable        the database cannot be reached; try again later
@@ -14,6 +15,7 @@ so nothing above an adapter handles a library's exception::
     ├── QueueError                  the queue refused or failed
     │   └── QueueUnavailable        the broker cannot be reached; try again later
     └── SendError                   one email was not accepted by the mail server
+        ├── SendExpired             not even tried: the worker's lease was about to end
         ├── TransientSendError      try again later (4xx reply, connection lost, timeout)
         │   └── SlowDown            the server asks us to send more slowly (421, 45x)
         └── PermanentSendError      give up on this recipient (5xx reply)
@@ -32,6 +34,15 @@ class ConfigError(MailschedError):
 
 class NotFound(MailschedError):
     """The thing asked for does not exist."""
+
+
+class Invalid(MailschedError):
+    """A request breaks a rule the schema alone cannot check; ``problems`` are
+    ``(field, message)`` pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{field}: {message}" for field, message in problems))
+        self.problems = problems
 
 
 class Conflict(MailschedError):
@@ -70,6 +81,10 @@ class SendError(MailschedError):
         super().__init__(message)
         self.code = code
         self.ambiguous = ambiguous
+
+
+class SendExpired(SendError):
+    """The send was not started: the worker's lease would have ended first."""
 
 
 class TransientSendError(SendError):

@@ -75,6 +75,7 @@ async def _run(components: Components, settings: Settings, roles: frozenset[Role
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    signer = await components.unsubscribe_signer()
     tasks: list[asyncio.Task[None]] = []
     dispatcher = components.dispatcher() if Role.DISPATCHER in roles else None
     if dispatcher is not None:
@@ -82,7 +83,7 @@ async def _run(components: Components, settings: Settings, roles: frozenset[Role
             await dispatcher.recover_in_process_queue()
         tasks.append(asyncio.create_task(dispatcher.run(stop), name="dispatcher"))
     if Role.WORKER in roles:
-        tasks.append(asyncio.create_task(components.worker().run(stop), name="worker"))
+        tasks.append(asyncio.create_task(components.worker(signer).run(stop), name="worker"))
         if Role.API not in roles:
             _serve_metrics(components, settings)
     server: _Server | None = None
@@ -93,6 +94,7 @@ async def _run(components: Components, settings: Settings, roles: frozenset[Role
             on_created=dispatcher.wake if dispatcher else None,
             checks=components.readiness_checks(),
             metrics=components.metrics,
+            routers=components.public_routes(signer),
             limits=Limits(
                 max_recipients=settings.max_recipients,
                 max_body_bytes=settings.max_body_bytes,

@@ -11,9 +11,12 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from mailsched.config import Settings
+from mailsched.errors import Invalid
+from mailsched.producer.api import create_app
 from mailsched.producer.schemas import CampaignRequest
 from mailsched.queue.memory import MemoryQueue
 from tests.conftest import Stack
@@ -232,3 +235,66 @@ async def test_cancel_sends_nothing_more(settings: Settings, smtp_sink: SmtpSink
     sent = len(smtp_sink.arrivals)
     assert view.counts["SENT"] == sent
     assert view.counts["CANCELLED"] == len(recipients) - sent
+
+
+async def test_personalized_mail_with_unsubscribe_and_suppression(
+    settings: Settings, smtp_sink: SmtpSink
+) -> None:
+    personalized = CampaignRequest.model_validate(
+        {
+            "userId": USER,
+            "subject": "Hello {{ name or 'friend' }}, your {{ plan }} plan",
+            "body": "Dear {{ name or 'friend' }},\nyour plan is {{ plan }}.\n",
+            "htmlBody": "<p>Dear {{ name or 'friend' }}, plan <b>{{ plan }}</b></p>",
+            "startTime": datetime(2026, 1, 25, 12, tzinfo=UTC).isoformat(),
+            "delaySeconds": 0,
+            "hourlyLimit": 100,
+            "recipients": [
+                {"email": "ann@example.com", "name": "Ann", "vars": {"plan": "pro"}},
+                {"email": "bob@example.com", "vars": {"plan": "free"}},
+            ],
+        }
+    )
+    async with running(settings) as app:
+        created = await create(app, personalized)
+        await wait_until(lambda: completed(app, created.campaign_id), within=30)
+        by_rcpt = {a.rcpt: a.message for a in smtp_sink.arrivals}
+        assert by_rcpt["ann@example.com"]["Subject"] == "Hello Ann, your pro plan"
+        assert by_rcpt["bob@example.com"]["Subject"] == "Hello friend, your free plan"
+        ann = by_rcpt["ann@example.com"]
+        assert ann.get_content_type() == "multipart/alternative"
+        html = ann.get_body(preferencelist=("html",))
+        assert html is not None and "<b>pro</b>" in html.get_content()
+        assert ann["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        url = str(ann["List-Unsubscribe"]).split(",")[0].strip().strip("<>")
+        path = url.split("://", 1)[1].split("/", 1)[1]
+
+        # Ann unsubscribes with one click (RFC 8058) ...
+        signer = await app.unsubscribe_signer()
+        api = create_app(app.campaigns(), app.caller(), routers=app.public_routes(signer))
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=api), base_url="http://test"
+        ) as client:
+            response = await client.post(
+                "/" + path,
+                content="List-Unsubscribe=One-Click",
+                headers={"content-type": "application/x-www-form-urlencoded"},
+            )
+            assert response.status_code == 200, response.text
+
+        # ... and the next campaign skips her.
+        again = await create(app, request(["ann@example.com", "cid@example.com"]))
+        await wait_until(lambda: completed(app, again.campaign_id), within=30)
+        page = await app.campaigns().deliveries(USER, again.campaign_id, None, 0, 10)
+
+    statuses = {item.recipient: item.status for item in page.items}
+    assert statuses == {"ann@example.com": "SUPPRESSED", "cid@example.com": "SENT"}
+    assert smtp_sink.per_recipient()["ann@example.com"] == 1
+
+
+async def test_a_missing_template_variable_is_refused_at_creation(settings: Settings) -> None:
+    bad = request(["a@example.com"]).model_copy(update={"subject": "Hi {{ first_name }}"})
+    async with running(settings, dispatcher=False, worker=False) as app:
+        with pytest.raises(Invalid) as refused:
+            await app.campaigns().create(bad)
+    assert refused.value.problems == [("recipients.0.vars", "missing variables: first_name")]

@@ -33,7 +33,8 @@ async def running(
                 await d.recover_in_process_queue()
             tasks.append(asyncio.create_task(d.run(stop)))
         if worker:
-            tasks.append(asyncio.create_task(components.worker().run(stop)))
+            signer = await components.unsubscribe_signer()
+            tasks.append(asyncio.create_task(components.worker(signer).run(stop)))
         yield components
     finally:
         stop.set()

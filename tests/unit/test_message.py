@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import email
 import email.policy
+import time
 from datetime import UTC, datetime, timedelta, timezone
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 
 import pytest
 
-from mailsched.mail.message import MessageTemplate, message_id, sender_domain, wire_address
+from mailsched.mail.message import (
+    MessageTemplate,
+    Unsubscribe,
+    message_id,
+    sender_domain,
+    wire_address,
+)
+from mailsched.mail.templates import TemplateProblem
 
 DATE = datetime(2024, 3, 1, 12, 30, 5, tzinfo=timezone(timedelta(hours=1)))
 
@@ -228,3 +237,239 @@ def test_sender_domain() -> None:
     assert sender_domain("news@example.com") == "example.com"
     assert sender_domain("news@bücher.de") == "xn--bcher-kva.de"
     assert sender_domain("mailsched@localhost") == "localhost"
+
+
+UNSUBSCRIBE = Unsubscribe(
+    "https://mail.example.com/unsubscribe/abc.DEF-_",
+    "mailto:unsubscribe@example.com?subject=unsubscribe-abc.DEF-_",
+)
+
+
+def rfc2047_phrase(to_header: str) -> str:
+    """The display name as an RFC 2047 reader decodes it: whitespace between two
+    encoded words is dropped (Python's address parser keeps it)."""
+    phrase = to_header.rpartition("<")[0].replace("\r\n", "").strip()
+    return str(make_header(decode_header(phrase)))
+
+
+def test_html_body_makes_multipart_alternative() -> None:
+    html = "<p>Grüße, <b>Jörg</b></p>\n"
+    template = MessageTemplate(3, "news@example.com", "Sale", "Hello\n", html_body=html)
+
+    data = template.render("bob@example.org", 8, DATE)
+    parsed = parse(data)
+
+    assert data.isascii()
+    assert_crlf_only(data)
+    assert parsed.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain", "text/html"]
+    text_part = parsed.get_body(("plain",))
+    html_part = parsed.get_body(("html",))
+    assert isinstance(text_part, EmailMessage) and isinstance(html_part, EmailMessage)
+    assert body_of(text_part) == "Hello\n"
+    assert body_of(html_part) == html
+    assert parsed["To"] == "bob@example.org"
+    assert parsed["Message-ID"] == "<c3.d8@example.com>"
+
+
+def test_html_campaign_shares_one_encoding_between_recipients() -> None:
+    template = MessageTemplate(3, "news@example.com", "Sale", "Hello\n", html_body="<p>Hi</p>")
+
+    first = template.render("a@example.org", 1, DATE)
+    second = template.render("b@example.org", 2, DATE)
+
+    # Same boundary, same parts: only To and Message-ID differ.
+    assert first.split(b"\r\n")[3:] == second.split(b"\r\n")[3:]
+
+
+def test_templated_campaign_renders_per_recipient() -> None:
+    template = MessageTemplate(
+        4,
+        "news@example.com",
+        "{{ name }}, your code {{ code }}",
+        "Hello {{ name or 'friend' }} ({{ email }}): {{ code }}\n",
+        html_body="<p>{{ name }} &amp; {{ code }}</p>",
+        templated=True,
+    )
+
+    ann = parse(
+        template.render("ann@example.org", 1, DATE, name="Ann & Co", variables={"code": "<A1>"})
+    )
+    bob = parse(template.render("bob@example.org", 2, DATE, variables={"code": "B2"}))
+
+    assert ann["Subject"] == "Ann & Co, your code <A1>"
+    ann_text, ann_html = ann.get_body(("plain",)), ann.get_body(("html",))
+    assert isinstance(ann_text, EmailMessage) and isinstance(ann_html, EmailMessage)
+    assert body_of(ann_text) == "Hello Ann & Co (ann@example.org): <A1>\n"
+    assert body_of(ann_html) == "<p>Ann &amp; Co &amp; &lt;A1&gt;</p>\n"
+    assert bob["Subject"] == ", your code B2"
+    bob_text = bob.get_body(("plain",))
+    assert isinstance(bob_text, EmailMessage)
+    assert body_of(bob_text) == "Hello friend (bob@example.org): B2\n"
+    assert bob["To"] == "bob@example.org"
+
+
+def test_template_syntax_is_literal_when_not_templated() -> None:
+    template = MessageTemplate(1, "news@example.com", "Hi {{ name }}", "{{ name }}\n")
+
+    parsed = parse(template.render("bob@example.org", 1, DATE, name="Bob"))
+
+    assert parsed["Subject"] == "Hi {{ name }}"
+    assert body_of(parsed) == "{{ name }}\n"
+
+
+def test_template_problems_are_value_errors_naming_the_field() -> None:
+    with pytest.raises(TemplateProblem) as at_init:
+        MessageTemplate(1, "news@example.com", "s", "{% for x in y %}{% endfor %}", templated=True)
+    assert at_init.value.field == "body"
+
+    template = MessageTemplate(1, "news@example.com", "s", "{{ code }}", templated=True)
+    with pytest.raises(ValueError, match="'code' is undefined"):
+        template.render("bob@example.org", 1, DATE, variables={})
+
+
+@pytest.mark.parametrize("value", ["x\r\nBcc: eve@evil.example", "x\nBcc: eve@evil.example", "x\r"])
+def test_vars_cannot_put_a_line_break_into_the_subject(value: str) -> None:
+    template = MessageTemplate(1, "news@example.com", "Hi {{ v }}{{ name }}", "b", templated=True)
+
+    with pytest.raises(ValueError, match="line break"):
+        template.render("bob@example.org", 1, DATE, variables={"v": value})
+    with pytest.raises(ValueError, match="line break"):
+        template.render("bob@example.org", 1, DATE, name=value, variables={"v": ""})
+
+
+def test_unsubscribe_headers_follow_rfc_8058() -> None:
+    template = MessageTemplate(1, "news@example.com", "s", "b\n")
+
+    data = template.render("bob@example.org", 1, DATE, unsubscribe=UNSUBSCRIBE)
+    parsed = parse(data)
+
+    assert parsed["List-Unsubscribe"] == (
+        "<https://mail.example.com/unsubscribe/abc.DEF-_>, "
+        "<mailto:unsubscribe@example.com?subject=unsubscribe-abc.DEF-_>"
+    )
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert len(parsed.get_all("List-Unsubscribe") or []) == 1
+    assert_crlf_only(data)
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+
+
+def test_unsubscribe_without_mailto_and_without_links() -> None:
+    template = MessageTemplate(1, "news@example.com", "s", "b\n")
+
+    only_url = parse(
+        template.render(
+            "bob@example.org", 1, DATE, unsubscribe=Unsubscribe("https://x.example/u/t")
+        )
+    )
+    none = parse(template.render("bob@example.org", 1, DATE))
+
+    assert only_url["List-Unsubscribe"] == "<https://x.example/u/t>"
+    assert "List-Unsubscribe" not in none and "List-Unsubscribe-Post" not in none
+
+
+@pytest.mark.parametrize(
+    "links",
+    [
+        Unsubscribe("https://x.example/u/t>\r\nBcc: eve@evil.example"),
+        Unsubscribe("https://x.example/u/t", "mailto:a@b\nX: y"),
+        Unsubscribe("https://x.example/u/t t"),
+        Unsubscribe("https://x.example/ü"),
+    ],
+)
+def test_unsafe_unsubscribe_url_raises(links: Unsubscribe) -> None:
+    template = MessageTemplate(1, "news@example.com", "s", "b\n")
+
+    with pytest.raises(ValueError, match="unsubscribe URL"):
+        template.render("bob@example.org", 1, DATE, unsubscribe=links)
+
+
+def test_unsubscribe_links_differ_per_recipient() -> None:
+    template = MessageTemplate(9, "news@example.com", "Hello", "Body text\n")
+
+    first = template.render("a@example.org", 1, DATE, unsubscribe=Unsubscribe("https://x/u/AAA"))
+    second = template.render("b@example.org", 2, DATE, unsubscribe=Unsubscribe("https://x/u/BBB"))
+
+    assert parse(first)["List-Unsubscribe"] == "<https://x/u/AAA>"
+    assert parse(second)["List-Unsubscribe"] == "<https://x/u/BBB>"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Bob Smith",
+        'Smith, "Bobby" \\ Jr.',
+        "Jörg Müller",
+        "Алексей Владимирович Константинопольский-Преображенский, Иванов и сыновья",
+        "山田 太郎",
+        "x" * 200,
+        "ü" * 200,
+    ],
+)
+def test_display_name_round_trips(name: str) -> None:
+    template = MessageTemplate(1, "news@example.com", "s", "b\n")
+
+    data = template.render("bob@example.org", 1, DATE, name=name)
+    parsed = parse(data)
+
+    assert data.isascii()
+    assert_crlf_only(data)
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+    to = parsed["To"]
+    assert [a.addr_spec for a in to.addresses] == ["bob@example.org"]
+    raw_to = data.split(b"\r\nDate:")[0].decode("ascii")
+    if name.isascii():
+        assert to.addresses[0].display_name == name
+    else:
+        assert rfc2047_phrase(raw_to[len("To: ") :]) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Bob\r\nBcc: eve@evil.example",
+        "Bob\nBcc: eve@evil.example",
+        "Jörg\r\nBcc: eve@evil.example",
+        "\r\n",
+        "Bob\x00\x1b",
+    ],
+)
+def test_control_characters_in_a_name_cannot_inject_headers(name: str) -> None:
+    template = MessageTemplate(1, "news@example.com", "s", "b\n")
+
+    data = template.render("bob@example.org", 1, DATE, name=name)
+    parsed = parse(data)
+
+    # Sanitized, not refused: a name is cosmetic (the API refuses control characters).
+    assert "Bcc" not in parsed
+    assert_crlf_only(data)
+    assert [a.addr_spec for a in parsed["To"].addresses] == ["bob@example.org"]
+    assert data.split(b"\r\n")[1].startswith((b"Date: ", b" "))
+    assert all(ord(c) >= 32 for c in str(parsed["To"]))
+
+
+def test_empty_name_gives_a_bare_address() -> None:
+    template = MessageTemplate(1, "news@example.com", "s", "b\n")
+
+    assert parse(template.render("bob@example.org", 1, DATE, name=""))["To"] == "bob@example.org"
+
+
+def test_display_name_with_utf8_local_part() -> None:
+    template = MessageTemplate(1, "news@example.com", "s", "b\n")
+
+    data = template.render("jörg@bücher.de", 1, DATE, name="Jörg")
+
+    assert data.startswith(b"To: =?utf-8?")
+    assert b" <j\xc3\xb6rg@xn--bcher-kva.de>\r\n" in data
+
+
+def test_plain_render_stays_fast() -> None:
+    # The shared part is encoded once: rendering must not build a message per recipient.
+    template = MessageTemplate(1, "news@example.com", "Sale", "Body\n" * 200, html_body="<p>x</p>")
+    links = Unsubscribe("https://x.example/u/t", "mailto:u@x.example")
+    started = time.perf_counter()
+    for i in range(2000):
+        template.render(f"user{i}@example.org", i, DATE, name="Bob", unsubscribe=links)
+    per_message = (time.perf_counter() - started) / 2000
+
+    assert per_message < 200e-6, f"{per_message * 1e6:.0f} µs per message"

@@ -31,22 +31,30 @@ class Sorted:
     results: dict[SendOutcome, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One claimed delivery, its send slot, and what came of it (``None``: not sent)."""
+
+    seq: int
+    row: Claimable
+    result: SendResult | None
+
+
 def sort_results(
-    rows: Sequence[Claimable],
-    first_seq: int,
-    results: Sequence[SendResult | None],
+    attempts: Sequence[Attempt],
     config: WorkerConfig,
     now: datetime,
     jitter: Callable[[], float],
 ) -> Sorted:
-    """Decide each claimed delivery's fate. ``None`` in ``results`` means "not sent at all"."""
+    """Decide each claimed delivery's fate."""
     sent: list[tuple[int, datetime]] = []
     retry: list[Retry] = []
     failed: list[tuple[int, str]] = []
     released: list[int] = []
     ends: list[tuple[int, datetime, SendOutcome]] = []
     slow_down_until: datetime | None = None
-    for seq, row, res in zip(range(first_seq, first_seq + len(rows)), rows, results, strict=True):
+    for attempt_ in attempts:
+        seq, row, res = attempt_.seq, attempt_.row, attempt_.result
         if res is None:
             released.append(row.id)
             ends.append((seq, now, SendOutcome.RELEASED))

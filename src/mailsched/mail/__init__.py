@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Protocol
+
+from mailsched.errors import SendExpired
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +18,21 @@ class Letter:
     sender: str
     recipient: str
     data: bytes
+    #: The transaction must not start after this moment (the worker's lease ends
+    #: soon after): past it, the mailer raises SendExpired instead of sending.
+    not_after: datetime | None = None
+
+    def expiring(self, not_after: datetime) -> Letter:
+        """This letter, to be sent no later than ``not_after``."""
+        return replace(self, not_after=not_after)
+
+    def check_time(self) -> None:
+        """Raise :class:`~mailsched.errors.SendExpired` when it is too late to start."""
+        if self.not_after is not None and datetime.now(UTC) > self.not_after:
+            raise SendExpired(
+                f"campaign {self.campaign_id} delivery {self.delivery_id}: "
+                "not sent, its lease ends before a send could finish"
+            )
 
 
 class Mailer(Protocol):

@@ -33,6 +33,7 @@ class OutboxMailer:
         written: a full or read-only disk is usually fixed by an operator, not by
         giving up on the recipient.
         """
+        letter.check_time()
         try:
             path = await asyncio.to_thread(self._write, letter)
         except OSError as exc:

@@ -79,6 +79,9 @@ class SmtpMailer:
         if self._closed:
             raise RuntimeError("the SmtpMailer is closed")
         async with self._slots:
+            # Checked here, not by the caller: waiting for a free connection can
+            # take long enough for the lease to pass (a worker paused, then resumed).
+            letter.check_time()
             client = self._take_idle() or await self._connect()
             try:
                 await self._transact(client, letter)

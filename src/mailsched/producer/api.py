@@ -31,6 +31,7 @@ from mailsched import __version__
 from mailsched.domain.model import CampaignStatus, DeliveryStatus
 from mailsched.errors import (
     Conflict,
+    Invalid,
     NotFound,
     QueueUnavailable,
     StoreError,
@@ -316,6 +317,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def _install_service_errors(app: FastAPI) -> None:
     """Our own errors from the services below the routes."""
+
+    @app.exception_handler(Invalid)
+    async def invalid_campaign(_: Request, exc: Invalid) -> JSONResponse:
+        detail = [{"field": field, "message": message} for field, message in exc.problems]
+        return _error(422, "invalid_request", detail)
 
     @app.exception_handler(NotFound)
     async def not_found(_: Request, exc: NotFound) -> JSONResponse:

@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.domain.model import Campaign, CampaignStatus, DeliveryStatus
 from mailsched.domain.plan import Rules, plan
-from mailsched.errors import Conflict, DuplicateKey, NotFound
+from mailsched.errors import Conflict, DuplicateKey, Invalid, NotFound
+from mailsched.producer import templates
 from mailsched.producer.schemas import (
     CampaignControl,
     CampaignCreated,
@@ -25,7 +26,7 @@ from mailsched.producer.schemas import (
     RetryStarted,
 )
 from mailsched.store import campaigns as store
-from mailsched.store import idempotency, sending
+from mailsched.store import idempotency, sending, suppressions
 from mailsched.store.db import Database
 
 Clock = Callable[[], datetime]
@@ -57,9 +58,13 @@ class Campaigns:
         transaction and given again for the same request within 24 hours; a
         different request with the same key is a :class:`Conflict`.
         """
+        templated = _check_templates(request)
+        suppressed = await self._suppressed(request)
         now = self._clock()
         rules = Rules(timedelta(seconds=request.delay_seconds), request.hourly_limit, self._window)
-        times = plan(len(request.recipients), max(request.start_time, now), rules)
+        sending_to = [r for r in request.recipients if r.email not in suppressed]
+        times = iter(plan(len(sending_to), max(request.start_time, now), rules))
+        start = max(request.start_time, now)
         new = store.NewCampaign(
             user_id=request.user_id,
             subject=request.subject,
@@ -68,16 +73,21 @@ class Campaigns:
             delay_seconds=request.delay_seconds,
             hourly_limit=request.hourly_limit,
             html_body=request.html_body,
+            templated=templated,
         )
         rows = [
             store.NewDelivery(
                 recipient=r.email,
-                scheduled_at=at,
+                scheduled_at=start if r.email in suppressed else next(times),
                 name=r.name,
                 vars=json.dumps(r.vars) if r.vars else None,
+                status=DeliveryStatus.SUPPRESSED
+                if r.email in suppressed
+                else DeliveryStatus.SCHEDULED,
             )
-            for r, at in zip(request.recipients, times, strict=True)
+            for r in request.recipients
         ]
+        planned = [row.scheduled_at for row in rows if row.status == DeliveryStatus.SCHEDULED]
         fingerprint = _fingerprint(request) if idempotency_key else ""
 
         async def work(conn: AsyncConnection) -> Created:
@@ -95,8 +105,8 @@ class Campaigns:
                 status=CampaignStatus.SCHEDULED,
                 recipient_count=len(rows),
                 duplicates_dropped=request.duplicates_dropped,
-                first_send_at=times[0],
-                last_send_at=times[-1],
+                first_send_at=planned[0] if planned else start,
+                last_send_at=planned[-1] if planned else start,
             ).model_dump_json(by_alias=True)
             if idempotency_key:
                 await idempotency.save(
@@ -109,6 +119,22 @@ class Campaigns:
         except DuplicateKey:
             # The same key raced in from another request and won: answer as it did.
             return await self._db.run(work)
+
+    async def _suppressed(self, request: CampaignRequest) -> set[str]:
+        """The recipients this user has suppressed (they are stored, but as SUPPRESSED).
+
+        Read before the create's transaction; one suppressed meanwhile is still
+        caught by the worker's claim.
+        """
+
+        async def work(conn: AsyncConnection) -> set[str]:
+            if not await suppressions.has_any(conn, request.user_id):
+                return set()
+            return await suppressions.suppressed(
+                conn, request.user_id, [r.email for r in request.recipients]
+            )
+
+        return await self._db.run(work)
 
     async def get(self, user_id: int, campaign_id: int) -> CampaignView:
         """The campaign with its delivery counts and send times."""
@@ -278,6 +304,39 @@ class Campaigns:
             ],
             next_cursor=str(rows[-1].id) if more else None,
         )
+
+
+_MAX_PROBLEMS = 20
+
+
+def _check_templates(request: CampaignRequest) -> bool:
+    """Whether the campaign is a template; :class:`Invalid` if a recipient cannot be rendered.
+
+    Every variable is checked now, so a missing one is a 422 at creation, not a
+    failure at send time.
+    """
+    try:
+        if not templates.is_templated(request.subject, request.body, request.html_body):
+            return False
+        required = templates.required_variables(request.subject, request.body, request.html_body)
+        subject = templates.SubjectChecker(request.subject)
+    except templates.TemplateProblem as problem:
+        raise Invalid([(problem.field, str(problem))]) from problem
+    problems: list[tuple[str, str]] = []
+    for i, r in enumerate(request.recipients):
+        missing = templates.missing_variables(required, (r.vars or {}).keys())
+        if missing:
+            problems.append((f"recipients.{i}.vars", f"missing variables: {', '.join(missing)}"))
+        else:
+            try:
+                subject.render(r.email, r.name, r.vars)
+            except templates.TemplateProblem as problem:
+                problems.append((f"recipients.{i}", str(problem)))
+        if len(problems) >= _MAX_PROBLEMS:
+            break
+    if problems:
+        raise Invalid(problems)
+    return True
 
 
 def _fingerprint(request: CampaignRequest) -> str:

@@ -22,8 +22,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from mailsched.producer.addresses import normalize_address
 from mailsched.producer.auth import Caller
-from mailsched.producer.schemas import _email as normalize_address  # the recipients' rules
 from mailsched.store import suppressions as store
 from mailsched.store.db import Database
 from mailsched.unsubscribe import InvalidToken, UnsubscribeSigner

@@ -145,3 +145,9 @@ async def suppress_pending(conn: AsyncConnection, user_id: int, address: str, no
     for campaign_id in sorted({cid for _, cid in matches}):
         await complete_if_done(conn, campaign_id, now)
     return moved
+
+
+async def has_any(conn: AsyncConnection, user_id: int) -> bool:
+    """Whether the user has suppressed any address (most have not: skip the lookups)."""
+    query = select(suppressions.c.address).where(suppressions.c.user_id == user_id).limit(1)
+    return (await conn.execute(query)).first() is not None

@@ -60,6 +60,9 @@ def storage_time(dialect_name: str) -> Callable[[datetime], object]:
     return lambda value: value.astimezone(UTC).replace(tzinfo=None)
 
 
+#: An address compared byte for byte (see ``suppressions``).
+Address = String(320).with_variant(mysql.VARCHAR(320, collation="utf8mb4_bin"), "mysql")
+
 campaigns = Table(
     "campaigns",
     metadata,
@@ -155,7 +158,8 @@ suppressions = Table(
     "suppressions",
     metadata,
     Column("user_id", BigInteger, primary_key=True, autoincrement=False),
-    Column("address", String(320), primary_key=True),
+    # Binary collation: MariaDB's default one would take jörg@ and jorg@ for the same.
+    Column("address", Address, primary_key=True),
     Column("reason", String(32), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
 )

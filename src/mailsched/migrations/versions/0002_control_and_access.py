@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-from mailsched.store.tables import Id, UTCDateTime
+from mailsched.store.tables import Address, Id, UTCDateTime
 
 revision = "0002"
 down_revision = "0001"
@@ -58,7 +58,7 @@ def upgrade() -> None:
     op.create_table(
         "suppressions",
         sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
-        sa.Column("address", sa.String(320), primary_key=True),
+        sa.Column("address", Address, primary_key=True),
         sa.Column("reason", sa.String(32), nullable=False),
         sa.Column("created_at", UTCDateTime, nullable=False),
         **_TABLE,

@@ -1,0 +1,90 @@
+"""LetterFactory: a campaign's HTML, templates and unsubscribe links reach the letter."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from dataclasses import replace
+from datetime import UTC, datetime
+from email.message import EmailMessage
+
+import pytest
+
+from mailsched.consumer.letters import LetterFactory
+from mailsched.domain.model import Campaign, CampaignStatus
+from mailsched.errors import PermanentSendError
+from mailsched.unsubscribe import Unsubscribe, UnsubscribeSigner
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+SIGNER = UnsubscribeSigner(b"s" * 32)
+
+CAMPAIGN = Campaign(
+    id=5,
+    user_id=42,
+    subject="Hi {{ name }}",
+    body="Your code: {{ code }}\n",
+    start_time=NOW,
+    delay_seconds=0,
+    hourly_limit=10,
+    status=CampaignStatus.RUNNING,
+    recipient_count=2,
+    slot_seq=0,
+    created_at=NOW,
+    completed_at=None,
+    html_body="<p>{{ code }}</p>",
+    templated=True,
+)
+
+
+def parse(data: bytes) -> EmailMessage:
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def links(user_id: int, address: str) -> Unsubscribe:
+    return SIGNER.links("https://mail.example.com", "example.com", user_id, address)
+
+
+def test_templated_html_campaign_with_unsubscribe_links() -> None:
+    factory = LetterFactory("news@example.com", links=links)
+
+    letter = factory.letter(
+        CAMPAIGN, 7, "ann@example.org", NOW, name="Ann", variables={"code": "A1"}
+    )
+    parsed = parse(letter.data)
+
+    assert (letter.campaign_id, letter.delivery_id, letter.recipient) == (5, 7, "ann@example.org")
+    assert parsed["Subject"] == "Hi Ann"
+    assert parsed["To"].addresses[0].display_name == "Ann"
+    html = parsed.get_body(("html",))
+    assert isinstance(html, EmailMessage)
+    assert html.get_content().strip() == "<p>A1</p>"
+    url = parsed["List-Unsubscribe"].split(",")[0].strip("<> ")
+    assert SIGNER.verify(url.rsplit("/", 1)[1]) == (42, "ann@example.org")
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_without_links_there_is_no_list_unsubscribe() -> None:
+    plain = replace(CAMPAIGN, subject="Hello", body="Body\n", html_body=None, templated=False)
+
+    parsed = parse(LetterFactory("news@example.com").letter(plain, 1, "a@example.org", NOW).data)
+
+    assert "List-Unsubscribe" not in parsed
+    assert parsed["Subject"] == "Hello"
+
+
+def test_a_recipient_the_template_fails_on_is_a_permanent_failure() -> None:
+    factory = LetterFactory("news@example.com", links=links)
+
+    with pytest.raises(PermanentSendError, match="'code' is undefined"):
+        factory.letter(CAMPAIGN, 8, "bob@example.org", NOW, variables={})
+    # The next recipient is not affected.
+    assert factory.letter(CAMPAIGN, 9, "c@example.org", NOW, variables={"code": "C"}).data
+
+
+def test_a_campaign_whose_template_does_not_compile_fails_each_delivery() -> None:
+    broken = replace(CAMPAIGN, id=6, body="{% for x in y %}{% endfor %}")
+
+    with pytest.raises(PermanentSendError, match="body"):
+        LetterFactory("news@example.com").letter(broken, 1, "a@example.org", NOW)
