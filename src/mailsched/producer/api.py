@@ -42,6 +42,7 @@ from mailsched.producer.auth import Caller, TooManyRequests
 from mailsched.producer.campaigns import Campaigns
 from mailsched.producer.limits import BodySizeLimit, TooLarge
 from mailsched.producer.schemas import (
+    ERROR_RESPONSES,
     MAX_ID,
     CampaignControl,
     CampaignCreated,
@@ -49,7 +50,6 @@ from mailsched.producer.schemas import (
     CampaignRequest,
     CampaignView,
     DeliveryPage,
-    ErrorBody,
     RetryStarted,
 )
 
@@ -60,16 +60,6 @@ Check = Callable[[], Awaitable[None]]
 
 _CHECK_TIMEOUT = 3.0
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "No valid API key"},
-    403: {"model": ErrorBody, "description": "The key's user may not do this"},
-    404: {"model": ErrorBody, "description": "No such campaign (for this user)"},
-    409: {"model": ErrorBody, "description": "Conflicts with the current state"},
-    413: {"model": ErrorBody, "description": "Too large"},
-    422: {"model": ErrorBody, "description": "Invalid input; each bad field is named"},
-    429: {"model": ErrorBody, "description": "Too many requests for this key"},
-    503: {"model": ErrorBody, "description": "The database cannot be reached"},
-}
 
 _CURSOR = r"^[0-9]{1,18}$"
 
@@ -130,7 +120,7 @@ def _campaign_routes(
     on_created: Callable[[], None],
     limits: Limits,
 ) -> APIRouter:
-    router = APIRouter(prefix="/api/v1/email", tags=["campaigns"], responses=_ERRORS)
+    router = APIRouter(prefix="/api/v1/email", tags=["campaigns"], responses=ERROR_RESPONSES)
     CallerDep = Annotated[Caller, Depends(caller)]
 
     @router.post("/campaign", status_code=status.HTTP_201_CREATED)
@@ -198,7 +188,7 @@ def _control_routes(
     caller: Callable[..., Awaitable[Caller]],
     on_created: Callable[[], None],
 ) -> APIRouter:
-    router = APIRouter(prefix="/api/v1/email", tags=["campaign control"], responses=_ERRORS)
+    router = APIRouter(prefix="/api/v1/email", tags=["campaign control"], responses=ERROR_RESPONSES)
     CallerDep = Annotated[Caller, Depends(caller)]
 
     @router.post("/campaign/{campaign_id}/pause")

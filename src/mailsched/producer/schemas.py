@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -279,3 +279,16 @@ class ErrorBody(BaseModel):
 
     error: str
     detail: str | list[FieldError]
+
+
+#: The error answers every API route may give, for the OpenAPI description.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No valid API key"},
+    403: {"model": ErrorBody, "description": "The key's user may not do this"},
+    404: {"model": ErrorBody, "description": "No such campaign (for this user)"},
+    409: {"model": ErrorBody, "description": "Conflicts with the current state"},
+    413: {"model": ErrorBody, "description": "Too large"},
+    422: {"model": ErrorBody, "description": "Invalid input; each bad field is named"},
+    429: {"model": ErrorBody, "description": "Too many requests for this key"},
+    503: {"model": ErrorBody, "description": "The database cannot be reached"},
+}

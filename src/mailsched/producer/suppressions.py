@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.producer.addresses import normalize_address
 from mailsched.producer.auth import Caller
+from mailsched.producer.schemas import ERROR_RESPONSES, ErrorBody
 from mailsched.store import suppressions as store
 from mailsched.store.db import Database
 from mailsched.unsubscribe import InvalidToken, UnsubscribeSigner
@@ -105,7 +106,9 @@ def suppression_routes(
     db: Database, caller: Callable[..., Awaitable[Caller]], clock: Clock
 ) -> APIRouter:
     """``/api/v1/email/suppressions``: list, add and remove the caller's suppressed addresses."""
-    router = APIRouter(prefix="/api/v1/email/suppressions", tags=["suppressions"])
+    router = APIRouter(
+        prefix="/api/v1/email/suppressions", tags=["suppressions"], responses=ERROR_RESPONSES
+    )
     CallerDep = Annotated[Caller, Depends(caller)]
 
     @router.get("")
@@ -156,7 +159,6 @@ def suppression_routes(
         "/{address:path}",
         status_code=status.HTTP_204_NO_CONTENT,
         response_class=Response,
-        responses={404: {"description": "The address is not suppressed"}},
     )
     async def remove_suppression(address: str, who: CallerDep) -> Response:
         """Allow mail to this address again (deliveries already SUPPRESSED stay so)."""
@@ -175,7 +177,14 @@ def suppression_routes(
 def unsubscribe_routes(db: Database, signer: UnsubscribeSigner, clock: Clock) -> APIRouter:
     """``/unsubscribe/{token}``: the page a recipient opens (GET) and the one-click POST
     (RFC 8058) that mail clients send. No API key: the signed token is the credential."""
-    router = APIRouter(prefix="/unsubscribe", tags=["unsubscribe"])
+    router = APIRouter(
+        prefix="/unsubscribe",
+        tags=["unsubscribe"],
+        responses={
+            404: {"model": ErrorBody, "description": "The link is not valid"},
+            422: ERROR_RESPONSES[422],
+        },
+    )
 
     @router.get("/{token}", response_class=HTMLResponse)
     async def unsubscribe_page(token: str) -> HTMLResponse:
@@ -191,10 +200,7 @@ def unsubscribe_routes(db: Database, signer: UnsubscribeSigner, clock: Clock) ->
             'value="One-Click">Unsubscribe</button></form>',
         )
 
-    @router.post(
-        "/{token}",
-        responses={404: {"description": "The link is not valid"}},
-    )
+    @router.post("/{token}")
     async def unsubscribe(token: str, request: Request) -> Response:
         """Unsubscribe the address the token names from its sender's mail.
 
