@@ -284,7 +284,8 @@ async def record(
             .values(
                 finished_at=case({seq: at for seq, at, _ in outcomes.finished}, value=s.seq),
                 outcome=case({seq: o.value for seq, _, o in outcomes.finished}, value=s.seq),
-            )
+            ),
+            execution_options=_UNCACHED,
         )
     expected = (
         len(outcomes.sent) + len(outcomes.retry) + len(outcomes.failed) + len(outcomes.released)
@@ -298,9 +299,17 @@ async def _update_held(
     result = await conn.execute(
         update(deliveries)
         .where(d.id.in_(ids), *held)  # type: ignore[arg-type]
-        .values(lease_owner=None, lease_until=None, **values)
+        .values(lease_owner=None, lease_until=None, **values),
+        execution_options=_UNCACHED,
     )
     return result.rowcount
+
+
+#: Outcome statements carry one CASE branch per row: every batch size is another
+#: statement, and SQLAlchemy's compiled cache would keep hundreds of them (the
+#: worker's memory grew with every email sent). One round trip each is still
+#: much cheaper than an UPDATE per row.
+_UNCACHED = {"compiled_cache": None}
 
 
 async def replan(
