@@ -1,0 +1,56 @@
+"""How big each measurement is: ``--quick`` (about 2 minutes) and ``--full``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """Sizes of one run."""
+
+    name: str
+    ingest_sizes: tuple[int, ...]
+    ingest_repeats: int
+    profile_ingest: int
+    throughput: int
+    profile_throughput: int
+    ceiling_messages: int
+    timeliness_seconds: int
+    timeliness_shapes: tuple[str, ...]
+    backlogs: tuple[int, ...]
+
+
+QUICK = Profile(
+    name="quick",
+    ingest_sizes=(1_000, 10_000),
+    ingest_repeats=1,
+    profile_ingest=10_000,
+    throughput=10_000,
+    profile_throughput=10_000,
+    ceiling_messages=20_000,
+    timeliness_seconds=15,
+    timeliness_shapes=("waves",),
+    backlogs=(10_000, 100_000),
+)
+
+FULL = Profile(
+    name="full",
+    ingest_sizes=(1_000, 10_000, 100_000),
+    ingest_repeats=3,
+    profile_ingest=100_000,
+    throughput=100_000,
+    profile_throughput=30_000,
+    ceiling_messages=100_000,
+    timeliness_seconds=45,
+    timeliness_shapes=("waves", "bursts", "smooth"),
+    backlogs=(100_000, 500_000, 1_000_000),
+)
+
+#: Settings every mailsched process of the bench gets (the defaults, written out to record them).
+SETTINGS = {
+    "MAILSCHED_WORKER_BATCH_SIZE": "200",
+    "MAILSCHED_WORKER_INFLIGHT_BATCHES": "4",
+    "MAILSCHED_SMTP_CONNECTIONS": "8",
+    "MAILSCHED_DISPATCH_BATCH_SIZE": "1000",
+}

@@ -1,0 +1,171 @@
+"""The results as a markdown table, and its place in docs/benchmarks.md (between markers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.paths import scrub
+
+BEGIN = "<!-- bench:results:begin -->"
+END = "<!-- bench:results:end -->"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "" if ok is None else ("met" if ok else "**missed**")
+
+
+def _rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    rows: list[tuple[str, str, str, str, str]] = []
+    for item in r.get("ingest", {}).get("results", []):
+        n, s = item["recipients"], item["seconds"]
+        target = "≤ 2 s" if n == 100_000 and item["stack"] == "mariadb+kafka" else ""
+        ok = s <= 2.0 if target else None
+        rows.append(
+            (
+                "1 ingest",
+                f"POST {n:,} recipients → 201, {item['stack']}",
+                f"{s:.2f} s ({item['recipients_per_s']:,}/s), "
+                f"API peak RSS {item['peak_rss_mib']:.0f} MiB",
+                target,
+                _verdict(ok),
+            )
+        )
+    ceiling = r["ceiling"]["emails_per_s"]
+    rows.append(
+        ("2 throughput", "smtp-source into the same sink (ceiling)", f"{ceiling:,}/s", "", "")
+    )
+    for run in r["throughput"]:
+        rate = run["emails_per_s"] or 0
+        cpu = run["cpu_share_pct"]
+        shown = ", ".join(f"{k} {v}%" for k, v in cpu.items() if k != "machine_busy_of_all_cores")
+        one = run["workers"] == 1
+        rows.append(
+            (
+                "2 throughput",
+                f"{run['deliveries']:,} due now, 10 campaigns, {run['workers']} worker(s)",
+                f"{rate:,} emails/s = {100 * rate / ceiling:.0f}% of ceiling "
+                f"(CPU of one core: {shown}; machine {cpu['machine_busy_of_all_cores']}% busy)",
+                "≥ 3,000/s and ≥ 15%" if one else "",
+                _verdict(rate >= 3000 and rate >= 0.15 * ceiling) if one else "",
+            )
+        )
+    for t in r.get("timeliness", []):
+        sent, start = t["sent_at_late"], t["started_at_late"]
+        rows.append(
+            (
+                "3 timeliness",
+                f"{t['shape']}: {t['planned_rate_per_s']:,}/s planned over {t['campaigns']:,} "
+                f"campaigns for {t['seconds']} s",
+                f"sent_at late p50 {sent['p50_ms']:.0f} ms, p99 {sent['p99_ms']:.0f} ms; "
+                f"slot start late p50 {start['p50_ms']:.0f} ms, p99 {start['p99_ms']:.0f} ms; "
+                f"achieved {t['achieved_rate_per_s']}/s, "
+                f"{t['finished']:,}/{t['deliveries']:,} done",
+                "p99 ≤ 500 ms",
+                _verdict(sent["p99_ms"] <= 500),
+            )
+        )
+    points = r.get("scale", {}).get("points", [])
+    growth = {
+        name: max(p["rss_mib"][name] for p in points) - min(p["rss_mib"][name] for p in points)
+        for name in (points[0]["rss_mib"] if points else {})
+    }
+    grew = ", ".join(f"{n} +{g:.0f} MiB" for n, g in growth.items() if g > 10)
+    for p in points:
+        rss = p["rss_mib"]
+        plan = p["explain"][0] if p["explain"] else {}
+        worst = max(rss.values())
+        rows.append(
+            (
+                "4 scale",
+                f"{p['backlog']:,} deliveries weeks ahead (+{r['scale']['probe']:,} sent now)",
+                f"RSS api+dispatcher {rss['api_dispatcher']:.0f} MiB, "
+                f"worker {rss['worker']:.0f} MiB; "
+                f"claim_due {p['claim_due_ms']} ms (EXPLAIN: {plan.get('type')} on "
+                f"{plan.get('key')}, rows {plan.get('rows')})",
+                "RSS ≤ 200 MB, flat",
+                _verdict(worst * 2**20 <= 200e6 and not grew)
+                + (f" (grew: {grew})" if grew else ""),
+            )
+        )
+    for name, error in r.get("errors", {}).items():
+        rows.append((name, "did not complete", error.splitlines()[0][:300], "", "**error**"))
+    return rows
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """Everything a reader needs to trust (or redo) the run, then the figures."""
+    m, v = r["machine"], r["versions"]
+    lines = [
+        f"### `{r['command']}` on {r['date']} ({r['duration_s']} s)",
+        "",
+        f"- **Machine**: {m['nproc']} x {m['cpu_model']}, {m['memory_gib']} GiB, "
+        f"Linux {m['kernel']}, load average {m.get('loadavg_1m_at_start', '?')} at start",
+        f"- **Versions**: Python {v['python']}, mailsched `{v['mailsched_git']}`, "
+        f"MariaDB {v['mariadb']}, Kafka {v['kafka']}, SQLAlchemy {v['SQLAlchemy']}, "
+        f"confluent-kafka {v['confluent-kafka']} (librdkafka {v['librdkafka']}), "
+        f"aiosmtplib {v['aiosmtplib']}, asyncmy {v['asyncmy']}, FastAPI {v['fastapi']}, "
+        f"pydantic {v['pydantic']}, email-validator {v['email-validator']}",
+        "- **Settings**: " + ", ".join(f"`{k}={x}`" for k, x in r["settings"].items()),
+        "",
+        "| # | measurement | result | target | |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in _rows(r)]
+    if "ingest_profile" in r:
+        lines += ["", _ingest_breakdown(r["ingest_profile"])]
+    if "throughput_profile" in r:
+        lines += ["", _profiles(r)]
+    lines += ["", _commands(r)]
+    return scrub("\n".join(lines))
+
+
+def _ingest_breakdown(p: dict[str, Any]) -> str:
+    phases = p["phases_s"]
+    total = sum(phases.values())
+    cells = ", ".join(
+        f"{name} {sec:.3f} s ({100 * sec / total:.0f}%)" for name, sec in phases.items()
+    )
+    top = "; ".join(f"`{x['function']}` {x['self_s']:.2f} s" for x in p["top_self"][:6])
+    return (
+        f"**Where a {p['recipients']:,}-recipient POST goes** (MariaDB, in-process through "
+        f"`Campaigns.create`, each step timed alone): {cells}. Under pyinstrument (which "
+        f"inflates many small calls) the same work took {p['profiled_s']:.2f} s; "
+        f"most time of their own: {top}."
+    )
+
+
+def _profiles(r: dict[str, Any]) -> str:
+    prof = r["throughput_profile"]
+    out = [
+        f"**py-spy under load** ({prof['deliveries']:,} deliveries, 1 worker, "
+        f"{prof['emails_per_s']} emails/s while sampled): share of samples.",
+        "",
+    ]
+    for name, summary in prof["profiles"].items():
+        inclusive = ", ".join(
+            f"`{x['function']}` {x['pct']}%" for x in summary["mailsched_inclusive"][:10]
+        )
+        own = ", ".join(f"`{x['function']}` {x['pct']}%" for x in summary["own"][:8])
+        out += [f"- {name}, inclusive: {inclusive}", f"- {name}, own time: {own}"]
+    return "\n".join(out)
+
+
+def _commands(r: dict[str, Any]) -> str:
+    commands = list(r.get("ingest", {}).get("commands", []))
+    if r.get("throughput"):
+        commands += r["throughput"][-1]["commands"]
+    if "ceiling" in r:
+        commands.append(r["ceiling"]["command"])
+    body = "\n".join(commands)
+    return f"Processes as the bench started them (per-run names vary):\n\n```\n{body}\n```"
+
+
+def update_doc(doc: Path, table: str) -> None:
+    """Replace what is between the markers with ``table`` (the markers are added if missing)."""
+    text = doc.read_text() if doc.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        text = text.rstrip() + f"\n\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    doc.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")

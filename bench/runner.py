@@ -1,0 +1,143 @@
+"""One bench run: every scenario in order, each on its own fresh stack.
+
+A scenario that fails (the shared servers restarted under it, say) is recorded
+with its error and the others still run, so a long run is never lost whole.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import ingest_profile, machine
+from bench.paths import RESULTS, scrub
+from bench.procs import free_port
+from bench.profiles import Profile
+from bench.scenarios import ingest, scale, throughput, timeliness
+from bench.sink import SmtpSink, smtp_source_rate
+from bench.stack import Servers
+
+#: smtp-source's message body, about the size of the bench's letters with their headers.
+LETTER_BYTES = 500
+SCENARIOS = ("ingest", "throughput", "timeliness", "scale")
+
+
+class _Run:
+    """The state one run shares between its scenarios."""
+
+    def __init__(self, profile: Profile, settings: dict[str, str], stamp: str, work: Path) -> None:
+        self.profile = profile
+        self.settings = settings
+        self.servers = Servers.from_env()
+        self.work = work
+        self.profiles = RESULTS / f"{stamp}-profiles"
+        self.sink = SmtpSink(free_port())
+        self.out: dict[str, Any] = {}
+
+    async def ingest(self) -> None:
+        p = self.profile
+        self.out["ingest"] = await ingest.run(
+            self.servers, self.work, list(p.ingest_sizes), p.ingest_repeats
+        )
+        self.profiles.mkdir(parents=True, exist_ok=True)
+        self.out["ingest_profile"] = await ingest_profile.run(
+            self.servers, self.work, p.profile_ingest, self.profiles / "ingest-profile.txt"
+        )
+
+    async def throughput(self) -> None:
+        p, connections = self.profile, int(self.settings["MAILSCHED_SMTP_CONNECTIONS"])
+        ceiling = smtp_source_rate(self.sink, p.ceiling_messages, connections, LETTER_BYTES)
+        self.out["ceiling"] = {
+            "command": ceiling.command,
+            "messages": ceiling.messages,
+            "emails_per_s": round(ceiling.per_second),
+        }
+        runs = []
+        for workers in (1, 2):
+            result = await throughput.run(
+                self.servers, self.work, self.sink, p.throughput, workers, self.settings
+            )
+            print(f"  {workers} worker(s): {result['emails_per_s']} emails/s", flush=True)
+            runs.append(result)
+        self.out["throughput"] = runs
+        print("  profiling worker and dispatcher (py-spy)", flush=True)
+        self.profiles.mkdir(parents=True, exist_ok=True)
+        profiled = await throughput.run(
+            self.servers,
+            self.work,
+            self.sink,
+            p.profile_throughput,
+            1,
+            self.settings,
+            self.profiles,
+        )
+        self.out["throughput_profile"] = {
+            k: profiled[k] for k in ("deliveries", "emails_per_s", "profiles")
+        }
+
+    async def timeliness(self) -> None:
+        runs = self.out.get("throughput") or [{}]
+        capacity = runs[0].get("emails_per_s") or 2000
+        rate = max(10, round(capacity / 2 / 10) * 10)
+        self.out["timeliness"] = []
+        for shape in self.profile.timeliness_shapes:
+            result = await timeliness.run(
+                self.servers,
+                self.work,
+                self.sink,
+                shape,
+                rate,
+                self.profile.timeliness_seconds,
+                self.settings,
+            )
+            print(f"  {shape}: {result['sent_at_late']}", flush=True)
+            self.out["timeliness"].append(result)
+
+    async def scale(self) -> None:
+        self.out["scale"] = await scale.run(
+            self.servers, self.work, self.sink, list(self.profile.backlogs), self.settings
+        )
+
+
+async def run_all(
+    profile: Profile, settings: dict[str, str], stamp: str, only: tuple[str, ...] = SCENARIOS
+) -> dict[str, Any]:
+    """Run the scenarios ``only`` of ``profile``; return the results as one JSON-able dict."""
+    servers = Servers.from_env()
+    out: dict[str, Any] = {
+        "profile": profile.name,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine.machine(),
+        "versions": machine.versions(await servers.mariadb_version()),
+        "settings": settings,
+        "errors": {},
+    }
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mailsched-bench-") as tmp:
+        run = _Run(profile, settings, stamp, Path(tmp))
+        steps: dict[str, Callable[[], Awaitable[None]]] = {
+            "ingest": run.ingest,
+            "throughput": run.throughput,
+            "timeliness": run.timeliness,
+            "scale": run.scale,
+        }
+        try:
+            for number, name in enumerate(SCENARIOS, 1):
+                if name not in only:
+                    continue
+                print(f"bench: {number}. {name}", flush=True)
+                try:
+                    await steps[name]()
+                except Exception as exc:
+                    out["errors"][name] = scrub(f"{exc!r}\n{traceback.format_exc()[-1500:]}")
+                    print(f"bench: {name} failed: {exc!r}", flush=True)
+        finally:
+            run.sink.stop()
+    out |= run.out
+    out["duration_s"] = round(time.perf_counter() - started)
+    return out

@@ -1,0 +1,46 @@
+"""1. Ingest: time from POST to 201 for big campaigns, on both stacks, in real processes."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from bench.client import campaign_body, far_future, http_client, post
+from bench.procs import PeakRss
+from bench.stack import Servers, Stack, port_of
+
+STACKS = {"mariadb+kafka": ("api", False), "sqlite": ("run", True)}
+
+
+async def run(servers: Servers, workdir: Path, sizes: list[int], repeats: int) -> dict[str, Any]:
+    """For each stack: a fresh process and database, a warm-up POST, then each size."""
+    results: list[dict[str, Any]] = []
+    commands: list[str] = []
+    for stack_name, (command, sqlite) in STACKS.items():
+        async with Stack(servers, workdir, sqlite=sqlite) as stack, http_client() as client:
+            proc = stack.start(command, outbox_dir=str(workdir / "outbox"))
+            commands.append(proc.shell())
+            port = port_of(proc)
+            await post(
+                client, port, campaign_body(10, start=far_future(), tag="warm"), stack.api_key
+            )
+            for size in sizes:
+                body = campaign_body(size, start=far_future(), tag=f"n{size}")
+                times = []
+                with PeakRss({"api": proc}) as rss:
+                    for _ in range(repeats if size <= 10_000 else 1):
+                        times.append((await post(client, port, body, stack.api_key)).seconds)
+                best = statistics.median(times)
+                results.append(
+                    {
+                        "stack": stack_name,
+                        "recipients": size,
+                        "seconds": round(best, 3),
+                        "recipients_per_s": round(size / best),
+                        "runs": len(times),
+                        "peak_rss_mib": round(rss.peak_mib["api"], 1),
+                    }
+                )
+                print(f"  ingest {stack_name} {size}: {best:.3f} s", flush=True)
+    return {"results": results, "commands": commands}

@@ -1,0 +1,90 @@
+"""3. Timeliness: at about half the measured capacity, how late sends are behind their plan.
+
+Three shapes of the same load, since ``delaySeconds`` is whole seconds:
+
+* ``waves``: a campaign every 100 ms of ``rate/10`` recipients due at once (delay 0, no
+  limit): the pipeline's own lateness (dispatcher tick, look-ahead, Kafka, worker), with
+  no rule between sends;
+* ``smooth``: ``rate`` campaigns with ``delaySeconds: 1``, their starts spread over one
+  second, so one email is due every ``1/rate`` s;
+* ``bursts``: 10 campaigns with ``hourlyLimit: rate/10`` per a 1-second rate window
+  (``MAILSCHED_RATE_WINDOW_SECONDS=1``), starts spread over a second: a burst every 100 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bench import dbstats, waits
+from bench.client import campaign_body, http_client, post
+from bench.sink import SmtpSink
+from bench.stack import Servers, Stack, port_of
+
+
+async def run(
+    servers: Servers,
+    workdir: Path,
+    sink: SmtpSink,
+    shape: str,
+    rate: int,
+    seconds: int,
+    settings: dict[str, str],
+) -> dict[str, Any]:
+    """Post the load ahead of time, let it run, and read send times from the database."""
+    campaigns = {"smooth": rate, "bursts": 10, "waves": 10 * seconds}[shape]
+    extra = {"MAILSCHED_RATE_WINDOW_SECONDS": "1"} if shape == "bursts" else {}
+    async with Stack(servers, workdir, common=settings | extra) as stack, http_client() as client:
+        api = stack.start("api")
+        stack.start("worker", smtp_url=sink.url)
+        base = datetime.now(UTC) + timedelta(seconds=3 + campaigns / 100)
+        if shape == "smooth":
+            bodies = [
+                campaign_body(
+                    seconds, start=base + timedelta(seconds=k / campaigns), delay=1, tag=f"s{k}"
+                )
+                for k in range(campaigns)
+            ]
+        elif shape == "waves":
+            bodies = [
+                campaign_body(rate // 10, start=base + timedelta(seconds=k / 10), tag=f"w{k}")
+                for k in range(campaigns)
+            ]
+        else:
+            per = rate // 10
+            bodies = [
+                campaign_body(
+                    per * seconds,
+                    start=base + timedelta(seconds=k / 10),
+                    hourly_limit=per,
+                    tag=f"b{k}",
+                )
+                for k in range(campaigns)
+            ]
+        total = sum(b.count(b"@example.com") for b in bodies)
+        gate = asyncio.Semaphore(16)
+
+        async def send(body: bytes) -> None:
+            async with gate:
+                await post(client, port_of(api), body, stack.api_key)
+
+        await asyncio.gather(*(send(b) for b in bodies))
+        late_start = (datetime.now(UTC) - base).total_seconds()
+        await waits.until(base)
+        done = await waits.finished(stack, total, within=seconds + 60)
+        sent, span = await dbstats.send_span(stack.db)
+        late = await dbstats.lateness(stack.db)
+    return {
+        "shape": shape,
+        "campaigns": campaigns,
+        "planned_rate_per_s": rate,
+        "seconds": seconds,
+        "deliveries": total,
+        "finished": done,
+        "achieved_rate_per_s": round(sent / span) if span else None,
+        "posting_overran_start_s": round(max(0.0, late_start), 2),
+        "sent_at_late": dbstats.percentiles(late["sent"]),
+        "started_at_late": dbstats.percentiles(late["started"]),
+    }
