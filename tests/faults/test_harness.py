@@ -1,0 +1,91 @@
+"""The pure figures of the fault suite."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from tests.faults.harness import Figures, duplicates, failures, figures, lost, markdown, recovery
+from tests.faults.harness import window_ratio as ratio
+
+
+def test_lost_counts_neither_received_nor_failed_case_insensitively() -> None:
+    received = Counter({"a@x.org": 1, "B@x.org": 2})
+    assert lost(["A@x.org", "b@x.org", "c@x.org", "d@x.org"], received, ["D@X.org"]) == ["c@x.org"]
+
+
+@pytest.mark.parametrize(
+    ("counts", "extra"), [({}, 0), ({"a": 1}, 0), ({"a": 2, "b": 1}, 1), ({"a": 3, "b": 2}, 3)]
+)
+def test_duplicates_are_receipts_beyond_the_first(counts: dict[str, int], extra: int) -> None:
+    assert duplicates(counts) == extra
+
+
+@pytest.mark.parametrize(
+    ("times", "window", "limit", "expected"),
+    [
+        ([], 4.0, 2, None),
+        ([0.0, 1.0, 4.0, 5.0], 4.0, 2, 1.0),  # [0, 4) holds 2: the window is half-open
+        ([0.0, 1.0, 3.9], 4.0, 2, 1.5),
+        ([0.0, 0.0, 0.0, 0.0], 4.0, 4, 1.0),
+    ],
+)
+def test_window_ratio(
+    times: list[float], window: float, limit: int, expected: float | None
+) -> None:
+    assert ratio(times, window, limit) == expected
+
+
+@pytest.mark.parametrize(
+    ("arrivals", "completed", "expected"),
+    [
+        ([1.0, 12.5, 14.0], 20.0, (2.5, "first send")),
+        ([1.0, 9.0], 11.0, (1.0, "completed")),
+        ([1.0], None, (None, "never")),
+    ],
+)
+def test_recovery_is_the_first_send_after_the_fault_else_completion(
+    arrivals: list[float], completed: float | None, expected: tuple[float | None, str]
+) -> None:
+    assert recovery(10.0, arrivals, completed) == expected
+
+
+def test_figures_and_criteria() -> None:
+    f = figures(
+        "s",
+        1,
+        expected=["a@x", "b@x", "c@x"],
+        arrivals=[("a@x", 0.0), ("a@x", 0.5), ("b@x", 1.0)],
+        failed=["c@x"],
+        window_events=1,
+        window=4.0,
+        limit=3,
+        delay=0,
+    )
+    assert (f.delivered, f.failed, f.lost, f.duplicates) == (2, 1, 0, 1)
+    assert f.window_ratio == 1.0 and f.min_gap == 0.5
+    assert failures(f) == []
+    f.window_events = 0
+    f.recovery, f.recovery_kind = 31.0, "first send"
+    assert failures(f) == ["1 duplicates > 0 counted window events", "recovery 31.0 s > 30 s"]
+
+
+def test_figures_flag_lost_window_and_gap() -> None:
+    f = Figures("s", 1, 3, lost=1, window_ratio=1.25, min_gap=0.5, delay=1, recovery_kind="x")
+    assert failures(f) == [
+        "1 recipients lost",
+        "window ratio 1.25 > 1.00",
+        "min gap 0.500 s < delay 1 s",
+        "did not recover",
+    ]
+
+
+def test_markdown_has_a_row_per_run() -> None:
+    f = Figures("kill", 2, 30, delivered=30, window_ratio=0.5, recovery=3.25)
+    f.recovery_kind = "first send"
+    row = {**f.__dict__, "passed": True}
+    table = markdown([row])
+    assert table.splitlines()[2] == (
+        "| kill | 2 | 30 | 30 | 0 | 0 | 0 | 0 | 0.50 | - / 0.0 | 3.2 (first send) | pass |"
+    )
