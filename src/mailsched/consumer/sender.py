@@ -63,9 +63,8 @@ async def send_claim(deps: WorkerDeps, claim: Claim) -> None:
     """Send every admitted delivery of ``claim``, recording outcomes as they come in."""
     assert claim.campaign is not None and claim.lease_until is not None
     campaign, lease_until = claim.campaign, claim.lease_until
-    not_after = lease_until - lease_margin(deps.config.lease)
     pending = {
-        asyncio.create_task(_send_one(deps, campaign, claim.first_seq + i, row, not_after))
+        asyncio.create_task(_send_one(deps, campaign, claim.first_seq + i, row, lease_until))
         for i, row in enumerate(claim.admitted)
     }
     assert claim.claimed_at is not None
@@ -80,15 +79,17 @@ async def send_claim(deps: WorkerDeps, claim: Claim) -> None:
 
 
 async def _send_one(
-    deps: WorkerDeps, campaign: Campaign, seq: int, row: Claimable, not_after: datetime
+    deps: WorkerDeps, campaign: Campaign, seq: int, row: Claimable, lease_until: datetime
 ) -> Attempt:
+    margin = lease_margin(deps.config.lease)
+    not_after = lease_until - margin
     started = time.perf_counter()
     try:
         # Inside the try: a message that cannot be made fails this delivery alone.
         letter = deps.letters.letter(
             campaign, row.id, row.recipient, deps.clock(), name=row.name, variables=row.vars
         )
-        await deps.mailer.send(letter.expiring(not_after))
+        await deps.mailer.send(letter.expiring(not_after, not_after + margin))
     except SendExpired:
         return Attempt(seq, row, None)
     except SendError as exc:

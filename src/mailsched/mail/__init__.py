@@ -21,10 +21,19 @@ class Letter:
     #: The transaction must not start after this moment (the worker's lease ends
     #: soon after): past it, the mailer raises SendExpired instead of sending.
     not_after: datetime | None = None
+    #: The transaction must be over by then (the lease's end): one still running is
+    #: abandoned before it can complete, say in a worker that was paused mid-send.
+    finish_by: datetime | None = None
 
-    def expiring(self, not_after: datetime) -> Letter:
-        """This letter, to be sent no later than ``not_after``."""
-        return replace(self, not_after=not_after)
+    def expiring(self, not_after: datetime, finish_by: datetime) -> Letter:
+        """This letter, to be started no later than ``not_after`` and done by ``finish_by``."""
+        return replace(self, not_after=not_after, finish_by=finish_by)
+
+    def seconds_left(self) -> float | None:
+        """How long the transaction may still take, or ``None`` for no limit."""
+        if self.finish_by is None:
+            return None
+        return max(0.0, (self.finish_by - datetime.now(UTC)).total_seconds())
 
     def check_time(self) -> None:
         """Raise :class:`~mailsched.errors.SendExpired` when it is too late to start."""

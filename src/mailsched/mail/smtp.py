@@ -84,7 +84,10 @@ class SmtpMailer:
             letter.check_time()
             client = self._take_idle() or await self._connect()
             try:
-                await self._transact(client, letter)
+                # asyncio's timer is monotonic: a process stopped (SIGSTOP) mid-send
+                # finds it expired on waking, before it can write another byte.
+                async with asyncio.timeout(letter.seconds_left()):
+                    await self._transact(client, letter)
             except _LIBRARY_ERRORS as exc:
                 self._release(client, reusable=_reusable(exc))
                 raise _translate(exc, connecting=False) from exc
