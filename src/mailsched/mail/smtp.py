@@ -84,9 +84,10 @@ class SmtpMailer:
             letter.check_time()
             client = self._take_idle() or await self._connect()
             try:
-                # asyncio's timer is monotonic: a process stopped (SIGSTOP) mid-send
-                # finds it expired on waking, before it can write another byte.
-                async with asyncio.timeout(letter.seconds_left()):
+                # One deadline for the whole transaction: the configured timeout, or
+                # the lease's end if sooner. asyncio's timer is monotonic, so a
+                # process stopped (SIGSTOP) mid-send finds it expired on waking.
+                async with asyncio.timeout(self._deadline(letter)):
                     await self._transact(client, letter)
             except _LIBRARY_ERRORS as exc:
                 self._release(client, reusable=_reusable(exc))
@@ -109,7 +110,14 @@ class SmtpMailer:
         # An SMTPUTF8 server also takes 8-bit MIME (RFC 6531 section 3.1), and a UTF-8
         # address also sits in the message's To or From header.
         options = [] if (sender + recipient).isascii() else ["SMTPUTF8", "BODY=8BITMIME"]
-        await client.sendmail(sender, [recipient], letter.data, mail_options=options)
+        # timeout=None: aiosmtplib would wrap each reply in asyncio.wait_for, which on
+        # Python 3.11 swallows a cancellation that lands as the reply arrives; the
+        # message data would then go out after the deadline. send() owns the timeout.
+        await client.sendmail(sender, [recipient], letter.data, mail_options=options, timeout=None)
+
+    def _deadline(self, letter: Letter) -> float:
+        left = letter.seconds_left()
+        return self._config.timeout if left is None else min(self._config.timeout, left)
 
     def _take_idle(self) -> SMTP | None:
         while self._idle:
