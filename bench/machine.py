@@ -16,7 +16,6 @@ _PACKAGES = (
     "mailsched",
     "SQLAlchemy",
     "confluent-kafka",
-    "aiosmtplib",
     "asyncmy",
     "aiosqlite",
     "fastapi",

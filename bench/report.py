@@ -104,7 +104,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"- **Versions**: Python {v['python']}, mailsched `{v['mailsched_git']}`, "
         f"MariaDB {v['mariadb']}, Kafka {v['kafka']}, SQLAlchemy {v['SQLAlchemy']}, "
         f"confluent-kafka {v['confluent-kafka']} (librdkafka {v['librdkafka']}), "
-        f"aiosmtplib {v['aiosmtplib']}, asyncmy {v['asyncmy']}, FastAPI {v['fastapi']}, "
+        f"asyncmy {v['asyncmy']}, FastAPI {v['fastapi']}, "
         f"pydantic {v['pydantic']}, email-validator {v['email-validator']}",
         "- **Settings**: " + ", ".join(f"`{k}={x}`" for k, x in r["settings"].items()),
         "",

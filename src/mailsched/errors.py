@@ -1,6 +1,6 @@
 """Every error mailsched raises on purpose, under one root.
 
-Errors of the libraries underneath (SQLAlchemy, confluent-kafka, aiosmtplib)
+Errors of the libraries underneath (SQLAlchemy, confluent-kafka, the socket and TLS)
 are translated into these at the adapter that meets them, with ``raise … from``,
 so nothing above an adapter handles a library's exception::
 

@@ -62,6 +62,9 @@ class FakeSmtpServer:
     tls_context: ssl.SSLContext | None = None
     implicit_tls: bool = False
     credentials: tuple[str, str] | None = None
+    #: Advertise PIPELINING (aiosmtpd reads pipelined commands but does not say so).
+    pipelining: bool = False
+    auth_exclude: tuple[str, ...] = ()
 
     port: int = 0
     connections: int = 0
@@ -71,6 +74,7 @@ class FakeSmtpServer:
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     data_replies: list[str] = field(default_factory=list)
     drop_next_data: bool = False
+    drop_at_rcpt: bool = False
     _listener: asyncio.Server | None = None
     _sessions: list[SMTPServerProtocol] = field(default_factory=list)
 
@@ -108,6 +112,7 @@ class FakeSmtpServer:
             require_starttls=starttls,
             authenticator=self._authenticate if self.credentials else None,
             auth_required=self.credentials is not None,
+            auth_exclude_mechanism=list(self.auth_exclude),
             loop=asyncio.get_running_loop(),
         )
         self._sessions.append(session)
@@ -123,6 +128,19 @@ class FakeSmtpServer:
         self.logins.append(login)
         return AuthResult(success=True)
 
+    async def handle_EHLO(
+        self,
+        server: SMTPServerProtocol,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_RCPT(
         self,
         server: SMTPServerProtocol,
@@ -131,6 +149,11 @@ class FakeSmtpServer:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        if self.drop_at_rcpt:
+            self.drop_at_rcpt = False
+            assert server.transport is not None
+            server.transport.close()
+            return "250 never heard"
         if address in self.rcpt_replies:
             return self.rcpt_replies[address]
         envelope.rcpt_tos.append(address)
@@ -168,14 +191,18 @@ class FakeSmtpServer:
 
 
 class SmtpRig:
-    """Starts servers and builds mailers; closes the mailers first, then the servers."""
+    """Starts servers and builds mailers; closes the mailers first, then the servers.
 
-    def __init__(self) -> None:
+    Its servers advertise PIPELINING or not, as the rig was made: every SMTP test
+    runs over both ways of talking."""
+
+    def __init__(self, pipelining: bool) -> None:
+        self.pipelining = pipelining
         self._servers: list[FakeSmtpServer] = []
         self._mailers: list[SmtpMailer] = []
 
     async def server(self, **options: Any) -> FakeSmtpServer:
-        server = FakeSmtpServer(**options)
+        server = FakeSmtpServer(**{"pipelining": self.pipelining, **options})
         await server.start()
         self._servers.append(server)
         return server
@@ -203,9 +230,9 @@ class SmtpRig:
             await server.stop()
 
 
-@pytest.fixture
-async def rig() -> AsyncIterator[SmtpRig]:
-    rig = SmtpRig()
+@pytest.fixture(params=[True, False], ids=["pipelining", "one-by-one"])
+async def rig(request: pytest.FixtureRequest) -> AsyncIterator[SmtpRig]:
+    rig = SmtpRig(pipelining=request.param)
     yield rig
     await rig.aclose()
 
@@ -418,8 +445,23 @@ async def test_smtp_hang_up_mid_transaction_is_transient_and_the_pool_reconnects
     assert type(caught.value) is TransientSendError
     assert isinstance(caught.value.__cause__, ConnectionError)
     assert caught.value.code is None
+    # The message was out: the server may have taken it before hanging up.
+    assert caught.value.ambiguous
     assert [r.data for r in server.received] == [letter(2).data]
     assert server.connections == 2
+
+
+async def test_smtp_hang_up_before_the_message_is_not_in_doubt(rig: SmtpRig) -> None:
+    server = await rig.server(drop_at_rcpt=True)
+    mailer = rig.mailer(server.port, connections=1)
+
+    with pytest.raises(TransientSendError) as caught:
+        await mailer.send(letter(1))
+    await mailer.send(letter(2))
+
+    assert isinstance(caught.value.__cause__, ConnectionError)
+    assert not caught.value.ambiguous
+    assert [r.data for r in server.received] == [letter(2).data]
 
 
 async def test_smtp_unreachable_port_is_transient(rig: SmtpRig) -> None:
@@ -590,8 +632,13 @@ async def test_smtp_untrusted_certificate_is_transient(
     assert server.received == []
 
 
-async def test_smtp_login(rig: SmtpRig, certificate: Certificate) -> None:
-    server = await rig.server(tls_context=certificate.server, credentials=("user", "s3cret"))
+@pytest.mark.parametrize("excluded", [(), ("PLAIN",)], ids=["auth-plain", "auth-login"])
+async def test_smtp_login(
+    rig: SmtpRig, certificate: Certificate, excluded: tuple[str, ...]
+) -> None:
+    server = await rig.server(
+        tls_context=certificate.server, credentials=("user", "s3cret"), auth_exclude=excluded
+    )
     mailer = rig.mailer(
         server.port,
         security="starttls",
@@ -626,3 +673,101 @@ async def test_smtp_wrong_password_is_transient_not_permanent(
     assert type(caught.value) is TransientSendError
     assert caught.value.code == 535
     assert server.received == []
+
+
+# Byte-level servers, for what aiosmtpd cannot show.
+
+
+class ScriptedServer:
+    """Reads commands line by line and answers each with ``answer(line)`` (``None``: no
+    reply yet); the message after DATA is read whole and answered with 250."""
+
+    def __init__(self, greeting: bytes, ehlo: bytes) -> None:
+        self.greeting = greeting
+        self.ehlo = ehlo
+        self.lines: list[bytes] = []
+        self.messages: list[bytes] = []
+        self._listener: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self._listener = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._listener.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        assert self._listener is not None
+        self._listener.close()
+        for writer in self._writers:
+            writer.close()
+        await self._listener.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        writer.write(self.greeting)
+        waiting: list[bytes] = []
+        while line := await reader.readline():
+            self.lines.append(line)
+            command = line[:4].upper()
+            if command == b"EHLO":
+                writer.write(self.ehlo)
+            elif command in (b"MAIL", b"RCPT"):
+                waiting.append(b"250 ok\r\n")
+            elif command == b"DATA":
+                # Strict pipelining: no reply to MAIL or RCPT before DATA has arrived.
+                writer.write(b"".join(waiting) + b"354 go on\r\n")
+                waiting = []
+                self.messages.append(await reader.readuntil(b"\r\n.\r\n"))
+                writer.write(b"250 ok\r\n")
+            elif command == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                break
+            else:
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+        writer.close()
+
+
+async def test_smtp_pipelining_sends_the_envelope_in_one_go(rig: SmtpRig) -> None:
+    server = ScriptedServer(b"220 hi\r\n", b"250-mx.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+    port = await server.start()
+    # A client that waited for the reply to MAIL would wait for ever here.
+    mailer = rig.mailer(port, timeout=2.0)
+    bare = Letter(1, 1, SENDER, "bob@example.org", b"Subject: x\n\n.hidden\nlast")
+    try:
+        await mailer.send(bare)
+        await mailer.close()
+    finally:
+        await server.stop()
+
+    # Bare LFs became CRLF, the leading dot was doubled, the end marked with a dot.
+    assert server.messages == [b"Subject: x\r\n\r\n..hidden\r\nlast\r\n.\r\n"]
+
+
+async def failed_send(rig: SmtpRig, server: ScriptedServer) -> TransientSendError:
+    mailer = rig.mailer(await server.start())
+    try:
+        with pytest.raises(TransientSendError) as caught:
+            await mailer.send(letter(1))
+    finally:
+        await server.stop()
+    assert server.messages == []
+    return caught.value
+
+
+async def test_smtp_garbled_reply_is_transient(rig: SmtpRig) -> None:
+    server = ScriptedServer(b"220 hi\r\n", b"250-mx.test\r\n25O PIPELINING\r\n")
+
+    error = await failed_send(rig, server)
+
+    assert "garbled" in str(error)
+
+
+async def test_smtp_multiline_refused_greeting_is_transient(rig: SmtpRig) -> None:
+    server = ScriptedServer(b"554-not today\r\n554 go away\r\n", b"")
+
+    error = await failed_send(rig, server)
+
+    # Refused while connecting: nothing to do with this recipient, so not permanent.
+    assert type(error) is TransientSendError
+    assert error.code == 554
+    assert "not today\ngo away" in str(error)
