@@ -1,4 +1,4 @@
-"""The store's concurrency promises, on each database: claims never overlap."""
+"""The store's promises, on each database: claims never overlap, outcomes land row by row."""
 
 from __future__ import annotations
 
@@ -6,16 +6,18 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailsched.domain.model import DeliveryStatus
+from mailsched.domain.model import DeliveryStatus, SendOutcome
 from mailsched.queue import DueDelivery
-from mailsched.store import dispatch
+from mailsched.store import dispatch, sending
 from mailsched.store.campaigns import NewCampaign, NewDelivery, insert_campaign
 from mailsched.store.db import Database
+from mailsched.store.tables import deliveries, send_slots
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
+d = deliveries.c
 
 
 async def seed(db: Database, count: int) -> int:
@@ -89,3 +91,67 @@ async def test_expired_leases_are_taken_over_and_counted(db: Database) -> None:
     assert await db.run(reap) == 0
     counts = await db.run(dispatch.count_by_status)
     assert counts[DeliveryStatus.SCHEDULED] == 2
+
+
+async def test_outcomes_are_recorded_row_by_row_for_the_lease_holder_only(db: Database) -> None:
+    campaign_id = await seed(db, 6)
+    took = NOW + timedelta(microseconds=123_456)
+
+    async def claim(conn: AsyncConnection) -> list[int]:
+        ids = [r.id for r in await conn.execute(select(d.id).order_by(d.id))]
+        await conn.execute(update(deliveries).values(status=DeliveryStatus.QUEUED))
+        await sending.take_slots(conn, campaign_id, 1, ids, NOW, "me", NOW + timedelta(minutes=1))
+        # The sixth was taken over by another worker meanwhile.
+        await conn.execute(update(deliveries).where(d.id == ids[5]).values(lease_owner="other"))
+        return ids
+
+    ids = await db.run(claim)
+    outcomes = sending.Outcomes(
+        sent=[(ids[0], took), (ids[1], took + timedelta(seconds=1))],
+        retry=[sending.Retry(ids[2], NOW + timedelta(minutes=5), "451 later", 0)],
+        failed=[(ids[3], "550 no such user")],
+        released=[ids[4], ids[5]],
+        finished=[
+            (1, took, SendOutcome.SENT),
+            (2, took + timedelta(seconds=1), SendOutcome.SENT),
+            (3, took, SendOutcome.SLOWED),
+        ],
+    )
+
+    async def write(conn: AsyncConnection) -> int:
+        return await sending.record(conn, campaign_id, "me", outcomes, NOW)
+
+    assert await db.run(write) == 1  # the taken-over row
+
+    async def read(conn: AsyncConnection) -> dict[int, Any]:
+        rows = await conn.execute(select(deliveries).order_by(d.id))
+        return {r.id: r for r in rows}
+
+    rows = await db.run(read)
+    sent, later, retry, failed, released, other = (rows[i] for i in ids)
+    assert (sent.status, sent.sent_at, sent.lease_owner) == ("SENT", took, None)
+    assert later.sent_at == took + timedelta(seconds=1)
+    assert (retry.status, retry.scheduled_at, retry.last_error, retry.attempts) == (
+        "SCHEDULED",
+        NOW + timedelta(minutes=5),
+        "451 later",
+        0,
+    )
+    assert (failed.status, failed.last_error, failed.attempts) == ("FAILED", "550 no such user", 1)
+    assert (released.status, released.scheduled_at) == ("SCHEDULED", NOW)
+    assert (other.status, other.lease_owner) == ("SENDING", "other")
+
+    async def slots(conn: AsyncConnection) -> list[tuple[Any, ...]]:
+        rows = await conn.execute(
+            select(send_slots.c.seq, send_slots.c.finished_at, send_slots.c.outcome).order_by(
+                send_slots.c.seq
+            )
+        )
+        return [tuple(r) for r in rows]
+
+    assert (await db.run(slots))[:4] == [
+        (1, took, "SENT"),
+        (2, took + timedelta(seconds=1), "SENT"),
+        (3, took, "SLOWED"),
+        (4, None, None),
+    ]

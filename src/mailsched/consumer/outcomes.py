@@ -67,14 +67,14 @@ def sort_results(
         elif isinstance(error, SlowDown):
             pause = now + backoff(1, config.retry_base, config.retry_cap, jitter())
             slow_down_until = max(pause, slow_down_until or pause)
-            retry.append(Retry(row.id, pause, _describe(error), counts=False))
+            retry.append(Retry(row.id, pause, _describe(error), row.attempts))
             outcome = SendOutcome.SLOWED
         elif isinstance(error, PermanentSendError) or attempt >= config.max_attempts:
             failed.append((row.id, _describe(error)))
             outcome = SendOutcome.FAILED
         else:
             delay = backoff(attempt, config.retry_base, config.retry_cap, jitter())
-            retry.append(Retry(row.id, now + delay, _describe(error)))
+            retry.append(Retry(row.id, now + delay, _describe(error), attempt))
             outcome = SendOutcome.RETRY
         if isinstance(error, SendError) and error.ambiguous:
             outcome = SendOutcome.AMBIGUOUS
