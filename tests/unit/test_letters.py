@@ -10,6 +10,7 @@ from email.message import EmailMessage
 
 import pytest
 
+from mailsched.consumer import letters
 from mailsched.consumer.letters import LetterFactory
 from mailsched.domain.model import Campaign, CampaignStatus
 from mailsched.errors import PermanentSendError
@@ -88,3 +89,26 @@ def test_a_campaign_whose_template_does_not_compile_fails_each_delivery() -> Non
 
     with pytest.raises(PermanentSendError, match="body"):
         LetterFactory("news@example.com").letter(broken, 1, "a@example.org", NOW)
+
+
+def test_templates_are_kept_per_campaign_within_a_byte_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built: list[int] = []
+    real = letters.MessageTemplate
+
+    def counting(campaign_id: int, *args: object, **kwargs: object) -> letters.MessageTemplate:
+        built.append(campaign_id)
+        return real(campaign_id, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(letters, "MessageTemplate", counting)
+    plain = replace(CAMPAIGN, templated=False, html_body=None, body="x" * 1000)
+    one, two, three = (replace(plain, id=i) for i in (1, 2, 3))
+    # Room for two templates of about 1.1 kB each, not three.
+    factory = LetterFactory("news@example.com", max_bytes=2500)
+
+    for campaign in (one, two, one, two, one, three, one, two):
+        factory.letter(campaign, 1, "a@example.org", NOW)
+
+    # 1 and 2 built once while two fit; 3 pushed out 2 (least recently used), then 2 came back.
+    assert built == [1, 2, 3, 2]

@@ -156,6 +156,8 @@ class MessageTemplate:
         "_templates",
         "campaign_id",
         "sender",
+        #: About how many bytes the template keeps (see LetterFactory).
+        "size",
     )
 
     def __init__(
@@ -190,8 +192,10 @@ class MessageTemplate:
         self._shared = b""
         if templated:
             self._templates = CampaignTemplates(subject, body, html_body)
+            self.size = len(subject) + len(body) + len(html_body or "")
         else:
             self._shared = _shared_part(from_, subject, body, html_body)
+            self.size = len(self._shared)
         # One (second, offset) -> text pair, swapped as a whole so that threads
         # sharing a template never see one half of it updated.
         self._date_cache: tuple[tuple[float, timedelta], bytes] | None = None
