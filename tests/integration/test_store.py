@@ -100,7 +100,8 @@ async def test_outcomes_are_recorded_row_by_row_for_the_lease_holder_only(db: Da
     async def claim(conn: AsyncConnection) -> list[int]:
         ids = [r.id for r in await conn.execute(select(d.id).order_by(d.id))]
         await conn.execute(update(deliveries).values(status=DeliveryStatus.QUEUED))
-        await sending.take_slots(conn, campaign_id, 1, ids, NOW, "me", NOW + timedelta(minutes=1))
+        lease_until = NOW + timedelta(minutes=1)
+        await sending.take_slots(conn, {campaign_id: (1, ids)}, NOW, "me", lease_until)
         # The sixth was taken over by another worker meanwhile.
         await conn.execute(update(deliveries).where(d.id == ids[5]).values(lease_owner="other"))
         return ids
@@ -119,7 +120,7 @@ async def test_outcomes_are_recorded_row_by_row_for_the_lease_holder_only(db: Da
     )
 
     async def write(conn: AsyncConnection) -> int:
-        return await sending.record(conn, campaign_id, "me", outcomes, NOW)
+        return await sending.record(conn, "me", {campaign_id: outcomes}, NOW)
 
     assert await db.run(write) == 1  # the taken-over row
 
@@ -154,4 +155,48 @@ async def test_outcomes_are_recorded_row_by_row_for_the_lease_holder_only(db: Da
         (2, took + timedelta(seconds=1), "SENT"),
         (3, took, "SLOWED"),
         (4, None, None),
+    ]
+
+
+async def test_one_write_records_several_campaigns_whose_slot_numbers_overlap(
+    db: Database,
+) -> None:
+    first, second = await seed(db, 2), await seed(db, 2)
+    took = NOW + timedelta(seconds=1)
+
+    async def claim(conn: AsyncConnection) -> dict[int, list[int]]:
+        rows = await conn.execute(select(d.id, d.campaign_id).order_by(d.id))
+        ids: dict[int, list[int]] = {}
+        for r in rows:
+            ids.setdefault(r.campaign_id, []).append(r.id)
+        await conn.execute(update(deliveries).values(status=DeliveryStatus.QUEUED))
+        taken = {cid: (1, found) for cid, found in ids.items()}
+        await sending.take_slots(conn, taken, NOW, "me", NOW + timedelta(minutes=1))
+        return ids
+
+    ids = await db.run(claim)
+    batch = {
+        first: sending.Outcomes(
+            sent=[(ids[first][0], took)], finished=[(1, took, SendOutcome.SENT)]
+        ),
+        second: sending.Outcomes(
+            sent=[(ids[second][1], took + timedelta(seconds=1))],
+            finished=[(2, took + timedelta(seconds=1), SendOutcome.SENT)],
+        ),
+    }
+
+    assert await db.run(lambda conn: sending.record(conn, "me", batch, NOW)) == 0
+
+    async def slots(conn: AsyncConnection) -> list[tuple[Any, ...]]:
+        c = send_slots.c
+        rows = await conn.execute(
+            select(c.campaign_id, c.seq, c.finished_at).order_by(c.campaign_id, c.seq)
+        )
+        return [tuple(r) for r in rows]
+
+    assert await db.run(slots) == [
+        (first, 1, took),
+        (first, 2, None),
+        (second, 1, None),
+        (second, 2, took + timedelta(seconds=1)),
     ]

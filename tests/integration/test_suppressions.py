@@ -252,8 +252,7 @@ async def test_a_campaign_left_with_nothing_to_send_completes(db: Database) -> N
 
 def claim_request(campaign_id: int, ids: list[int]) -> ClaimRequest:
     return ClaimRequest(
-        campaign_id=campaign_id,
-        delivery_ids=ids,
+        deliveries={campaign_id: ids},
         now=NOW + timedelta(minutes=1),
         owner="worker-1",
         lease=timedelta(minutes=2),
@@ -270,7 +269,7 @@ async def test_claim_sets_aside_suppressed_addresses(db: Database) -> None:
     )
     await add(db, 1, "bob@example.org")
 
-    result = await db.run(lambda conn: claim(conn, claim_request(campaign_id, ids)))
+    result = (await db.run(lambda conn: claim(conn, claim_request(campaign_id, ids))))[campaign_id]
 
     assert [r.recipient for r in result.admitted] == ["a@example.org", "c@example.org"]
     assert result.first_seq == 1
@@ -282,7 +281,7 @@ async def test_claim_of_only_suppressed_deliveries_completes_the_campaign(db: Da
     campaign_id, ids = await seed(db, 1, [("bob@example.org", S.QUEUED)])
     await add(db, 1, "bob@example.org")
 
-    result = await db.run(lambda conn: claim(conn, claim_request(campaign_id, ids)))
+    result = (await db.run(lambda conn: claim(conn, claim_request(campaign_id, ids))))[campaign_id]
 
     assert result.admitted == []
     assert await statuses(db, ids) == [S.SUPPRESSED]
@@ -293,9 +292,40 @@ async def test_another_users_suppression_does_not_apply(db: Database) -> None:
     campaign_id, ids = await seed(db, 1, [("bob@example.org", S.QUEUED)])
     await add(db, 2, "bob@example.org")
 
-    result = await db.run(lambda conn: claim(conn, claim_request(campaign_id, ids)))
+    result = (await db.run(lambda conn: claim(conn, claim_request(campaign_id, ids))))[campaign_id]
 
     assert [r.id for r in result.admitted] == ids
+
+
+async def test_one_claim_serves_a_batch_of_several_campaigns(db: Database) -> None:
+    first, first_ids = await seed(db, 1, [("a@example.org", S.QUEUED), ("b@example.org", S.QUEUED)])
+    other, other_ids = await seed(db, 2, [("b@example.org", S.QUEUED)], CampaignStatus.SCHEDULED)
+    paused, paused_ids = await seed(db, 1, [("c@example.org", S.QUEUED)], CampaignStatus.PAUSED)
+    await add(db, 1, "b@example.org")  # user 1's only
+    request = ClaimRequest(
+        deliveries={paused: paused_ids, other: other_ids, first: first_ids, 10**9: [10**9]},
+        now=NOW + timedelta(minutes=1),
+        owner="worker-1",
+        lease=timedelta(minutes=2),
+        hold=timedelta(seconds=2),
+        window=timedelta(hours=1),
+    )
+
+    results = await db.run(lambda conn: claim(conn, request))
+
+    assert [r.id for r in results[first].admitted] == first_ids[:1]
+    assert results[first].suppressed == 1
+    assert [r.id for r in results[other].admitted] == other_ids
+    assert (results[first].first_seq, results[other].first_seq) == (1, 1)
+    assert results[paused].admitted == []
+    assert results[10**9].campaign is None
+    assert await statuses(db, first_ids + other_ids + paused_ids) == [
+        S.SENDING,
+        S.SUPPRESSED,
+        S.SENDING,
+        S.PAUSED,
+    ]
+    assert await campaign_status(db, other) == CampaignStatus.RUNNING
 
 
 async def test_queued_carries_name_and_vars(db: Database) -> None:
@@ -309,9 +339,8 @@ async def test_queued_carries_name_and_vars(db: Database) -> None:
     _plain, plain_ids = await seed(db, 1, [("b@example.org", S.QUEUED)])
     _broken, broken_ids = await seed(db, 1, [("c@example.org", S.QUEUED)], vars="[1, 2]")
 
-    rows = await db.run(lambda conn: sending.queued(conn, campaign_id, ids))
-    plain = await db.run(lambda conn: sending.queued(conn, _plain, plain_ids))
-    broken = await db.run(lambda conn: sending.queued(conn, _broken, broken_ids))
+    found = await db.run(lambda conn: sending.queued(conn, ids + plain_ids + broken_ids))
+    rows, plain, broken = found[campaign_id], found[_plain], found[_broken]
 
     assert (rows[0].name, rows[0].vars) == ("Ann", {"code": "A1", "n": 3, "vip": True})
     assert (plain[0].name, plain[0].vars) == (None, None)

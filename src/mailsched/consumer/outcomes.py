@@ -8,7 +8,7 @@ from datetime import datetime
 
 from mailsched.config import WorkerConfig
 from mailsched.domain.limits import backoff
-from mailsched.domain.model import SendOutcome
+from mailsched.domain.model import Campaign, SendOutcome
 from mailsched.errors import PermanentSendError, SendError, SlowDown
 from mailsched.store.sending import Claimable, Outcomes, Retry
 
@@ -38,6 +38,7 @@ class Attempt:
     seq: int
     row: Claimable
     result: SendResult | None
+    campaign: Campaign
 
 
 def sort_results(

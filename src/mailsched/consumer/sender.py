@@ -1,9 +1,10 @@
-"""Send the deliveries of one claim, and record each outcome soon after it is known.
+"""Send the deliveries of a batch's claims, and record each outcome soon after it is known.
 
-Outcomes are written every few tens of milliseconds, not once the whole claim is
+Outcomes are written every few tens of milliseconds, not once the whole batch is
 done: a worker that dies then leaves only the sends of that moment in doubt,
-not every send of its batch. Writing is retried while the lease lasts, so a
-short database outage does not turn finished sends into re-sends.
+not every send of its batch. Each write covers every campaign of the batch in
+one transaction of a few statements. Writing is retried while the lease lasts,
+so a short database outage does not turn finished sends into re-sends.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -27,7 +28,7 @@ from mailsched.errors import SendError, SendExpired, StoreError
 from mailsched.mail import Mailer
 from mailsched.metrics import Metrics
 from mailsched.queue import DeliveryQueue, DueDelivery
-from mailsched.store.campaigns import complete_if_done
+from mailsched.store.campaigns import complete_finished
 from mailsched.store.db import Database
 from mailsched.store.sending import Claimable, record, replan
 
@@ -59,23 +60,24 @@ def lease_margin(lease: timedelta) -> timedelta:
     return min(timedelta(seconds=5), lease / 4)
 
 
-async def send_claim(deps: WorkerDeps, claim: Claim) -> None:
-    """Send every admitted delivery of ``claim``, recording outcomes as they come in."""
-    assert claim.campaign is not None and claim.lease_until is not None
-    campaign, lease_until = claim.campaign, claim.lease_until
-    pending = {
-        asyncio.create_task(_send_one(deps, campaign, claim.first_seq + i, row, lease_until))
-        for i, row in enumerate(claim.admitted)
-    }
-    assert claim.claimed_at is not None
-    for row in claim.admitted:
-        deps.metrics.lateness.observe(
-            max(0.0, (claim.claimed_at - row.scheduled_at).total_seconds())
-        )
+async def send_claims(deps: WorkerDeps, claims: Sequence[Claim]) -> None:
+    """Send every admitted delivery of ``claims``, recording outcomes as they come in."""
+    pending: set[asyncio.Task[Attempt]] = set()
+    leases: dict[int, datetime] = {}
+    for claim in claims:
+        campaign, lease_until, claimed_at = claim.campaign, claim.lease_until, claim.claimed_at
+        if not claim.admitted or campaign is None or lease_until is None or claimed_at is None:
+            continue
+        leases[campaign.id] = lease_until
+        for i, row in enumerate(claim.admitted):
+            seq = claim.first_seq + i
+            pending.add(asyncio.create_task(_send_one(deps, campaign, seq, row, lease_until)))
+            late = (claimed_at - row.scheduled_at).total_seconds()
+            deps.metrics.lateness.observe(max(0.0, late))
     while pending:
         done, pending = await asyncio.wait(pending, timeout=_FLUSH_SECONDS)
         if done:
-            await _record(deps, campaign, [task.result() for task in done], lease_until)
+            await _record(deps, [task.result() for task in done], min(leases.values()))
 
 
 async def _send_one(
@@ -91,34 +93,43 @@ async def _send_one(
         )
         await deps.mailer.send(letter.expiring(not_after, not_after + margin))
     except SendExpired:
-        return Attempt(seq, row, None)
+        return Attempt(seq, row, None, campaign)
     except SendError as exc:
         log.info("campaign %d delivery %d: %s", campaign.id, row.id, exc)
         deps.metrics.smtp_replies.labels(_reply_class(exc.code)).inc()
-        return Attempt(seq, row, SendResult(deps.clock(), exc))
+        return Attempt(seq, row, SendResult(deps.clock(), exc), campaign)
     except Exception as exc:  # a bug or an untranslated error: retry, and say so loudly
         log.exception("campaign %d delivery %d: unexpected error", campaign.id, row.id)
         deps.metrics.smtp_replies.labels("none").inc()
-        return Attempt(seq, row, SendResult(deps.clock(), exc))
+        return Attempt(seq, row, SendResult(deps.clock(), exc), campaign)
     finally:
         deps.metrics.send_seconds.observe(time.perf_counter() - started)
     deps.metrics.smtp_replies.labels("2xx").inc()
-    return Attempt(seq, row, SendResult(deps.clock()))
+    return Attempt(seq, row, SendResult(deps.clock()), campaign)
 
 
-async def _record(
-    deps: WorkerDeps, campaign: Campaign, attempts: list[Attempt], lease_until: datetime
-) -> None:
-    verdict = sort_results(attempts, deps.config, deps.clock(), random.random)
+async def _record(deps: WorkerDeps, attempts: list[Attempt], lease_until: datetime) -> None:
+    """Write ``attempts`` (of any campaigns) in one transaction, retried until
+    ``lease_until``, then report them."""
+    campaigns = {a.campaign.id: a.campaign for a in attempts}
+    groups: dict[int, list[Attempt]] = {}
+    for attempt in attempts:
+        groups.setdefault(attempt.campaign.id, []).append(attempt)
+    now = deps.clock()
+    verdicts = {
+        cid: sort_results(found, deps.config, now, random.random) for cid, found in groups.items()
+    }
 
     async def work(conn: AsyncConnection) -> int:
         now = deps.clock()
-        lost = await record(conn, campaign.id, deps.owner, verdict.outcomes, now)
-        if verdict.slow_down_until is not None:
-            # The server asked us to slow down: the whole campaign waits, not just
-            # the deliveries it refused.
-            await replan(conn, campaign.id, campaign.rules(deps.window), verdict.slow_down_until)
-        await complete_if_done(conn, campaign.id, now)
+        lost = await record(conn, deps.owner, {c: v.outcomes for c, v in verdicts.items()}, now)
+        for cid, verdict in verdicts.items():
+            if verdict.slow_down_until is not None:
+                # The server asked us to slow down: the whole campaign waits, not just
+                # the deliveries it refused.
+                rules = campaigns[cid].rules(deps.window)
+                await replan(conn, cid, rules, verdict.slow_down_until)
+        await complete_finished(conn, list(verdicts), now)
         return lost
 
     while True:
@@ -128,31 +139,28 @@ async def _record(
         except StoreError as exc:
             if deps.clock() >= lease_until:
                 # The reaper takes these over now; their slots count as in doubt.
-                log.error(
-                    "campaign %d: %d outcomes lost with the lease: %s",
-                    campaign.id,
-                    len(attempts),
-                    exc,
-                )
+                log.error("%d outcomes lost with the lease: %s", len(attempts), exc)
                 return
-            log.warning("campaign %d: recording outcomes failed, retrying: %s", campaign.id, exc)
+            log.warning("recording %d outcomes failed, retrying: %s", len(attempts), exc)
             await asyncio.sleep(0.5)
-    _observe(deps.metrics, verdict)
     if lost:
-        log.warning(
-            "campaign %d: %d outcomes not recorded, their lease was taken over",
-            campaign.id,
-            lost,
-        )
+        log.warning("%d outcomes not recorded, their lease was taken over", lost)
+    for cid, verdict in verdicts.items():
+        await _report(deps, cid, verdict)
+
+
+async def _report(deps: WorkerDeps, campaign_id: int, verdict: Sorted) -> None:
+    """Metrics, a warning for sends in doubt, and failed deliveries to the dead-letter topic."""
+    _observe(deps.metrics, verdict)
     if verdict.possible_duplicates:
         log.warning(
             "campaign %d: %d sends may have been delivered before the connection broke",
-            campaign.id,
+            campaign_id,
             verdict.possible_duplicates,
         )
     if verdict.outcomes.failed:
         await deps.queue.dead_letter(
-            [DueDelivery(did, campaign.id) for did, _ in verdict.outcomes.failed],
+            [DueDelivery(did, campaign_id) for did, _ in verdict.outcomes.failed],
             "; ".join(sorted({err for _, err in verdict.outcomes.failed}))[:500],
         )
 

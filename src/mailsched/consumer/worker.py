@@ -14,8 +14,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
-from mailsched.consumer.claim import ClaimRequest, claim
-from mailsched.consumer.sender import WorkerDeps, send_claim
+from mailsched.consumer.claim import Claim, ClaimRequest, claim
+from mailsched.consumer.sender import WorkerDeps, send_claims
 from mailsched.errors import MailschedError
 from mailsched.queue import Received
 from mailsched.store.sending import release_queued
@@ -80,7 +80,7 @@ class Worker:
             by_campaign[message.delivery.campaign_id].append(message.delivery.delivery_id)
         while True:
             try:
-                await asyncio.gather(*(self._campaign(c, ids) for c, ids in by_campaign.items()))
+                await self._work(by_campaign)
                 break
             except MailschedError as exc:
                 # The database or queue went away mid-batch: nothing is recorded
@@ -89,21 +89,18 @@ class Worker:
                 await asyncio.sleep(1.0)
         await self._deps.queue.ack(messages)
 
-    async def _campaign(self, campaign_id: int, ids: list[int]) -> None:
+    async def _claim(self, deliveries: dict[int, list[int]]) -> dict[int, Claim]:
         deps = self._deps
-        pending = ids
-        while pending:
-            now = deps.clock()
-            request = ClaimRequest(
-                campaign_id=campaign_id,
-                delivery_ids=pending,
-                now=now,
-                owner=deps.owner,
-                lease=deps.config.lease,
-                hold=deps.config.hold,
-                window=deps.window,
-            )
-            result = await deps.db.run(lambda conn, r=request: claim(conn, r))  # type: ignore[misc]
+        request = ClaimRequest(
+            deliveries=deliveries,
+            now=deps.clock(),
+            owner=deps.owner,
+            lease=deps.config.lease,
+            hold=deps.config.hold,
+            window=deps.window,
+        )
+        claims = await deps.db.run(lambda conn: claim(conn, request))
+        for campaign_id, result in claims.items():
             if result.replanned:
                 deps.metrics.replans.inc()
                 log.info(
@@ -111,13 +108,35 @@ class Worker:
                     campaign_id,
                     result.replanned,
                 )
-            if result.admitted:
-                await send_claim(deps, result)
-            pending = result.waiting
-            if result.wait_until is not None and await self._stop_within(result.wait_until):
-                # Shutting down: hand what we were waiting for back to the dispatcher.
-                await deps.db.run(lambda conn, ids=pending: release_queued(conn, ids))  # type: ignore[misc]
-                return
+        return claims
+
+    async def _work(self, deliveries: dict[int, list[int]]) -> None:
+        """Claim a batch's deliveries in one transaction and send what may go now; ask
+        again about what the rules held back when its time comes, all the campaigns
+        due by then in one claim again (a batch of a thousand campaigns whose messages
+        came a little early is a few claims, not a thousand)."""
+        deps = self._deps
+        claims = await self._claim(deliveries)
+        sends = [asyncio.create_task(send_claims(deps, list(claims.values())))]
+        try:
+            held = _held(claims)
+            while held:
+                first = min(until for until, _ in held.values())
+                if await self._stop_within(first):
+                    # Shutting down: hand what we were waiting for back to the dispatcher.
+                    ids = [i for _, waiting in held.values() for i in waiting]
+                    await deps.db.run(lambda conn, ids=ids: release_queued(conn, ids))  # type: ignore[misc]
+                    return
+                now = deps.clock()
+                due = {cid: ids for cid, (until, ids) in held.items() if until <= now}
+                if not due:
+                    continue  # the timer fired a little early
+                claims = await self._claim(due)
+                sends.append(asyncio.create_task(send_claims(deps, list(claims.values()))))
+                held = {cid: w for cid, w in held.items() if cid not in due} | _held(claims)
+        finally:
+            # Whatever was admitted is sent and recorded, even when the rest failed.
+            await asyncio.gather(*sends)
 
     async def _stop_within(self, until: datetime) -> bool:
         """Wait until ``until``; true if the worker was told to stop meanwhile."""
@@ -127,3 +146,8 @@ class Worker:
         except TimeoutError:
             return False
         return True
+
+
+def _held(claims: dict[int, Claim]) -> dict[int, tuple[datetime, list[int]]]:
+    """The deliveries the claims held back, by campaign, with when to ask again."""
+    return {cid: (c.wait_until, c.waiting) for cid, c in claims.items() if c.wait_until is not None}

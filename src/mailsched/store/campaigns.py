@@ -165,6 +165,17 @@ async def get_campaign(
     return None if row is None else _campaign(row)
 
 
+async def get_campaigns(
+    conn: AsyncConnection, ids: Sequence[int], *, lock: bool = False
+) -> dict[int, Campaign]:
+    """Those of the campaigns that exist, by id; ``lock`` takes their row locks in id order
+    (two transactions locking overlapping sets then wait for each other, never deadlock)."""
+    query = select(campaigns).where(campaigns.c.id.in_(ids)).order_by(campaigns.c.id)
+    if lock:
+        query = query.with_for_update()
+    return {c.id: c for c in map(_campaign, await conn.execute(query))}
+
+
 async def summarize(conn: AsyncConnection, campaign_id: int) -> Summary:
     """Counts per delivery status, the planned first/last send and the actual first/last."""
     d = deliveries.c
@@ -240,24 +251,42 @@ async def list_deliveries(
 
 async def complete_if_done(conn: AsyncConnection, campaign_id: int, now: datetime) -> bool:
     """Mark the campaign COMPLETED when no delivery of it is left to send."""
+    return await complete_finished(conn, [campaign_id], now) > 0
+
+
+async def complete_finished(
+    conn: AsyncConnection, campaign_ids: Sequence[int], now: datetime
+) -> int:
+    """Mark COMPLETED those of the campaigns with no delivery left to send; return how many.
+
+    One query finds them without locking anything (``ix_deliveries_campaign_status``
+    answers each), so a worker recording outcomes does not wait for a claim holding a
+    campaign's lock; only a campaign that just finished is then updated.
+    """
     d = deliveries.c
     open_statuses = [s for s in DeliveryStatus if not s.is_final]
-    left = (
-        await conn.execute(
-            select(d.id).where(d.campaign_id == campaign_id, d.status.in_(open_statuses)).limit(1)
+    left = select(d.id).where(d.campaign_id == campaigns.c.id, d.status.in_(open_statuses)).exists()
+    done = [
+        r.id
+        for r in await conn.execute(
+            select(campaigns.c.id).where(
+                campaigns.c.id.in_(campaign_ids),
+                campaigns.c.status.in_([CampaignStatus.SCHEDULED, CampaignStatus.RUNNING]),
+                ~left,
+            )
         )
-    ).first()
-    if left is not None:
-        return False
+    ]
+    if not done:
+        return 0
     result = await conn.execute(
         update(campaigns)
         .where(
-            campaigns.c.id == campaign_id,
+            campaigns.c.id.in_(done),
             campaigns.c.status.in_([CampaignStatus.SCHEDULED, CampaignStatus.RUNNING]),
         )
         .values(status=CampaignStatus.COMPLETED, completed_at=now)
     )
-    return result.rowcount > 0
+    return result.rowcount
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.domain.model import CampaignStatus, DeliveryStatus, SendOutcome
@@ -40,8 +40,8 @@ class Claimable:
     vars: Mapping[str, Any] | None = None
 
 
-async def queued(conn: AsyncConnection, campaign_id: int, ids: Sequence[int]) -> list[Claimable]:
-    """Those of ``ids`` that are still QUEUED, in planned order, locked.
+async def queued(conn: AsyncConnection, ids: Sequence[int]) -> dict[int, list[Claimable]]:
+    """Those of ``ids`` that are still QUEUED, locked, by campaign, in planned order.
 
     The rows are looked up and locked by primary key alone, and filtered here: given
     the campaign and status too, MariaDB reads them through
@@ -54,12 +54,17 @@ async def queued(conn: AsyncConnection, campaign_id: int, ids: Sequence[int]) ->
         .where(d.id.in_(ids))
         .with_for_update()
     )
-    found = [
-        Claimable(r.id, r.recipient, r.scheduled_at, r.attempts, r.name, _variables(r.id, r.vars))
-        for r in rows
-        if r.campaign_id == campaign_id and r.status == DeliveryStatus.QUEUED
-    ]
-    return sorted(found, key=lambda c: (c.scheduled_at, c.id))
+    found: dict[int, list[Claimable]] = {}
+    for r in rows:
+        if r.status == DeliveryStatus.QUEUED:
+            found.setdefault(r.campaign_id, []).append(
+                Claimable(
+                    r.id, r.recipient, r.scheduled_at, r.attempts, r.name, _variables(r.id, r.vars)
+                )
+            )
+    for claimable in found.values():
+        claimable.sort(key=lambda c: (c.scheduled_at, c.id))
+    return found
 
 
 def _variables(delivery_id: int, text: str | None) -> dict[str, Any] | None:
@@ -79,61 +84,67 @@ def _variables(delivery_id: int, text: str | None) -> dict[str, Any] | None:
 
 
 async def slot_times(
-    conn: AsyncConnection, campaign_id: int, first_seq: int, last_seq: int, now: datetime
-) -> dict[int, datetime]:
-    """When the campaign's sends numbered ``first_seq..last_seq`` finished.
+    conn: AsyncConnection, wanted: Mapping[int, Sequence[tuple[int, int]]], now: datetime
+) -> dict[int, dict[int, datetime]]:
+    """When sends finished: for each campaign, those numbered in its ranges
+    ``(first_seq, last_seq)``, in one query.
 
     A send still in flight counts as finishing ``now``: a lower bound, so a rule
     measured from it can never admit a send too early.
     """
-    if last_seq < first_seq:
+    ranges = [
+        and_(s.campaign_id == cid, s.seq >= first, s.seq <= last)
+        for cid, pairs in wanted.items()
+        for first, last in pairs
+        if 1 <= first <= last
+    ]
+    if not ranges:
         return {}
     rows = await conn.execute(
-        select(s.seq, s.finished_at).where(
-            s.campaign_id == campaign_id, s.seq >= first_seq, s.seq <= last_seq
-        )
+        select(s.campaign_id, s.seq, s.finished_at).where(or_(*ranges)),
+        execution_options=_UNCACHED,
     )
-    return {r.seq: r.finished_at or now for r in rows}
+    times: dict[int, dict[int, datetime]] = {}
+    for r in rows:
+        times.setdefault(r.campaign_id, {})[r.seq] = r.finished_at or now
+    return times
 
 
 async def take_slots(
     conn: AsyncConnection,
-    campaign_id: int,
-    first_seq: int,
-    delivery_ids: Sequence[int],
+    taken: Mapping[int, tuple[int, Sequence[int]]],
     now: datetime,
     owner: str,
     lease_until: datetime,
 ) -> None:
-    """Record that ``delivery_ids`` start sending now, numbered from ``first_seq``, and lease
-    them to ``owner``."""
+    """Record that deliveries start sending now, leased to ``owner``: for each campaign,
+    ``(first_seq, delivery_ids)``, numbered from ``first_seq``."""
     await conn.execute(
         insert(send_slots),
         [
             {
-                "campaign_id": campaign_id,
-                "seq": first_seq + i,
+                "campaign_id": cid,
+                "seq": first + i,
                 "delivery_id": did,
                 "started_at": now,
                 "worker": owner,
             }
-            for i, did in enumerate(delivery_ids)
+            for cid, (first, ids) in taken.items()
+            for i, did in enumerate(ids)
         ],
     )
-    await conn.execute(
-        update(campaigns)
-        .where(campaigns.c.id == campaign_id)
-        .values(
-            slot_seq=first_seq + len(delivery_ids) - 1,
-            status=case(
-                (campaigns.c.status == CampaignStatus.SCHEDULED, CampaignStatus.RUNNING),
-                else_=campaigns.c.status,
-            ),
-        )
+    # A campaign's first send makes it RUNNING.
+    started = (CampaignStatus.SCHEDULED.value, CampaignStatus.RUNNING.value)
+    await Rows(conn, "campaigns", "id").update(
+        {cid: (first + len(ids) - 1,) for cid, (first, ids) in taken.items()},
+        ("slot_seq",),
+        {},
+        (),
+        raw=("status = CASE status WHEN {} THEN {} ELSE status END", started),
     )
     await conn.execute(
         update(deliveries)
-        .where(d.id.in_(delivery_ids))
+        .where(d.id.in_([did for _, ids in taken.values() for did in ids]))
         .values(
             status=DeliveryStatus.SENDING,
             attempts=d.attempts + 1,
@@ -240,57 +251,63 @@ class Outcomes:
 
 
 async def record(
-    conn: AsyncConnection, campaign_id: int, owner: str, outcomes: Outcomes, now: datetime
+    conn: AsyncConnection, owner: str, batch: Mapping[int, Outcomes], now: datetime
 ) -> int:
-    """Write outcomes for sends leased to ``owner``; return how many rows it no longer held.
+    """Write the outcomes of sends leased to ``owner``, by campaign id, in a handful of
+    statements however many campaigns there are; return how many rows it no longer held.
 
     A row whose lease was taken over (``lease_owner`` changed, or the row left
     SENDING) is not touched: the newer owner decides it.
     """
+    every = list(batch.values())
+    sent = [x for o in every for x in o.sent]
+    retry = [x for o in every for x in o.retry]
+    failed = [x for o in every for x in o.failed]
+    back = [x for o in every for x in o.released]
     held = Rows(conn, "deliveries", "id", "status = {} AND lease_owner = {}")
     held_params = (DeliveryStatus.SENDING.value, owner)
     released = {"lease_owner": None, "lease_until": None}
     written = 0
-    if outcomes.sent:
+    if sent:
         written += await held.update(
-            {i: (at,) for i, at in outcomes.sent},
+            {i: (at,) for i, at in sent},
             ("sent_at",),
             {"status": DeliveryStatus.SENT.value, "last_error": None, **released},
             held_params,
         )
-    if outcomes.retry:
+    if retry:
         written += await held.update(
-            {r.id: (r.at, r.error[:500], r.attempts) for r in outcomes.retry},
+            {r.id: (r.at, r.error[:500], r.attempts) for r in retry},
             ("scheduled_at", "last_error", "attempts"),
             {"status": DeliveryStatus.SCHEDULED.value, **released},
             held_params,
         )
-    if outcomes.failed:
+    if failed:
         written += await held.update(
-            {i: (err[:500],) for i, err in outcomes.failed},
+            {i: (err[:500],) for i, err in failed},
             ("last_error",),
             {"status": DeliveryStatus.FAILED.value, **released},
             held_params,
         )
-    if outcomes.released:
+    if back:
         written += await held.update(
-            {i: (now,) for i in outcomes.released},
+            {i: (now,) for i in back},
             ("scheduled_at",),
             {"status": DeliveryStatus.SCHEDULED.value, **released},
             held_params,
         )
-    if outcomes.finished:
-        slots = Rows(conn, "send_slots", "seq", "campaign_id = {} AND finished_at IS NULL")
-        await slots.update(
-            {seq: (at, o.value) for seq, at, o in outcomes.finished},
-            ("finished_at", "outcome"),
-            {},
-            (campaign_id,),
-        )
-    expected = (
-        len(outcomes.sent) + len(outcomes.retry) + len(outcomes.failed) + len(outcomes.released)
-    )
-    return expected - written
+    finished = {
+        (cid, seq): (at, o.value) for cid, out in batch.items() for seq, at, o in out.finished
+    }
+    if finished:
+        slots = Rows(conn, "send_slots", ("campaign_id", "seq"), "finished_at IS NULL")
+        await slots.update(finished, ("finished_at", "outcome"), {}, ())
+    return len(sent) + len(retry) + len(failed) + len(back) - written
+
+
+#: Statements whose shape changes with every batch: SQLAlchemy's compiled cache
+#: would keep each one (the worker's memory grew with every email sent).
+_UNCACHED = {"compiled_cache": None}
 
 
 class Rows:
@@ -300,29 +317,41 @@ class Rows:
     many times a second in every worker, with one ``CASE`` branch per row, and
     compiling them took a fifth of a worker's CPU and held up its event loop (and,
     since every batch size is another statement, SQLAlchemy's compiled cache grew
-    with every email sent). ``where`` holds ``{}`` for each of its parameters.
+    with every email sent). ``key`` is a column or a composite key's columns;
+    ``where`` holds ``{}`` for each of its parameters.
     """
 
-    def __init__(self, conn: AsyncConnection, table: str, key: str, where: str) -> None:
+    def __init__(
+        self, conn: AsyncConnection, table: str, key: str | tuple[str, ...], where: str = ""
+    ) -> None:
         self._conn = conn
         self._table = table
-        self._key = key
-        self._marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        self._where = where.format(*[self._marker] * where.count("{}"))
+        self._key = (key,) if isinstance(key, str) else key
+        self._marker = mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        self._match = " AND ".join(f"{column} = {mark}" for column in self._key)
+        where = where.format(*[mark] * where.count("{}"))
+        self._where = f" AND {where}" if where else ""
         self._stored = storage_time(conn.dialect.name)
 
     async def update(
         self,
-        rows: Mapping[int, Sequence[object]],
+        rows: Mapping[Any, Sequence[object]],
         columns: Sequence[str],
         same: Mapping[str, object],
         where_params: Sequence[object],
+        raw: tuple[str, Sequence[object]] | None = None,
     ) -> int:
-        """Set ``columns`` of each row keyed in ``rows`` to its values, and ``same`` on all of
-        them, where ``where`` holds too; return how many rows changed."""
-        mark, key = self._marker, self._key
+        """Set ``columns`` of each row keyed in ``rows`` (a tuple per key with a composite
+        key) to its values, and ``same`` on all of them, where ``where`` holds too; return
+        how many rows changed. ``raw`` is one more assignment as SQL, with ``{}`` for each
+        of its parameters."""
+        mark = self._marker
+        keys = [k if isinstance(k, tuple) else (k,) for k in rows]
         sets: list[str] = []
         params: list[object] = []
+        if raw is not None:
+            sets.append(raw[0].format(*[mark] * raw[0].count("{}")))
+            params.extend(raw[1])
         for name, value in same.items():
             sets.append(f"{name} = {mark}")
             params.append(self._param(value))
@@ -333,15 +362,16 @@ class Rows:
                 sets.append(f"{name} = {mark}")
                 params.append(values[0])
                 continue
-            branches = f" WHEN {mark} THEN {mark}" * len(values)
-            sets.append(f"{name} = CASE {key}{branches} END")
-            for row_key, value in zip(rows, values, strict=True):
-                params += (row_key, value)
-        keys = ", ".join([mark] * len(rows))
-        sql = (
-            f"UPDATE {self._table} SET {', '.join(sets)} WHERE {key} IN ({keys}) AND {self._where}"
-        )
-        params.extend(rows)
+            branches = f" WHEN {self._match} THEN {mark}" * len(values)
+            sets.append(f"{name} = CASE{branches} END")
+            for key, value in zip(keys, values, strict=True):
+                params += (*key, value)
+        if len(self._key) == 1:
+            which = f"{self._key[0]} IN ({', '.join([mark] * len(keys))})"
+        else:
+            which = "(" + " OR ".join([f"({self._match})"] * len(keys)) + ")"
+        sql = f"UPDATE {self._table} SET {', '.join(sets)} WHERE {which}{self._where}"
+        params.extend(k for key in keys for k in key)
         params.extend(where_params)
         result = await self._conn.exec_driver_sql(sql, tuple(params))
         return result.rowcount
