@@ -75,6 +75,8 @@ class FakeSmtpServer:
     data_replies: list[str] = field(default_factory=list)
     drop_next_data: bool = False
     drop_at_rcpt: bool = False
+    #: Seconds the next DATA waits before its reply.
+    stall_next_data: float = 0.0
     _listener: asyncio.Server | None = None
     _sessions: list[SMTPServerProtocol] = field(default_factory=list)
 
@@ -167,6 +169,9 @@ class FakeSmtpServer:
             assert server.transport is not None
             server.transport.close()
             return "250 never heard"
+        if self.stall_next_data:
+            stall, self.stall_next_data = self.stall_next_data, 0.0
+            await asyncio.sleep(stall)
         if self.data_replies:
             return self.data_replies.pop(0)
         assert envelope.mail_from is not None
@@ -462,6 +467,22 @@ async def test_smtp_hang_up_before_the_message_is_not_in_doubt(rig: SmtpRig) -> 
     assert isinstance(caught.value.__cause__, ConnectionError)
     assert not caught.value.ambiguous
     assert [r.data for r in server.received] == [letter(2).data]
+
+
+async def test_smtp_timeout_mid_transaction_drops_the_connection(rig: SmtpRig) -> None:
+    server = await rig.server(stall_next_data=0.5)
+    mailer = rig.mailer(server.port, connections=1, timeout=0.2)
+
+    with pytest.raises(TransientSendError) as caught:
+        await mailer.send(letter(1))
+    await mailer.send(letter(2))
+
+    assert isinstance(caught.value.__cause__, TimeoutError)
+    # Timed out after the final dot: the server may still take it.
+    assert caught.value.ambiguous
+    # The late reply to the first letter is not read as the second one's: a new connection.
+    assert server.connections == 2
+    assert letter(2).data in [r.data for r in server.received]
 
 
 async def test_smtp_unreachable_port_is_transient(rig: SmtpRig) -> None:

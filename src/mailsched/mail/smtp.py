@@ -82,6 +82,10 @@ class SmtpMailer:
                 async with asyncio.timeout(self._deadline(letter)):
                     await _transact(client, letter)
             except _CLIENT_ERRORS as exc:
+                if isinstance(exc, OSError):
+                    # Broken, or timed out halfway through: a late reply would be
+                    # taken for the answer to the next letter's commands.
+                    client.close()
                 self._release(client)
                 raise _translate(exc, connecting=False, in_doubt=client.in_doubt) from exc
             except BaseException:
