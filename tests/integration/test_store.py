@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,9 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from mailsched.domain.model import DeliveryStatus, SendOutcome
 from mailsched.queue import DueDelivery
 from mailsched.store import dispatch, sending
-from mailsched.store.campaigns import NewCampaign, NewDelivery, insert_campaign
+from mailsched.store.campaigns import NewCampaign, NewDelivery, complete_finished, insert_campaign
 from mailsched.store.db import Database
-from mailsched.store.tables import deliveries, send_slots
+from mailsched.store.tables import campaigns, deliveries, send_slots
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
 d = deliveries.c
@@ -200,3 +201,50 @@ async def test_one_write_records_several_campaigns_whose_slot_numbers_overlap(
         (second, 1, None),
         (second, 2, took + timedelta(seconds=1)),
     ]
+
+
+async def test_the_last_of_two_concurrent_final_writes_completes_the_campaign(
+    db: Database,
+) -> None:
+    if db.dialect != "mysql":
+        return  # SQLite runs one writing transaction at a time: no such race
+    campaign_id = await seed(db, 2)
+
+    async def claim(conn: AsyncConnection) -> list[int]:
+        ids = [r.id for r in await conn.execute(select(d.id).order_by(d.id))]
+        await conn.execute(update(deliveries).values(status=DeliveryStatus.QUEUED))
+        await sending.take_slots(conn, {campaign_id: (1, ids)}, NOW, "me", NOW)
+        return ids
+
+    first, second = await db.run(claim)
+    written = {first: asyncio.Event(), second: asyncio.Event()}
+
+    def finishing(mine: int, seq: int, other: int) -> Callable[[AsyncConnection], Awaitable[int]]:
+        async def work(conn: AsyncConnection) -> int:
+            batch = {
+                campaign_id: sending.Outcomes(
+                    sent=[(mine, NOW)], finished=[(seq, NOW, SendOutcome.SENT)]
+                )
+            }
+            await sending.record(conn, "me", batch, NOW)
+            written[mine].set()
+            # Both check while the other's outcome is written but not committed.
+            await written[other].wait()
+            return await complete_finished(conn, [campaign_id], NOW)
+
+        return work
+
+    # Each sees the other's delivery still SENDING; without the locked re-check both
+    # would commit and leave the campaign RUNNING. (The two lock requests deadlock
+    # on the foreign-key locks the writes hold; Database.run retries the loser.)
+    results = await asyncio.gather(
+        db.run(finishing(first, 1, second)), db.run(finishing(second, 2, first))
+    )
+
+    assert sorted(results) == [0, 1]
+
+    async def status(conn: AsyncConnection) -> str:
+        query = select(campaigns.c.status).where(campaigns.c.id == campaign_id)
+        return str((await conn.execute(query)).scalar_one())
+
+    assert await db.run(status) == "COMPLETED"

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Exists, Row, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.domain.model import (
@@ -256,32 +256,41 @@ async def complete_finished(
 
     One query finds them without locking anything (``ix_deliveries_campaign_status``
     answers each), so a worker recording outcomes does not wait for a claim holding a
-    campaign's lock; only a campaign that just finished is then updated.
+    campaign's lock. A campaign whose only open deliveries are SENDING may be
+    finishing in another transaction at this very moment, which would see ours as
+    SENDING just as we see its: each would leave the campaign RUNNING for good. For
+    those, the campaign rows are locked (in id order) and the check made again, so
+    the transaction that commits last sees the other's outcomes and completes it.
     """
-    d = deliveries.c
-    open_statuses = [s for s in DeliveryStatus if not s.is_final]
-    left = select(d.id).where(d.campaign_id == campaigns.c.id, d.status.in_(open_statuses)).exists()
-    done = [
-        r.id
-        for r in await conn.execute(
-            select(campaigns.c.id).where(
-                campaigns.c.id.in_(campaign_ids),
-                campaigns.c.status.in_([CampaignStatus.SCHEDULED, CampaignStatus.RUNNING]),
-                ~left,
-            )
-        )
-    ]
+    c = campaigns.c
+    live = c.status.in_([CampaignStatus.SCHEDULED, CampaignStatus.RUNNING])
+    unsent = [s for s in DeliveryStatus if not s.is_final and s != DeliveryStatus.SENDING]
+    waiting = _has_deliveries(unsent)
+    sending = _has_deliveries([DeliveryStatus.SENDING])
+    rows = await conn.execute(
+        select(c.id, sending.label("sending")).where(c.id.in_(campaign_ids), live, ~waiting)
+    )
+    found = rows.all()
+    done = [r.id for r in found if not r.sending]
+    last = [r.id for r in found if r.sending]
+    if last:
+        await conn.execute(select(c.id).where(c.id.in_(last)).order_by(c.id).with_for_update())
+        again = await conn.execute(select(c.id).where(c.id.in_(last), live, ~waiting, ~sending))
+        done += [r.id for r in again]
     if not done:
         return 0
     result = await conn.execute(
         update(campaigns)
-        .where(
-            campaigns.c.id.in_(done),
-            campaigns.c.status.in_([CampaignStatus.SCHEDULED, CampaignStatus.RUNNING]),
-        )
+        .where(c.id.in_(done), live)
         .values(status=CampaignStatus.COMPLETED, completed_at=now)
     )
     return result.rowcount
+
+
+def _has_deliveries(statuses: Sequence[DeliveryStatus]) -> Exists:
+    """Whether the campaign of the enclosing query has deliveries in one of ``statuses``."""
+    d = deliveries.c
+    return select(d.id).where(d.campaign_id == campaigns.c.id, d.status.in_(statuses)).exists()
 
 
 @dataclass(frozen=True, slots=True)
