@@ -138,8 +138,6 @@ async def take_slots(
     await Rows(conn, "campaigns", "id").update(
         {cid: (first + len(ids) - 1,) for cid, (first, ids) in taken.items()},
         ("slot_seq",),
-        {},
-        (),
         raw=("status = CASE status WHEN {} THEN {} ELSE status END", started),
     )
     await conn.execute(
@@ -260,49 +258,49 @@ async def record(
     SENDING) is not touched: the newer owner decides it.
     """
     every = list(batch.values())
-    sent = [x for o in every for x in o.sent]
-    retry = [x for o in every for x in o.retry]
-    failed = [x for o in every for x in o.failed]
-    back = [x for o in every for x in o.released]
-    held = Rows(conn, "deliveries", "id", "status = {} AND lease_owner = {}")
-    held_params = (DeliveryStatus.SENDING.value, owner)
-    released = {"lease_owner": None, "lease_until": None}
-    written = 0
-    if sent:
-        written += await held.update(
-            {i: (at,) for i, at in sent},
-            ("sent_at",),
-            {"status": DeliveryStatus.SENT.value, "last_error": None, **released},
-            held_params,
-        )
-    if retry:
-        written += await held.update(
-            {r.id: (r.at, r.error[:500], r.attempts) for r in retry},
+    held = Rows(
+        conn,
+        "deliveries",
+        "id",
+        "status = {} AND lease_owner = {}",
+        (DeliveryStatus.SENDING.value, owner),
+    )
+    # Per new status: each row's values of ``columns``.
+    changes: list[tuple[DeliveryStatus, tuple[str, ...], dict[int, tuple[object, ...]]]] = [
+        (
+            DeliveryStatus.SENT,
+            ("sent_at", "last_error"),
+            {i: (at, None) for o in every for i, at in o.sent},
+        ),
+        (
+            DeliveryStatus.SCHEDULED,
             ("scheduled_at", "last_error", "attempts"),
-            {"status": DeliveryStatus.SCHEDULED.value, **released},
-            held_params,
-        )
-    if failed:
-        written += await held.update(
-            {i: (err[:500],) for i, err in failed},
+            {r.id: (r.at, r.error[:500], r.attempts) for o in every for r in o.retry},
+        ),
+        (
+            DeliveryStatus.FAILED,
             ("last_error",),
-            {"status": DeliveryStatus.FAILED.value, **released},
-            held_params,
-        )
-    if back:
-        written += await held.update(
-            {i: (now,) for i in back},
+            {i: (err[:500],) for o in every for i, err in o.failed},
+        ),
+        (
+            DeliveryStatus.SCHEDULED,
             ("scheduled_at",),
-            {"status": DeliveryStatus.SCHEDULED.value, **released},
-            held_params,
-        )
+            {i: (now,) for o in every for i in o.released},
+        ),
+    ]
+    expected = written = 0
+    for status, columns, rows in changes:
+        if rows:
+            expected += len(rows)
+            same = {"status": status.value, "lease_owner": None, "lease_until": None}
+            written += await held.update(rows, columns, same)
     finished = {
         (cid, seq): (at, o.value) for cid, out in batch.items() for seq, at, o in out.finished
     }
     if finished:
         slots = Rows(conn, "send_slots", ("campaign_id", "seq"), "finished_at IS NULL")
-        await slots.update(finished, ("finished_at", "outcome"), {}, ())
-    return len(sent) + len(retry) + len(failed) + len(back) - written
+        await slots.update(finished, ("finished_at", "outcome"))
+    return expected - written
 
 
 #: Statements whose shape changes with every batch: SQLAlchemy's compiled cache
@@ -318,13 +316,19 @@ class Rows:
     compiling them took a fifth of a worker's CPU and held up its event loop (and,
     since every batch size is another statement, SQLAlchemy's compiled cache grew
     with every email sent). ``key`` is a column or a composite key's columns;
-    ``where`` holds ``{}`` for each of its parameters.
+    ``where`` holds ``{}`` for each of ``where_params``.
     """
 
     def __init__(
-        self, conn: AsyncConnection, table: str, key: str | tuple[str, ...], where: str = ""
+        self,
+        conn: AsyncConnection,
+        table: str,
+        key: str | tuple[str, ...],
+        where: str = "",
+        where_params: Sequence[object] = (),
     ) -> None:
         self._conn = conn
+        self._where_params = where_params
         self._table = table
         self._key = (key,) if isinstance(key, str) else key
         self._marker = mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
@@ -337,8 +341,7 @@ class Rows:
         self,
         rows: Mapping[Any, Sequence[object]],
         columns: Sequence[str],
-        same: Mapping[str, object],
-        where_params: Sequence[object],
+        same: Mapping[str, object] | None = None,
         raw: tuple[str, Sequence[object]] | None = None,
     ) -> int:
         """Set ``columns`` of each row keyed in ``rows`` (a tuple per key with a composite
@@ -352,7 +355,7 @@ class Rows:
         if raw is not None:
             sets.append(raw[0].format(*[mark] * raw[0].count("{}")))
             params.extend(raw[1])
-        for name, value in same.items():
+        for name, value in (same or {}).items():
             sets.append(f"{name} = {mark}")
             params.append(self._param(value))
         for index, name in enumerate(columns):
@@ -372,7 +375,7 @@ class Rows:
             which = "(" + " OR ".join([f"({self._match})"] * len(keys)) + ")"
         sql = f"UPDATE {self._table} SET {', '.join(sets)} WHERE {which}{self._where}"
         params.extend(k for key in keys for k in key)
-        params.extend(where_params)
+        params.extend(self._where_params)
         result = await self._conn.exec_driver_sql(sql, tuple(params))
         return result.rowcount
 
