@@ -114,6 +114,9 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         next_reap = loop.time()
         while not stop.is_set():
+            # Cleared before the work, not after it: a wake-up that arrives while
+            # this pass runs is kept, and the pause after it ends at once.
+            self._wake.clear()
             try:
                 if loop.time() >= next_reap:
                     await self.reap_once()
@@ -126,7 +129,6 @@ class Dispatcher:
             await self._pause(stop)
 
     async def _pause(self, stop: asyncio.Event) -> None:
-        self._wake.clear()
         waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
         try:
             await asyncio.wait(
