@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import Dialect, and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.domain.model import CampaignStatus, DeliveryStatus, SendOutcome
 from mailsched.domain.plan import Rules, plan
-from mailsched.store.tables import campaigns, deliveries, send_slots, storage_time
+from mailsched.store.tables import UTCDateTime, campaigns, deliveries, send_slots
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +303,19 @@ async def record(
     return expected - written
 
 
+def stored_time(dialect: Dialect) -> Callable[[datetime], object]:
+    """:class:`~mailsched.store.tables.UTCDateTime`'s own conversion on ``dialect``, for
+    statements that bypass SQLAlchemy's parameter processing: it refuses naive times
+    with the same ``ValueError``, and stores the same value, as every other write.
+
+    Through ``dialect_impl``: the type's plain ``bind_processor`` would leave out
+    the dialect's own one (SQLite's, which turns the time into text).
+    """
+    process = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert process is not None, "UTCDateTime converts every value"
+    return process
+
+
 #: Statements whose shape changes with every batch: SQLAlchemy's compiled cache
 #: would keep each one (the worker's memory grew with every email sent).
 _UNCACHED = {"compiled_cache": None}
@@ -335,7 +348,7 @@ class Rows:
         self._match = " AND ".join(f"{column} = {mark}" for column in self._key)
         where = where.format(*[mark] * where.count("{}"))
         self._where = f" AND {where}" if where else ""
-        self._stored = storage_time(conn.dialect.name)
+        self._stored = stored_time(conn.dialect)
 
     async def update(
         self,
