@@ -49,6 +49,7 @@ class Worker:
             task = asyncio.create_task(self.handle(messages))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
+            task.add_done_callback(_log_failure)
             task.add_done_callback(lambda _t: slots.release())
         await self.drain(cfg.shutdown_grace)
         watcher.cancel()
@@ -87,7 +88,20 @@ class Worker:
                 # for the unfinished part, so doing it again is safe.
                 log.warning("batch interrupted, retrying: %s", exc)
                 await asyncio.sleep(1.0)
-        await self._deps.queue.ack(messages)
+        await self._ack(messages)
+
+    async def _ack(self, messages: Sequence[Received]) -> None:
+        try:
+            await self._deps.queue.ack(messages)
+        except MailschedError as exc:
+            # The outcomes are in the database, so nothing is lost: the queue keeps
+            # these acknowledgements for its next commit, and a message that comes
+            # again before then is found done by its claim.
+            log.warning(
+                "could not acknowledge %d messages, left for the next commit: %s",
+                len(messages),
+                exc,
+            )
 
     async def _claim(self, deliveries: dict[int, list[int]]) -> dict[int, Claim]:
         deps = self._deps
@@ -146,6 +160,12 @@ class Worker:
         except TimeoutError:
             return False
         return True
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """Nothing awaits a batch's task: an error it did not expect is reported here."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("a batch failed unexpectedly", exc_info=exc)
 
 
 def _held(claims: dict[int, Claim]) -> dict[int, tuple[datetime, list[int]]]:

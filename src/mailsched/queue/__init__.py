@@ -55,6 +55,8 @@ class DeliveryQueue(Protocol):
 
         Messages handled out of order are remembered; a message is never
         considered done before every earlier message of its partition is.
+        Raises :class:`~mailsched.errors.QueueError` when the queue could not
+        confirm; the acknowledgements are kept and go with the next one.
         """
         ...
 
