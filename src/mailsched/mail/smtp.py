@@ -15,6 +15,7 @@ Its errors become ours in :func:`_translate`, and only there::
     SMTPUTF8 needed but not offered           -> PermanentSendError
     disconnect, refused connection, timeout   -> TransientSendError, ambiguous when it
                                                  broke after the message's final dot
+    anything else raised while connecting     -> TransientSendError, logged with its traceback
 """
 
 from __future__ import annotations
@@ -139,7 +140,12 @@ class SmtpMailer:
                     tls_context=self._tls_context,
                     credentials=credentials,
                 )
-        except _CLIENT_ERRORS as exc:
+        except Exception as exc:
+            # No letter has gone out yet, so whatever failed concerns no recipient:
+            # the attempt fails now and counts as transient. A bug must not look like
+            # a busy server, though: it is logged with its traceback.
+            if not isinstance(exc, _CLIENT_ERRORS):
+                log.exception("unexpected error connecting to the SMTP server")
             raise _translate(exc, connecting=True, in_doubt=False) from exc
         log.debug("opened an SMTP connection to %s:%s", config.host, config.port)
         return client
@@ -173,7 +179,9 @@ def _translate(exc: Exception, *, connecting: bool, in_doubt: bool) -> SendError
             return PermanentSendError(message, exc.code)
         return TransientSendError(message, exc.code)
     if connecting:
-        return TransientSendError(f"failed connecting to the SMTP server: {exc}")
+        # An AssertionError, say, has no message of its own.
+        reason = str(exc) or type(exc).__name__
+        return TransientSendError(f"failed connecting to the SMTP server: {reason}")
     if isinstance(exc, SmtpUnsupported | ValueError):
         return PermanentSendError(f"the SMTP server cannot take this letter: {exc}")
     # The connection broke or timed out. After the message's final dot the server

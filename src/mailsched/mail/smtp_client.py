@@ -15,12 +15,16 @@ transaction. It raises:
 - :class:`SmtpReply` when the server refuses (a 4xx or 5xx reply, or an
   unexpected code), naming the command;
 - :class:`SmtpUnsupported` when the letter needs an extension the server lacks;
-- :class:`ConnectionError` when the connection breaks or a reply is garbled,
-  and whatever the socket or TLS raise (all :class:`OSError`).
+- :class:`ConnectionError` when the connection breaks, a reply is garbled, or
+  handling it raised (the loop would only log that, and the caller would wait for
+  ever), and whatever the socket or TLS raise (all :class:`OSError`).
 
 A connection that may be out of step with the server closes itself, so
 :attr:`SmtpConnection.is_open` says whether it can carry the next letter. The
 caller owns timeouts (``asyncio.timeout`` around each call).
+
+It runs on any conforming event loop: uvloop's transports have the methods of
+:class:`asyncio.Transport` without subclassing it.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import base64
 import re
 import ssl
 from collections import deque
-from typing import Literal
+from typing import Literal, cast
 
 Security = Literal["plain", "starttls", "tls"]
 
@@ -66,11 +70,28 @@ class _ReplyReader(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._lost: ConnectionError | None = None
 
+    # The loop only logs what a callback raises, and uvloop then never starts reading
+    # (a worker waited out 784 leases that way): a callback that raises breaks the
+    # connection instead, so the caller waiting for a reply fails at once.
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        try:
+            self._attach(transport)
+        except Exception as exc:
+            transport.close()
+            self._break(exc)
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self._parse(data)
+        except Exception as exc:
+            self._break(exc)
+
+    def _attach(self, transport: asyncio.BaseTransport) -> None:
+        # Not isinstance: uvloop's transports do not subclass asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def _parse(self, data: bytes) -> None:
         buffer = self._buffer
         buffer += data
         start = 0
@@ -106,6 +127,14 @@ class _ReplyReader(asyncio.Protocol):
         self._lost = error
         if self.transport is not None:
             self.transport.abort()
+        self._wake()
+
+    def _break(self, exc: Exception) -> None:
+        """A callback raised ``exc``: nothing read so far can be trusted."""
+        error = ConnectionError(f"the SMTP client failed handling the connection: {exc!r}")
+        error.__cause__ = exc
+        self._replies.clear()
+        self._fail(error)
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -172,8 +201,8 @@ class SmtpConnection:
                 transport = await loop.start_tls(
                     reader.transport, reader, context, server_hostname=host
                 )
-                assert isinstance(transport, asyncio.Transport)
-                reader.transport = transport
+                # Not isinstance: uvloop's transports do not subclass asyncio.Transport.
+                reader.transport = cast(asyncio.Transport, transport)
                 extensions = await _hello(reader, local_hostname)
             if credentials is not None:
                 await _authenticate(reader, extensions, *credentials)

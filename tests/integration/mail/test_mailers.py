@@ -1,17 +1,16 @@
 """The Mailer boundary: one suite over every implementation, then what only SMTP can do.
 
 The SMTP server is aiosmtpd, listening on 127.0.0.1 on this test's own event loop;
-it records every message it accepts and can be told to refuse or to hang up.
+it records every message it accepts and can be told to refuse or to hang up. Every
+test runs on asyncio's own loop and on uvloop (see conftest.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import socket
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,10 +23,11 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from mailsched.config import SmtpConfig, SmtpSecurity
 from mailsched.errors import PermanentSendError, SendError, SlowDown, TransientSendError
-from mailsched.mail import Letter, Mailer
+from mailsched.mail import Letter, Mailer, smtp_client
 from mailsched.mail.message import MessageTemplate
 from mailsched.mail.outbox import OutboxMailer
 from mailsched.mail.smtp import SmtpMailer
+from tests.integration.mail.conftest import Certificate
 
 SENDER = "news@example.com"
 DATE = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -568,55 +568,7 @@ async def test_smtp_close_quits_idle_connections(rig: SmtpRig) -> None:
         await mailer.send(letter(3))
 
 
-# TLS, with a throwaway self-signed certificate for 127.0.0.1.
-
-
-@dataclass(frozen=True)
-class Certificate:
-    server: ssl.SSLContext
-    client: ssl.SSLContext
-
-
-@pytest.fixture(scope="session")
-def certificate_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("making a test certificate needs the openssl command")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
-
-
-@pytest.fixture
-def certificate(certificate_files: tuple[Path, Path]) -> Certificate:
-    cert, key = certificate_files
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(cert, key)
-    return Certificate(server=server, client=ssl.create_default_context(cafile=str(cert)))
+# TLS, with a throwaway self-signed certificate for 127.0.0.1 (see conftest.py).
 
 
 async def test_smtp_starttls(rig: SmtpRig, certificate: Certificate) -> None:
@@ -792,3 +744,48 @@ async def test_smtp_multiline_refused_greeting_is_transient(rig: SmtpRig) -> Non
     assert type(error) is TransientSendError
     assert error.code == 554
     assert "not today\ngo away" in str(error)
+
+
+# Failures of the client itself: they fail the attempt at once, and are transient.
+
+
+@pytest.mark.parametrize("step", ["_attach", "_parse"], ids=["connection_made", "data_received"])
+async def test_smtp_error_in_a_protocol_callback_fails_the_attempt_at_once(
+    rig: SmtpRig, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    def explode(*args: object) -> None:
+        raise RuntimeError("a bug in a callback")
+
+    # The event loop calls these, and would only log what they raise.
+    monkeypatch.setattr(smtp_client._ReplyReader, step, explode)
+    server = await rig.server()
+    mailer = rig.mailer(server.port)
+
+    with pytest.raises(TransientSendError) as caught:
+        await mailer.send(letter(1))
+
+    # The callback's own error, not the mailer's timeout after waiting for a reply.
+    cause = caught.value.__cause__
+    assert isinstance(cause, ConnectionError)
+    assert isinstance(cause.__cause__, RuntimeError)
+    assert "a bug in a callback" in str(caught.value)
+    assert server.received == []
+
+
+async def test_smtp_unexpected_error_while_connecting_is_transient_and_logged(
+    rig: SmtpRig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def explode(*args: object) -> dict[str, str]:
+        raise AssertionError
+
+    monkeypatch.setattr(smtp_client, "_hello", explode)
+    server = await rig.server()
+    mailer = rig.mailer(server.port)
+
+    with pytest.raises(TransientSendError) as caught:
+        await mailer.send(letter(1))
+
+    assert isinstance(caught.value.__cause__, AssertionError)
+    assert "AssertionError" in str(caught.value)
+    [record] = [r for r in caplog.records if r.name == "mailsched.mail.smtp"]
+    assert record.exc_info is not None
