@@ -7,18 +7,23 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, text, update
+import pytest
+from sqlalchemy import event, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.domain.model import DeliveryStatus, SendOutcome
 from mailsched.queue import DueDelivery
 from mailsched.store import dispatch, sending
 from mailsched.store.campaigns import NewCampaign, NewDelivery, complete_finished, insert_campaign
-from mailsched.store.db import Database
+from mailsched.store.db import Database, create_engine
 from mailsched.store.tables import campaigns, deliveries, send_slots
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
 d = deliveries.c
+
+#: For races between two writing transactions: SQLite runs one at a time (every
+#: transaction begins IMMEDIATE), so they cannot happen there.
+on_mariadb_only = pytest.mark.parametrize("database_url", ["mariadb"], indirect=True)
 
 
 async def seed(db: Database, count: int) -> int:
@@ -31,47 +36,77 @@ async def seed(db: Database, count: int) -> int:
     return await db.run(work)
 
 
-async def test_concurrent_dispatchers_never_claim_the_same_delivery(db: Database) -> None:
-    await seed(db, 3000)
-    claimed: list[list[DueDelivery]] = []
+@on_mariadb_only
+async def test_a_dispatcher_skips_the_deliveries_another_one_is_claiming(db: Database) -> None:
+    await seed(db, 6)
+    every = set(await db.run(lambda conn: conn.scalars(select(d.id))))
+    # A second engine: the other dispatcher's own connection, and no retry to hide a wait.
+    url = db.engine.url.render_as_string(hide_password=False)
+    other_db = Database(create_engine(url, pool_size=1), retries=0)
+    claimed, read = asyncio.Event(), asyncio.Event()
 
-    async def dispatcher() -> None:
-        while True:
+    async def first(conn: AsyncConnection) -> list[DueDelivery]:
+        due = await dispatch.claim_due(conn, NOW, 4, NOW)
+        claimed.set()
+        # Hold the claim open, as while publishing, until the other has read its rows.
+        await read.wait()
+        return due
 
-            async def work(conn: AsyncConnection) -> list[DueDelivery]:
-                due = await dispatch.claim_due(conn, NOW, 250, NOW)
-                await asyncio.sleep(0.01)  # hold the locks while "publishing"
-                return due
+    def has_read(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            read.set()
 
-            batch = await db.run(work)
-            if not batch:
-                return
-            claimed.append(batch)
+    async def second(conn: AsyncConnection) -> list[DueDelivery]:
+        event.listen(conn.sync_connection, "after_cursor_execute", has_read)
+        return await dispatch.claim_due(conn, NOW, 4, NOW)
 
-    await asyncio.gather(*(dispatcher() for _ in range(4)))
-    ids = [d.delivery_id for batch in claimed for d in batch]
-    assert len(ids) == 3000
-    assert len(set(ids)) == 3000
+    async def second_while_first_holds() -> list[DueDelivery]:
+        await claimed.wait()
+        try:
+            return await other_db.run(second)
+        finally:
+            read.set()  # a claim that failed (or waited out a lock) must not hang the first
+
+    try:
+        held, other = await asyncio.gather(db.run(first), second_while_first_holds())
+    finally:
+        await other_db.dispose()
+
+    # Without the locks, the second would read 4 of the 6 as SCHEDULED: 2 of the first's.
+    assert len(held) == 4
+    assert sorted(x.delivery_id for x in other) == sorted(every - {x.delivery_id for x in held})
     counts = await db.run(dispatch.count_by_status)
-    assert counts[DeliveryStatus.QUEUED] == 3000
+    assert counts[DeliveryStatus.QUEUED] == 6
+
+
+#: The dispatcher's claim query (``dispatch.claim_due``), as each database gets it.
+CLAIM = (
+    "SELECT id, campaign_id FROM deliveries WHERE status = 'SCHEDULED' "
+    "AND scheduled_at <= :t ORDER BY scheduled_at LIMIT 1000"
+)
 
 
 async def test_the_claim_query_uses_the_due_index(db: Database) -> None:
-    if db.dialect != "mysql":
-        return  # SQLite has one writer; the plan that matters is MySQL's
     await seed(db, 200)
 
     async def explain(conn: AsyncConnection) -> list[dict[str, Any]]:
-        query = (
-            "EXPLAIN SELECT id, campaign_id FROM deliveries WHERE status = 'SCHEDULED' "
-            "AND scheduled_at <= :t ORDER BY scheduled_at LIMIT 1000 FOR UPDATE SKIP LOCKED"
-        )
+        if db.dialect == "mysql":
+            query = f"EXPLAIN {CLAIM} FOR UPDATE SKIP LOCKED"
+        else:
+            query = f"EXPLAIN QUERY PLAN {CLAIM}"
         rows = await conn.execute(text(query), {"t": NOW.replace(tzinfo=None)})
         return [dict(r._mapping) for r in rows]
 
-    (plan,) = await db.run(explain)
-    assert plan["key"] == "ix_deliveries_due", plan
-    assert "filesort" not in str(plan.get("Extra") or "")
+    plan = await db.run(explain)
+    if db.dialect == "mysql":
+        (step,) = plan
+        assert step["key"] == "ix_deliveries_due", plan
+        assert "filesort" not in str(step.get("Extra") or "")
+    else:
+        # SQLite names the index it searches, and a sort it adds ("USE TEMP B-TREE").
+        steps = " / ".join(step["detail"] for step in plan)
+        assert "USING INDEX ix_deliveries_due" in steps, steps
+        assert "TEMP B-TREE" not in steps, steps
 
 
 async def test_expired_leases_are_taken_over_and_counted(db: Database) -> None:
@@ -203,11 +238,10 @@ async def test_one_write_records_several_campaigns_whose_slot_numbers_overlap(
     ]
 
 
+@on_mariadb_only
 async def test_the_last_of_two_concurrent_final_writes_completes_the_campaign(
     db: Database,
 ) -> None:
-    if db.dialect != "mysql":
-        return  # SQLite runs one writing transaction at a time: no such race
     campaign_id = await seed(db, 2)
 
     async def claim(conn: AsyncConnection) -> list[int]:
@@ -248,3 +282,37 @@ async def test_the_last_of_two_concurrent_final_writes_completes_the_campaign(
         return str((await conn.execute(query)).scalar_one())
 
     assert await db.run(status) == "COMPLETED"
+
+
+# --- the fast paths, which bypass UTCDateTime's parameter processing ------------------
+
+
+async def test_the_bulk_insert_refuses_a_naive_time(db: Database) -> None:
+    new = NewCampaign(1, "s", "b", NOW, 0, 1000)
+    naive = [NewDelivery("a@example.com", NOW), NewDelivery("b@example.com", datetime(2026, 1, 1))]
+
+    with pytest.raises(ValueError, match="naive datetime"):
+        await db.run(lambda conn: insert_campaign(conn, new, naive, NOW))
+
+    count = await db.run(lambda conn: conn.scalar(select(func.count()).select_from(deliveries)))
+    assert count == 0
+
+
+async def test_outcome_writes_refuse_a_naive_time(db: Database) -> None:
+    campaign_id = await seed(db, 1)
+
+    async def claim(conn: AsyncConnection) -> int:
+        (did,) = [r.id for r in await conn.execute(select(d.id))]
+        await conn.execute(update(deliveries).values(status=DeliveryStatus.QUEUED))
+        await sending.take_slots(conn, {campaign_id: (1, [did])}, NOW, "me", NOW)
+        return did
+
+    did = await db.run(claim)
+    sent_at = datetime(2026, 11, 28, 12, 0, 1)  # naive
+    outcomes = sending.Outcomes(sent=[(did, sent_at)], finished=[(1, sent_at, SendOutcome.SENT)])
+
+    with pytest.raises(ValueError, match="naive datetime"):
+        await db.run(lambda conn: sending.record(conn, "me", {campaign_id: outcomes}, NOW))
+
+    status = await db.run(lambda conn: conn.scalar(select(d.status).where(d.id == did)))
+    assert status == DeliveryStatus.SENDING
