@@ -15,6 +15,7 @@ Its errors become ours in :func:`_translate`, and only there::
     SMTPUTF8 needed but not offered           -> PermanentSendError
     disconnect, refused connection, timeout   -> TransientSendError, ambiguous when it
                                                  broke after the message's final dot
+    plain text after STARTTLS's 220           -> TransientSendError (a clean connection may work)
     anything else raised while connecting     -> TransientSendError, logged with its traceback
 """
 

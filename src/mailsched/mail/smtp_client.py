@@ -15,9 +15,11 @@ transaction. It raises:
 - :class:`SmtpReply` when the server refuses (a 4xx or 5xx reply, or an
   unexpected code), naming the command;
 - :class:`SmtpUnsupported` when the letter needs an extension the server lacks;
-- :class:`ConnectionError` when the connection breaks, a reply is garbled, or
-  handling it raised (the loop would only log that, and the caller would wait for
-  ever), and whatever the socket or TLS raise (all :class:`OSError`).
+- :class:`SmtpProtocolError` when the server breaks the protocol: a garbled reply,
+  or bytes sent after its ``220`` to STARTTLS;
+- :class:`ConnectionError` when the connection breaks, or when handling it raised
+  (the loop would only log that, and the caller would wait for ever), and whatever
+  the socket or TLS raise (all :class:`OSError`).
 
 A connection that may be out of step with the server closes itself, so
 :attr:`SmtpConnection.is_open` says whether it can carry the next letter. The
@@ -57,6 +59,11 @@ class SmtpReply(Exception):
 
 class SmtpUnsupported(Exception):
     """The letter needs an SMTP extension this server does not offer."""
+
+
+class SmtpProtocolError(ConnectionError):
+    """The server broke the protocol (a garbled reply, plain text after STARTTLS's 220);
+    the connection is closed."""
 
 
 class _ReplyReader(asyncio.Protocol):
@@ -99,7 +106,7 @@ class _ReplyReader(asyncio.Protocol):
             line = bytes(buffer[start : end + 1]).rstrip(b"\r\n")
             start = end + 1
             if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in (b"", b" ", b"-"):
-                self._fail(ConnectionError(f"garbled SMTP reply: {line[:80]!r}"))
+                self._fail(SmtpProtocolError(f"garbled SMTP reply: {line[:80]!r}"))
                 return
             self._lines.append(line)
             if line[3:4] != b"-":
@@ -108,7 +115,7 @@ class _ReplyReader(asyncio.Protocol):
                 self._replies.append((int(line[:3]), text))
         del buffer[:start]
         if len(buffer) + sum(map(len, self._lines)) > _MAX_REPLY:
-            self._fail(ConnectionError("the SMTP server's reply is too long"))
+            self._fail(SmtpProtocolError("the SMTP server's reply is too long"))
             return
         self._wake()
 
@@ -135,6 +142,10 @@ class _ReplyReader(asyncio.Protocol):
         error.__cause__ = exc
         self._replies.clear()
         self._fail(error)
+
+    def pending(self) -> bool:
+        """Whether the server sent anything not read yet: a reply, or part of one."""
+        return bool(self._replies or self._lines or self._buffer)
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -197,6 +208,15 @@ class SmtpConnection:
                     raise SmtpUnsupported("the SMTP server does not offer STARTTLS")
                 reader.write(b"STARTTLS\r\n")
                 await _expect(reader, 220, "STARTTLS")
+                # What came after the 220 came in plain text, yet would be read as the
+                # first replies over TLS: whoever is in the middle could answer our EHLO
+                # (CVE-2011-0411). No await between this check and start_tls, which stops
+                # reading at once, so later bytes can only reach the TLS layer.
+                if reader.pending():
+                    raise SmtpProtocolError(
+                        "the SMTP server sent more after its 220 to STARTTLS, before TLS "
+                        "began: refused as a possible STARTTLS injection"
+                    )
                 assert reader.transport is not None and context is not None
                 transport = await loop.start_tls(
                     reader.transport, reader, context, server_hostname=host

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +27,8 @@ from mailsched.mail import Letter, Mailer, smtp_client
 from mailsched.mail.message import MessageTemplate
 from mailsched.mail.outbox import OutboxMailer
 from mailsched.mail.smtp import SmtpMailer
-from tests.integration.mail.conftest import Certificate
+from mailsched.mail.smtp_client import SmtpProtocolError
+from tests.integration.mail.conftest import Certificate, CertificateFiles
 
 SENDER = "news@example.com"
 DATE = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -652,13 +653,26 @@ async def test_smtp_wrong_password_is_transient_not_permanent(
 
 
 class ScriptedServer:
-    """Reads commands line by line and answers each with ``answer(line)`` (``None``: no
-    reply yet); the message after DATA is read whole and answered with 250."""
+    """Reads commands line by line and answers each with a canned reply; the message
+    after DATA is read whole and answered with 250.
 
-    def __init__(self, greeting: bytes, ehlo: bytes) -> None:
+    With ``tls_context`` it answers STARTTLS with the next of ``starttls_replies``
+    (``220 go ahead`` once they run out), written as one chunk, then starts TLS.
+    ``sessions`` holds the lines each connection sent, in order."""
+
+    def __init__(
+        self,
+        greeting: bytes,
+        ehlo: bytes,
+        *,
+        tls_context: ssl.SSLContext | None = None,
+        starttls_replies: Sequence[bytes] = (),
+    ) -> None:
         self.greeting = greeting
         self.ehlo = ehlo
-        self.lines: list[bytes] = []
+        self.tls_context = tls_context
+        self.starttls_replies = list(starttls_replies)
+        self.sessions: list[list[bytes]] = []
         self.messages: list[bytes] = []
         self._listener: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
@@ -676,13 +690,30 @@ class ScriptedServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.append(writer)
+        lines: list[bytes] = []
+        self.sessions.append(lines)
+        try:
+            await self._converse(reader, writer, lines)
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # the client hung up on us, as some tests want it to
+        finally:
+            writer.close()
+
+    async def _converse(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lines: list[bytes]
+    ) -> None:
         writer.write(self.greeting)
         waiting: list[bytes] = []
         while line := await reader.readline():
-            self.lines.append(line)
+            lines.append(line)
             command = line[:4].upper()
             if command == b"EHLO":
                 writer.write(self.ehlo)
+            elif command == b"STAR" and self.tls_context is not None:
+                reply = self.starttls_replies.pop(0) if self.starttls_replies else None
+                writer.write(reply or b"220 go ahead\r\n")
+                await writer.drain()
+                await writer.start_tls(self.tls_context)
             elif command in (b"MAIL", b"RCPT"):
                 waiting.append(b"250 ok\r\n")
             elif command == b"DATA":
@@ -697,7 +728,6 @@ class ScriptedServer:
             else:
                 writer.write(b"250 ok\r\n")
             await writer.drain()
-        writer.close()
 
 
 async def test_smtp_pipelining_sends_the_envelope_in_one_go(rig: SmtpRig) -> None:
@@ -732,6 +762,7 @@ async def test_smtp_garbled_reply_is_transient(rig: SmtpRig) -> None:
 
     error = await failed_send(rig, server)
 
+    assert isinstance(error.__cause__, SmtpProtocolError)
     assert "garbled" in str(error)
 
 
@@ -744,6 +775,64 @@ async def test_smtp_multiline_refused_greeting_is_transient(rig: SmtpRig) -> Non
     assert type(error) is TransientSendError
     assert error.code == 554
     assert "not today\ngo away" in str(error)
+
+
+# STARTTLS: nothing sent in plain text may be read as a reply over TLS.
+
+STARTTLS_EHLO = b"250-mx.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n"
+
+
+@pytest.mark.parametrize(
+    "injected",
+    [b"250 injected\r\n", b"250-injected\r\n", b"250 inj"],
+    ids=["a-reply", "a-line-of-a-reply", "part-of-a-line"],
+)
+async def test_smtp_starttls_injection_drops_the_connection_and_a_clean_one_delivers(
+    rig: SmtpRig, certificate: Certificate, injected: bytes
+) -> None:
+    # A man in the middle (or the server) sends more behind the 220, in the same
+    # write, hoping the client reads it over TLS as the answer to its next command.
+    server = ScriptedServer(
+        b"220 hi\r\n",
+        STARTTLS_EHLO,
+        tls_context=certificate.server,
+        starttls_replies=[b"220 go ahead\r\n" + injected],
+    )
+    port = await server.start()
+    mailer = rig.mailer(port, security="starttls", tls_context=certificate.client, timeout=2.0)
+    try:
+        with pytest.raises(TransientSendError) as caught:
+            await mailer.send(letter(1))
+        await mailer.send(letter(1))  # the worker's retry, on a new connection
+        await mailer.close()
+    finally:
+        await server.stop()
+
+    poisoned, clean = server.sessions
+    # Nothing went out after STARTTLS on the poisoned connection, MAIL FROM least of all.
+    assert not any(line.upper().startswith(b"MAIL") for line in poisoned)
+    assert poisoned[-1] == b"STARTTLS\r\n"
+    assert isinstance(caught.value.__cause__, SmtpProtocolError)
+    assert "STARTTLS injection" in str(caught.value)
+    assert b"MAIL FROM:<news@example.com>\r\n" in clean
+    assert len(server.messages) == 1
+
+
+async def test_smtp_trusts_the_certificates_of_ssl_cert_file(
+    rig: SmtpRig,
+    certificate: Certificate,
+    certificate_files: CertificateFiles,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # OpenSSL's way to replace the system's trust store; the mailer has no context of its own.
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate_files.cert))
+    server = await rig.server(tls_context=certificate.server)
+    mailer = rig.mailer(server.port, security="starttls")
+
+    await mailer.send(letter(1))
+
+    [received] = server.received
+    assert received.tls
 
 
 # Failures of the client itself: they fail the attempt at once, and are transient.
