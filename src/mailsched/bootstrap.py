@@ -80,10 +80,11 @@ class Components:
         return Dispatcher(self.db, self.queue, self.settings.dispatcher(), self.clock, self.metrics)
 
     def readiness_checks(self) -> dict[str, Callable[[], Awaitable[None]]]:
-        """What ``/readyz`` asks: the database, and Kafka when it is the queue."""
+        """What ``/readyz`` asks: the database, and Kafka (can it take writes?) when it is
+        the queue."""
         checks: dict[str, Callable[[], Awaitable[None]]] = {"database": self.db.ping}
         if isinstance(self.queue, KafkaQueue):
-            checks["kafka"] = self.queue.ping
+            checks["kafka"] = self.queue.check_writable
         return checks
 
     def mailer(self) -> Mailer:

@@ -240,17 +240,24 @@ def _operations_routes(checks: Mapping[str, Check], metrics: Metrics) -> APIRout
         """The process is up."""
         return {"status": "ok"}
 
-    @router.get("/readyz", responses={503: {"description": "A dependency cannot be reached"}})
+    @router.get("/readyz", responses={503: {"description": "A dependency cannot do its part"}})
     async def readyz() -> JSONResponse:
-        """Whether the database (and Kafka, when configured) can be reached now."""
+        """Whether the database and Kafka (when configured) can do their part now.
+
+        Unauthenticated, for probes: it names what is down, never why. The error
+        can name internal hosts; it goes to the log.
+        """
         results = await asyncio.gather(
             *(asyncio.wait_for(check(), _CHECK_TIMEOUT) for check in checks.values()),
             return_exceptions=True,
         )
-        report = {
-            name: "ok" if not isinstance(result, BaseException) else f"unavailable: {result}"
-            for name, result in zip(checks, results, strict=True)
-        }
+        report: dict[str, str] = {}
+        for name, result in zip(checks, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("readiness: %s unavailable: %r", name, result)
+                report[name] = "unavailable"
+            else:
+                report[name] = "ok"
         ready = all(value == "ok" for value in report.values())
         return JSONResponse(
             status_code=200 if ready else 503,

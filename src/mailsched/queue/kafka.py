@@ -23,35 +23,26 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError
-
 from mailsched.config import KafkaConfig
+from mailsched.errors import QueueUnavailable
 from mailsched.queue import DueDelivery, Received
 from mailsched.queue import kafka_codec as codec
 from mailsched.queue.kafka_consumer import KafkaReceived, Subscriber
 from mailsched.queue.kafka_errors import TopicMissing
+from mailsched.queue.kafka_logs import client_logging
 from mailsched.queue.kafka_producer import Publisher
-from mailsched.queue.kafka_topics import ensure_topics, new_topic, ping
+from mailsched.queue.kafka_topics import ensure_topics, min_insync, new_topic, unwritable
 
 __all__ = ["KafkaQueue", "KafkaReceived"]
 
 logger = logging.getLogger(__name__)
-_librdkafka_logger = logging.getLogger("mailsched.queue.librdkafka")
 
 #: How often clients re-read topic metadata: a topic created again (after it was
 #: deleted or the cluster's data was wiped) is picked up within this.
 _METADATA_REFRESH_MS = 5_000
 
-
-def _log_client_error(error: KafkaError) -> None:
-    # Client-wide conditions arrive here; the operations they affect fail on
-    # their own. Connection failures are in librdkafka's own log already.
-    if error.fatal():
-        _librdkafka_logger.error("fatal Kafka client error: %s", error)
-    elif error.code() == KafkaError._ALL_BROKERS_DOWN:
-        _librdkafka_logger.warning("Kafka client error: %s", error)
-    else:
-        _librdkafka_logger.debug("Kafka client error: %s", error)
+#: A failed send this recent, none confirmed since, makes the queue not ready.
+_RECENT_FAILURE_SECONDS = 60.0
 
 
 class KafkaQueue:
@@ -69,13 +60,14 @@ class KafkaQueue:
     ) -> None:
         """Nothing connects until first use; ``publish_timeout`` bounds every publish."""
         self._config = config
-        self._client_id = client_id
         self._admin_timeout = admin_timeout
-        common: dict[str, Any] = {
+        self._admin_config: dict[str, Any] = {
             "bootstrap.servers": config.bootstrap_servers,
             "client.id": client_id,
-            "error_cb": _log_client_error,
-            "logger": _librdkafka_logger,
+            **client_logging(),
+        }
+        common: dict[str, Any] = {
+            **self._admin_config,
             "topic.metadata.refresh.interval.ms": _METADATA_REFRESH_MS,
         }
         publisher = {
@@ -106,18 +98,26 @@ class KafkaQueue:
             config.topic,
         )
 
-    async def ping(self) -> None:
-        """Return when a broker answers; raise QueueUnavailable when none does (``/readyz``)."""
-        config = self._config
-        await ping(
-            {"bootstrap.servers": config.bootstrap_servers, "client.id": self._client_id}, 2.0
-        )
+    async def check_writable(self) -> None:
+        """Return if deliveries can be published now; raise QueueUnavailable if not (``/readyz``).
+
+        A broker that answers is not enough: with two brokers of three down it
+        still does, and every write times out. So: no send may have failed
+        lately, and every partition of the delivery topic needs a leader and
+        enough in-sync replicas. Asked through the long-lived producer.
+        """
+        if self._publisher.failed_within(_RECENT_FAILURE_SECONDS):
+            raise QueueUnavailable("the latest sends to Kafka failed")
+        topic = await self._publisher.topic_metadata(self._config.topic, wait=2.0)
+        reason = unwritable(topic, min_insync(self._config.replication_factor))
+        if reason is not None:
+            raise QueueUnavailable(f"Kafka topic {self._config.topic}: {reason}")
 
     async def ensure_topics(self) -> None:
         """Create the delivery and dead-letter topics if missing; wait until they are usable."""
         config = self._config
         await ensure_topics(
-            {"bootstrap.servers": config.bootstrap_servers, "client.id": self._client_id},
+            self._admin_config,
             [
                 new_topic(config.topic, config.partitions, config.replication_factor),
                 # Dead letters are few and read by people: one partition keeps them in order.

@@ -13,10 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
+
+# Where it is defined: the package re-exports it without declaring it public.
+from confluent_kafka.admin._metadata import TopicMetadata
 
 from mailsched.errors import QueueError, QueueUnavailable
 from mailsched.queue.kafka_errors import map_kafka_exceptions, raise_kafka_error
@@ -27,6 +31,8 @@ logger = logging.getLogger(__name__)
 _POLL_SECONDS = 0.5
 # librdkafka fails a record after message.timeout.ms; this is our backstop on top.
 _GRACE_SECONDS = 5.0
+# Sends failing for this long, none confirmed in between, are an outage, not a blip.
+_OUTAGE_SECONDS = 60.0
 
 #: Send errors after which the producer is replaced (see ``Publisher._discard``).
 _WEDGED = frozenset(
@@ -86,6 +92,28 @@ class Publisher:
         self._poller: threading.Thread | None = None
         self._stopping = threading.Event()
         self._closed = False
+        # Monotonic times of the current streak of failed sends (none confirmed since).
+        self._failing_since: float | None = None
+        self._failed_at: float | None = None
+        self._outage_logged = False
+
+    def failed_within(self, seconds: float) -> bool:
+        """Whether a send failed in the last ``seconds``, with none confirmed since."""
+        return self._failed_at is not None and time.monotonic() - self._failed_at < seconds
+
+    async def topic_metadata(self, topic: str, wait: float) -> TopicMetadata | None:
+        """The brokers' current view of ``topic``, asked for up to ``wait`` seconds.
+
+        ``None`` when they do not know it. Asked through this long-lived producer:
+        no client is made per call.
+        """
+        if self._closed:
+            raise QueueError("the Kafka producer is closed")
+        producer = self._started()
+        with map_kafka_exceptions():
+            cluster = await asyncio.to_thread(producer.list_topics, topic, wait)
+        found: TopicMetadata | None = cluster.topics.get(topic)
+        return found
 
     async def send(self, topic: str, records: Sequence[Record]) -> None:
         """Produce ``records`` to ``topic``; raise :class:`QueueError` unless all are confirmed."""
@@ -93,6 +121,25 @@ class Publisher:
             raise QueueError("the Kafka producer is closed")
         if not records:
             return
+        try:
+            await self._send(topic, records)
+        except QueueError:
+            self._failed()
+            raise
+        self._failing_since = self._failed_at = None
+        self._outage_logged = False
+
+    def _failed(self) -> None:
+        now = time.monotonic()
+        self._failed_at = now
+        if self._failing_since is None:
+            self._failing_since = now
+        elif now - self._failing_since > _OUTAGE_SECONDS and not self._outage_logged:
+            # Each failed send is a warning where it is retried; this says it lasts.
+            self._outage_logged = True
+            logger.error("Kafka has confirmed no send for %.0f s", now - self._failing_since)
+
+    async def _send(self, topic: str, records: Sequence[Record]) -> None:
         producer = self._started()
         reports = _Reports(asyncio.get_running_loop(), len(records))
         with map_kafka_exceptions():

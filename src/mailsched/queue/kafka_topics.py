@@ -11,9 +11,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
+
+# Where it is defined: the package re-exports it without declaring it public.
+from confluent_kafka.admin._metadata import TopicMetadata
 from confluent_kafka.cimpl import NewTopic
 
 from mailsched.errors import QueueUnavailable
@@ -24,20 +28,42 @@ logger = logging.getLogger(__name__)
 _SETTLE_SECONDS = 0.2
 
 
-def new_topic(name: str, partitions: int, replication_factor: int) -> NewTopic:
-    """A topic that keeps acknowledged writes when one replica is down."""
+def min_insync(replication_factor: int) -> int:
+    """The in-sync replicas a write needs on mailsched's topics."""
     # acks=all only waits for the in-sync replicas; with three replicas,
     # requiring two keeps a write on two brokers and survives one failure.
-    min_isr = max(1, replication_factor - 1)
+    return max(1, replication_factor - 1)
+
+
+def new_topic(name: str, partitions: int, replication_factor: int) -> NewTopic:
+    """A topic that keeps acknowledged writes when one replica is down."""
     return NewTopic(
         name,
         num_partitions=partitions,
         replication_factor=replication_factor,
-        config={"min.insync.replicas": str(min_isr)},
+        config={"min.insync.replicas": str(min_insync(replication_factor))},
     )
 
 
-AdminConfig = dict[str, str | int | float | bool]
+def unwritable(topic: TopicMetadata | None, min_isr: int) -> str | None:
+    """Why an ``acks=all`` write to ``topic`` would fail now, or ``None`` if it would not.
+
+    Every partition needs a leader and ``min_isr`` in-sync replicas: a campaign's
+    deliveries all go to one partition, so one partition that refuses stops it.
+    """
+    if topic is None or topic.error is not None:
+        return f"topic unknown to the brokers ({getattr(topic, 'error', None)})"
+    if not topic.partitions:
+        return "topic has no partitions"
+    for number, partition in sorted(topic.partitions.items()):
+        if partition.error is not None or partition.leader < 0:
+            return f"partition {number} has no leader ({partition.error})"
+        if len(partition.isrs) < min_isr:
+            return f"partition {number} has {len(partition.isrs)} in-sync replicas of {min_isr}"
+    return None
+
+
+AdminConfig = dict[str, Any]
 
 
 async def ensure_topics(
@@ -81,13 +107,3 @@ def _wait_until_led(admin: AdminClient, name: str, deadline: float) -> None:
         ):
             return
         time.sleep(_SETTLE_SECONDS)
-
-
-async def ping(admin_config: AdminConfig, wait: float) -> None:
-    """Return when a broker answers a metadata request; raise QueueUnavailable otherwise."""
-    await asyncio.to_thread(_ping, admin_config, wait)
-
-
-def _ping(admin_config: AdminConfig, timeout: float) -> None:
-    with map_kafka_exceptions():
-        AdminClient(admin_config).list_topics(timeout=timeout)
