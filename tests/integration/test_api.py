@@ -102,6 +102,16 @@ LONG_ADDRESS = "a" * 10 + "@" + ".".join(["d" * 63] * 3 + ["d" * 48]) + ".com"
         ({"recipients": ["a@example.com\r\nBcc: b@example.com"]}, "recipients.0"),
         ({"startTime": "2026-01-25T12:00:00"}, "startTime"),
         ({"startTime": "yesterday"}, "startTime"),
+        # No UTC datetime: before year 1, after year 9999.
+        ({"startTime": "9999-12-31T23:00:00-12:00"}, "startTime"),
+        ({"startTime": "0001-01-01T00:00+14:00"}, "startTime"),
+        # The plan would run past year 9999.
+        ({"startTime": "9999-12-31T23:59:00Z", "recipients": ["a@x.io", "b@x.io"]}, "startTime"),
+        ({"startTime": "9999-12-31T23:00:00Z", "hourlyLimit": 1, "delaySeconds": 0}, "startTime"),
+        # Unix times: the documented type is an RFC 3339 date-time.
+        ({"startTime": 1764331200}, "startTime"),
+        ({"startTime": 1764331200.5}, "startTime"),
+        ({"startTime": "1764331200"}, "startTime"),
         ({"delaySeconds": -1}, "delaySeconds"),
         ({"delaySeconds": 86401}, "delaySeconds"),
         ({"delaySeconds": 1.5}, "delaySeconds"),

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.domain.model import Campaign, CampaignStatus, DeliveryStatus
-from mailsched.domain.plan import Rules, plan
+from mailsched.domain.plan import PastCalendar, Rules, plan
 from mailsched.errors import Conflict, DuplicateKey, Invalid, NotFound
 from mailsched.producer import templates
 from mailsched.producer.schemas import (
@@ -63,7 +63,10 @@ class Campaigns:
         now = self._clock()
         rules = Rules(timedelta(seconds=request.delay_seconds), request.hourly_limit, self._window)
         sending_to = [r for r in request.recipients if r.email not in suppressed]
-        times = iter(plan(len(sending_to), max(request.start_time, now), rules))
+        try:
+            times = iter(plan(len(sending_to), max(request.start_time, now), rules))
+        except PastCalendar as error:
+            raise Invalid([("startTime", f"too late for these rules: {error}")]) from error
         start = max(request.start_time, now)
         new = store.NewCampaign(
             user_id=request.user_id,

@@ -11,6 +11,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -126,8 +127,23 @@ RecipientField = Annotated[
 ]
 
 
+#: The start of an RFC 3339 date-time. pydantic would also take a unix time, as a
+#: number or a string of digits; the API documents only the date-time.
+_DATE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")
+
+
+def _date_time_text(value: object) -> object:
+    if not isinstance(value, str) or not _DATE_TIME.match(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2026-01-25T12:00:00Z")
+    return value
+
+
 def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as error:
+        # 0001-01-01T00:00+14:00 and 9999-12-31T23:00-12:00 have no UTC datetime.
+        raise ValueError("must fall within the years 1 to 9999 once in UTC") from error
 
 
 def _one_line(value: str) -> str:
@@ -151,7 +167,7 @@ class CampaignRequest(_Camel):
     subject: Annotated[str, Field(min_length=1, max_length=998), AfterValidator(_one_line)]
     body: str = Field(min_length=1)
     html_body: str | None = Field(default=None, min_length=1)
-    start_time: Annotated[AwareDatetime, AfterValidator(_utc)]
+    start_time: Annotated[AwareDatetime, BeforeValidator(_date_time_text), AfterValidator(_utc)]
     delay_seconds: int = Field(ge=0, le=MAX_DELAY_SECONDS, strict=True)
     hourly_limit: int = Field(ge=1, le=MAX_HOURLY_LIMIT, strict=True)
     recipients: list[RecipientField] = Field(min_length=1)
