@@ -8,9 +8,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
+from mailsched.producer.api import Limits
 from mailsched.store.db import Database
 from mailsched.store.tables import campaigns, deliveries
-from tests.support.api import URL, client_for, make_app, spec_body
+from tests.support.api import URL, client_for, make_app, new_key, spec_body
 
 
 async def count_rows(db: Database) -> tuple[int, int]:
@@ -301,3 +302,40 @@ async def test_campaign_view_counts_possible_duplicates(client: httpx.AsyncClien
     created = (await client.post(URL, json=spec_body())).json()
     view = (await client.get(f"{URL}/{created['campaignId']}")).json()
     assert view["possibleDuplicates"] == 0
+
+
+async def test_recipients_are_counted_before_they_are_validated(db: Database) -> None:
+    app = make_app(db, limits=Limits(max_recipients=3))
+    async with client_for(app, await new_key(db, 1)) as client:
+        # Invalid recipients, and one too many: the count refuses them unvalidated.
+        response = await client.post(URL, json=spec_body(recipients=["bad", 2, {}, None]))
+        assert response.status_code == 413, response.text
+        assert response.json()["detail"] == [
+            {"field": "recipients", "message": "at most 3 recipients per campaign"}
+        ]
+        # Duplicates count: they are in the body all the same.
+        response = await client.post(URL, json=spec_body(recipients=["a@x.io"] * 4))
+        assert response.status_code == 413
+        assert (
+            await client.post(URL, json=spec_body(recipients=["a@x.io"] * 3))
+        ).status_code == 201
+        assert (await client.post(URL, json=spec_body(recipients=["bad"] * 3))).status_code == 422
+    assert await count_rows(db) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # The recipients are not an array, or not at the top level: the schema says what is wrong.
+        spec_body(recipients="a@x.io"),
+        spec_body(recipients={"recipients": ["a@x.io"] * 4}),
+        spec_body(body={"recipients": ["a@x.io"] * 4}),
+    ],
+)
+async def test_only_the_top_level_recipients_array_is_counted(
+    db: Database, body: dict[str, Any]
+) -> None:
+    app = make_app(db, limits=Limits(max_recipients=3))
+    async with client_for(app, await new_key(db, 1)) as client:
+        response = await client.post(URL, json=body)
+    assert response.status_code == 422, response.text

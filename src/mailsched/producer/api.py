@@ -7,7 +7,7 @@ and the authentication alias is local to the route factories.
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -24,6 +24,7 @@ from fastapi import (
 )
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -40,7 +41,7 @@ from mailsched.errors import (
 from mailsched.metrics import Metrics
 from mailsched.producer.auth import Caller, TooManyRequests
 from mailsched.producer.campaigns import Campaigns
-from mailsched.producer.limits import BodySizeLimit, TooLarge
+from mailsched.producer.limits import BodySizeLimit, TooLarge, check_item_count
 from mailsched.producer.schemas import (
     ERROR_RESPONSES,
     MAX_ID,
@@ -121,9 +122,10 @@ def _campaign_routes(
     limits: Limits,
 ) -> APIRouter:
     router = APIRouter(prefix="/api/v1/email", tags=["campaigns"], responses=ERROR_RESPONSES)
+    creating = APIRouter(route_class=_counting_recipients(limits.max_recipients))
     CallerDep = Annotated[Caller, Depends(caller)]
 
-    @router.post("/campaign", status_code=status.HTTP_201_CREATED)
+    @creating.post("/campaign", status_code=status.HTTP_201_CREATED)
     async def create_campaign(
         request: CampaignRequest,
         caller: CallerDep,
@@ -150,6 +152,8 @@ def _campaign_routes(
         result = CampaignCreated.model_validate_json(created.body)
         log.info("campaign %d created: %d recipients", result.campaign_id, result.recipient_count)
         return result
+
+    router.include_router(creating)
 
     @router.get("/campaigns")
     async def list_campaigns(
@@ -219,10 +223,25 @@ def _control_routes(
     return router
 
 
+def _counting_recipients(limit: int) -> type[APIRoute]:
+    """A route class that counts a body's recipients before FastAPI parses it."""
+
+    class CountingRecipients(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def counted(request: Request) -> Response:
+                # The body is cached on the request: the handler reads it again for free.
+                check_item_count(await request.body(), "recipients", limit)
+                return await handler(request)
+
+            return counted
+
+    return CountingRecipients
+
+
 def _check_size(request: CampaignRequest, limits: Limits) -> None:
-    total = len(request.recipients) + request.duplicates_dropped
-    if total > limits.max_recipients:
-        raise TooLarge("recipients", f"at most {limits.max_recipients} recipients per campaign")
+    """Field sizes; the recipients were counted before the body was parsed."""
     for name, text in (("body", request.body), ("htmlBody", request.html_body)):
         if text is not None and len(text.encode()) > limits.max_body_bytes:
             raise TooLarge(name, f"at most {limits.max_body_bytes} bytes")
