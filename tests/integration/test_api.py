@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import func, select, update
 
-from mailsched.producer.api import Limits
-from mailsched.store.db import Database
+from mailsched.producer.api import Limits, create_app
+from mailsched.producer.auth import Authenticator, caller_dependency
+from mailsched.producer.campaigns import Campaigns
+from mailsched.store.db import Database, DataRefused
 from mailsched.store.tables import campaigns, deliveries
-from tests.support.api import URL, client_for, make_app, new_key, spec_body
+from tests.support.api import NOW, URL, client_for, make_app, new_key, spec_body
 
 
 async def count_rows(db: Database) -> tuple[int, int]:
@@ -339,3 +343,32 @@ async def test_only_the_top_level_recipients_array_is_counted(
     async with client_for(app, await new_key(db, 1)) as client:
         response = await client.post(URL, json=body)
     assert response.status_code == 422, response.text
+
+
+async def test_the_largest_variables_the_schema_allows_are_stored(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    # Escaped as \uXXXX, these are ~300 KB of JSON: past a MySQL TEXT's 64 KiB.
+    variables = {f"v{i}": "é€" * 500 for i in range(50)}
+    recipient = {"email": "a@example.com", "vars": variables}
+    response = await client.post(URL, json=spec_body(recipients=[recipient]))
+    assert response.status_code == 201, response.text
+
+    async def stored(conn: Any) -> str:
+        return str((await conn.execute(select(deliveries.c.vars))).scalar_one())
+
+    assert json.loads(await db.run(stored)) == variables
+
+
+async def test_a_value_the_database_refuses_is_a_422_not_a_503(db: Database) -> None:
+    class Refusing(Campaigns):
+        async def create(self, *_: Any, **__: Any) -> Any:
+            raise DataRefused("value refused: (1406, \"Data too long for column 'vars'\")")
+
+    caller = caller_dependency(Authenticator(db, 6000))
+    app = create_app(Refusing(db, timedelta(hours=1), lambda: NOW), caller)
+    async with client_for(app, await new_key(db, 1)) as client:
+        response = await client.post(URL, json=spec_body())
+    assert response.status_code == 422, response.text
+    assert "retry-after" not in response.headers
+    assert response.json()["detail"][0]["field"] == "body"

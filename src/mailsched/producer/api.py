@@ -53,6 +53,7 @@ from mailsched.producer.schemas import (
     DeliveryPage,
     RetryStarted,
 )
+from mailsched.store.db import DataRefused
 
 log = logging.getLogger(__name__)
 
@@ -359,6 +360,13 @@ def _install_service_errors(app: FastAPI) -> None:
     async def too_many(_: Request, exc: TooManyRequests) -> JSONResponse:
         retry_after = str(max(1, round(exc.retry_after)))
         return _error(429, "too_many_requests", str(exc), **{"Retry-After": retry_after})
+
+    @app.exception_handler(DataRefused)
+    async def data_refused(_: Request, exc: DataRefused) -> JSONResponse:
+        # Permanent: the same request would be refused again, so not a 503.
+        log.warning("answering 422: %s", exc)
+        detail = [{"field": "body", "message": "a value does not fit the database"}]
+        return _error(422, "invalid_request", detail)
 
     @app.exception_handler(StoreUnavailable)
     @app.exception_handler(QueueUnavailable)
