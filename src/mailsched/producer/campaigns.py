@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Callable
@@ -58,7 +59,8 @@ class Campaigns:
         transaction and given again for the same request within 24 hours; a
         different request with the same key is a :class:`Conflict`.
         """
-        templated = _check_templates(request)
+        # Rendering every recipient's templates can take a second: not on the event loop.
+        templated = await asyncio.to_thread(_check_templates, request)
         suppressed = await self._suppressed(request)
         now = self._clock()
         rules = Rules(timedelta(seconds=request.delay_seconds), request.hourly_limit, self._window)
@@ -322,7 +324,7 @@ def _check_templates(request: CampaignRequest) -> bool:
         if not templates.is_templated(request.subject, request.body, request.html_body):
             return False
         required = templates.required_variables(request.subject, request.body, request.html_body)
-        subject = templates.SubjectChecker(request.subject)
+        subject = templates.RecipientChecker(request.subject, request.body, request.html_body)
     except templates.TemplateProblem as problem:
         raise Invalid([(problem.field, str(problem))]) from problem
     problems: list[tuple[str, str]] = []
