@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from mailsched.domain.model import CampaignStatus, DeliveryStatus
+from mailsched.mail.headers import header_break, header_text
 from mailsched.producer.addresses import normalize_address
 
 MAX_DELAY_SECONDS = 86_400
@@ -73,7 +74,7 @@ def _name(value: object) -> str | None:
         return None
     if not isinstance(value, str) or not 1 <= len(value) <= 200:
         raise ValueError("name: a string of 1 to 200 characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if any(ord(c) < 32 or ord(c) == 127 for c in value) or header_break(value):
         raise ValueError("name: must not contain control characters (CR, LF, ...)")
     return value
 
@@ -147,9 +148,7 @@ def _utc(value: datetime) -> datetime:
 
 
 def _one_line(value: str) -> str:
-    if "\r" in value or "\n" in value:
-        raise ValueError("must not contain CR or LF")
-    return value
+    return header_text(value)
 
 
 class _Camel(BaseModel):
