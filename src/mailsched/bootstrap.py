@@ -29,12 +29,14 @@ from mailsched.metrics import Metrics
 from mailsched.producer.auth import Authenticator, Caller, caller_dependency
 from mailsched.producer.campaigns import Campaigns
 from mailsched.producer.dispatcher import Dispatcher
+from mailsched.producer.relay import DeadLetterOutbox, Relay
 from mailsched.producer.suppressions import suppression_routes, unsubscribe_routes
 from mailsched.queue import DeliveryQueue
 from mailsched.queue.kafka import KafkaQueue
 from mailsched.queue.memory import MemoryQueue
 from mailsched.store import secrets
 from mailsched.store.db import Database
+from mailsched.store.dead_letters import DeadLetterRow
 from mailsched.unsubscribe import UnsubscribeSigner
 
 Clock = Callable[[], datetime]
@@ -78,6 +80,10 @@ class Components:
 
     def dispatcher(self) -> Dispatcher:
         return Dispatcher(self.db, self.queue, self.settings.dispatcher(), self.clock, self.metrics)
+
+    def relay(self) -> Relay[DeadLetterRow]:
+        """The relay of dead letters from their outbox table to the queue (beside a dispatcher)."""
+        return Relay("dead-letter", self.db, DeadLetterOutbox(self.queue))
 
     def readiness_checks(self) -> dict[str, Callable[[], Awaitable[None]]]:
         """What ``/readyz`` asks: the database, and Kafka (can it take writes?) when it is

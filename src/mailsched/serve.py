@@ -82,6 +82,7 @@ async def _run(components: Components, settings: Settings, roles: frozenset[Role
         if components.in_process_queue:
             await dispatcher.recover_in_process_queue()
         tasks.append(asyncio.create_task(dispatcher.run(stop), name="dispatcher"))
+        tasks.append(asyncio.create_task(components.relay().run(stop), name="relay"))
     if Role.WORKER in roles:
         tasks.append(asyncio.create_task(components.worker(signer).run(stop), name="worker"))
         if Role.API not in roles:

@@ -32,6 +32,7 @@ async def running(
             if components.in_process_queue:
                 await d.recover_in_process_queue()
             tasks.append(asyncio.create_task(d.run(stop)))
+            tasks.append(asyncio.create_task(components.relay().run(stop)))
         if worker:
             signer = await components.unsubscribe_signer()
             tasks.append(asyncio.create_task(components.worker(signer).run(stop)))

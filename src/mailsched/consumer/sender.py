@@ -5,6 +5,11 @@ done: a worker that dies then leaves only the sends of that moment in doubt,
 not every send of its batch. Each write covers every campaign of the batch in
 one transaction of a few statements. Writing is retried while the lease lasts,
 so a short database outage does not turn finished sends into re-sends.
+
+A delivery that failed for good gets its dead letter in that same transaction
+(the outbox, see :mod:`mailsched.producer.relay`): the queue is not called
+here, so a dead-letter topic that is down can neither lose one nor abandon
+the rest of the batch.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from mailsched.domain.model import Campaign
 from mailsched.errors import SendError, SendExpired, StoreError
 from mailsched.mail import Mailer
 from mailsched.metrics import Metrics
-from mailsched.queue import DeliveryQueue, DueDelivery
+from mailsched.queue import DeliveryQueue
+from mailsched.store import dead_letters
 from mailsched.store.campaigns import complete_finished
 from mailsched.store.db import Database
 from mailsched.store.sending import Claimable, record, replan
@@ -129,6 +135,8 @@ async def _record(deps: WorkerDeps, attempts: list[Attempt], lease_until: dateti
                 # the deliveries it refused.
                 rules = campaigns[cid].rules(deps.window)
                 await replan(conn, cid, rules, verdict.slow_down_until)
+        failed = [did for v in verdicts.values() for did, _ in v.outcomes.failed]
+        await dead_letters.add_failed(conn, failed, now)
         await complete_finished(conn, list(verdicts), now)
         return lost
 
@@ -146,22 +154,17 @@ async def _record(deps: WorkerDeps, attempts: list[Attempt], lease_until: dateti
     if lost:
         log.warning("%d outcomes not recorded, their lease was taken over", lost)
     for cid, verdict in verdicts.items():
-        await _report(deps, cid, verdict)
+        _report(deps, cid, verdict)
 
 
-async def _report(deps: WorkerDeps, campaign_id: int, verdict: Sorted) -> None:
-    """Metrics, a warning for sends in doubt, and failed deliveries to the dead-letter topic."""
+def _report(deps: WorkerDeps, campaign_id: int, verdict: Sorted) -> None:
+    """Metrics, and a warning for sends in doubt."""
     _observe(deps.metrics, verdict)
     if verdict.possible_duplicates:
         log.warning(
             "campaign %d: %d sends may have been delivered before the connection broke",
             campaign_id,
             verdict.possible_duplicates,
-        )
-    if verdict.outcomes.failed:
-        await deps.queue.dead_letter(
-            [DueDelivery(did, campaign_id) for did, _ in verdict.outcomes.failed],
-            "; ".join(sorted({err for _, err in verdict.outcomes.failed}))[:500],
         )
 
 

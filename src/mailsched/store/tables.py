@@ -92,7 +92,7 @@ deliveries = Table(
     Column("recipient", String(320), nullable=False),
     # Personalization: the recipient's name and template variables (JSON object).
     Column("name", String(200), nullable=True),
-    Column("vars", Text().with_variant(mysql.MEDIUMTEXT(), "mysql"), nullable=True),
+    Column("vars", Text, nullable=True),
     Column("scheduled_at", UTCDateTime, nullable=False),
     Column("status", String(16), nullable=False),
     Column("attempts", SmallInteger, nullable=False, default=0),
@@ -170,4 +170,18 @@ secrets = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("value", String(128), nullable=False),
+)
+
+#: The dead-letter outbox: a delivery that failed for good gets a row in the same
+#: transaction that marks it FAILED, and the relay (beside the dispatcher) publishes
+#: it to the dead-letter topic, deleting the row once the queue holds it. So a queue
+#: that is down delays a dead letter; it never loses one, nor breaks a worker's batch.
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("delivery_id", Id, nullable=False),
+    Column("campaign_id", Id, nullable=False),
+    Column("reason", String(500), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
 )
