@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import func, select, update
 
-from mailsched.store.db import Database
+from mailsched.producer.api import Limits, create_app
+from mailsched.producer.auth import Authenticator, caller_dependency
+from mailsched.producer.campaigns import Campaigns
+from mailsched.store.db import Database, DataRefused
 from mailsched.store.tables import campaigns, deliveries
-from tests.support.api import URL, client_for, make_app, spec_body
+from tests.support.api import NOW, URL, client_for, make_app, new_key, spec_body
 
 
 async def count_rows(db: Database) -> tuple[int, int]:
@@ -102,6 +107,16 @@ LONG_ADDRESS = "a" * 10 + "@" + ".".join(["d" * 63] * 3 + ["d" * 48]) + ".com"
         ({"recipients": ["a@example.com\r\nBcc: b@example.com"]}, "recipients.0"),
         ({"startTime": "2026-01-25T12:00:00"}, "startTime"),
         ({"startTime": "yesterday"}, "startTime"),
+        # No UTC datetime: before year 1, after year 9999.
+        ({"startTime": "9999-12-31T23:00:00-12:00"}, "startTime"),
+        ({"startTime": "0001-01-01T00:00+14:00"}, "startTime"),
+        # The plan would run past year 9999.
+        ({"startTime": "9999-12-31T23:59:00Z", "recipients": ["a@x.io", "b@x.io"]}, "startTime"),
+        ({"startTime": "9999-12-31T23:00:00Z", "hourlyLimit": 1, "delaySeconds": 0}, "startTime"),
+        # Unix times: the documented type is an RFC 3339 date-time.
+        ({"startTime": 1764331200}, "startTime"),
+        ({"startTime": 1764331200.5}, "startTime"),
+        ({"startTime": "1764331200"}, "startTime"),
         ({"delaySeconds": -1}, "delaySeconds"),
         ({"delaySeconds": 86401}, "delaySeconds"),
         ({"delaySeconds": 1.5}, "delaySeconds"),
@@ -291,3 +306,106 @@ async def test_campaign_view_counts_possible_duplicates(client: httpx.AsyncClien
     created = (await client.post(URL, json=spec_body())).json()
     view = (await client.get(f"{URL}/{created['campaignId']}")).json()
     assert view["possibleDuplicates"] == 0
+
+
+async def test_recipients_are_counted_before_they_are_validated(db: Database) -> None:
+    app = make_app(db, limits=Limits(max_recipients=3))
+    async with client_for(app, await new_key(db, 1)) as client:
+        # Invalid recipients, and one too many: the count refuses them unvalidated.
+        response = await client.post(URL, json=spec_body(recipients=["bad", 2, {}, None]))
+        assert response.status_code == 413, response.text
+        assert response.json()["detail"] == [
+            {"field": "recipients", "message": "at most 3 recipients per campaign"}
+        ]
+        # Duplicates count: they are in the body all the same.
+        response = await client.post(URL, json=spec_body(recipients=["a@x.io"] * 4))
+        assert response.status_code == 413
+        assert (
+            await client.post(URL, json=spec_body(recipients=["a@x.io"] * 3))
+        ).status_code == 201
+        assert (await client.post(URL, json=spec_body(recipients=["bad"] * 3))).status_code == 422
+    assert await count_rows(db) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # The recipients are not an array, or not at the top level: the schema says what is wrong.
+        spec_body(recipients="a@x.io"),
+        spec_body(recipients={"recipients": ["a@x.io"] * 4}),
+        spec_body(body={"recipients": ["a@x.io"] * 4}),
+    ],
+)
+async def test_only_the_top_level_recipients_array_is_counted(
+    db: Database, body: dict[str, Any]
+) -> None:
+    app = make_app(db, limits=Limits(max_recipients=3))
+    async with client_for(app, await new_key(db, 1)) as client:
+        response = await client.post(URL, json=body)
+    assert response.status_code == 422, response.text
+
+
+async def test_malformed_json_names_the_body_and_where(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        URL, content=b'{"userId": 1,\n  "subject": }', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"] == [
+        {"field": "body", "message": "not valid JSON: Expecting value (line 2, column 14)"}
+    ]
+
+
+async def test_deeply_nested_json_is_said_to_be_so(client: httpx.AsyncClient) -> None:
+    for nested in (
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"body": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    ):
+        response = await client.post(
+            URL, content=nested, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 422
+        assert response.json()["detail"] == [{"field": "body", "message": "nested too deeply"}]
+
+
+async def test_a_429_says_what_its_header_says(db: Database) -> None:
+    clock = [100.0]
+    # 6 a minute: a burst of 1, then one every 10 s.
+    caller = caller_dependency(Authenticator(db, 6, monotonic=lambda: clock[0]))
+    app = create_app(Campaigns(db, timedelta(hours=1), lambda: NOW), caller)
+    async with client_for(app, await new_key(db, 1)) as client:
+        assert (await client.get(f"{URL}s")).status_code == 200
+        for elapsed, expected in ((0.0, 10), (9.6, 1), (0.3, 1), (-5.5, 6)):
+            clock[0] += elapsed
+            response = await client.get(f"{URL}s")
+            assert response.status_code == 429
+            assert response.headers["retry-after"] == str(expected)
+            assert response.json()["detail"] == f"too many requests; retry after {expected} s"
+
+
+async def test_the_largest_variables_the_schema_allows_are_stored(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    # Escaped as \uXXXX, these are ~300 KB of JSON: past a MySQL TEXT's 64 KiB.
+    variables = {f"v{i}": "é€" * 500 for i in range(50)}
+    recipient = {"email": "a@example.com", "vars": variables}
+    response = await client.post(URL, json=spec_body(recipients=[recipient]))
+    assert response.status_code == 201, response.text
+
+    async def stored(conn: Any) -> str:
+        return str((await conn.execute(select(deliveries.c.vars))).scalar_one())
+
+    assert json.loads(await db.run(stored)) == variables
+
+
+async def test_a_value_the_database_refuses_is_a_422_not_a_503(db: Database) -> None:
+    class Refusing(Campaigns):
+        async def create(self, *_: Any, **__: Any) -> Any:
+            raise DataRefused("value refused: (1406, \"Data too long for column 'vars'\")")
+
+    caller = caller_dependency(Authenticator(db, 6000))
+    app = create_app(Refusing(db, timedelta(hours=1), lambda: NOW), caller)
+    async with client_for(app, await new_key(db, 1)) as client:
+        response = await client.post(URL, json=spec_body())
+    assert response.status_code == 422, response.text
+    assert "retry-after" not in response.headers
+    assert response.json()["detail"][0]["field"] == "body"

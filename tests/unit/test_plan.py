@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailsched.domain.plan import Rules, next_slots, plan, window_refs_for
+from mailsched.domain.plan import PastCalendar, Rules, next_slots, plan, window_refs_for
 
 T0 = datetime(2026, 1, 25, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -53,6 +53,33 @@ def test_plan_of_nothing() -> None:
 def test_rules_refuse_nonsense(delay: int, limit: int, window: int) -> None:
     with pytest.raises(ValueError):
         Rules(s(delay), limit, s(window))
+
+
+LAST = datetime.max.replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("count", "start", "rules", "history"),
+    [
+        # The delay carries the second send past the calendar.
+        (2, LAST - s(59), Rules(s(60), 10, HOUR), ()),
+        # The window does, delay or not.
+        (2, LAST - s(3599), Rules(s(0), 1, HOUR), ()),
+        # Or the sends already made.
+        (1, LAST - s(59), Rules(s(60), 10, HOUR), (LAST - s(30),)),
+        (1, LAST - HOUR, Rules(s(0), 1, 2 * HOUR), (LAST - HOUR,)),
+    ],
+)
+def test_a_plan_past_year_9999_is_refused(
+    count: int, start: datetime, rules: Rules, history: tuple[datetime, ...]
+) -> None:
+    with pytest.raises(PastCalendar):
+        plan(count, start, rules, history)
+
+
+def test_a_plan_may_end_at_the_last_moment() -> None:
+    rules = Rules(s(60), 10, HOUR)
+    assert plan(2, LAST - s(60), rules) == [LAST - s(60), LAST]
 
 
 rules_strategy = st.builds(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from mailsched.mail.templates import MAX_TEXT, CampaignTemplates, context
+from mailsched.mail.templates import MAX_SUBJECT, MAX_TEXT, CampaignTemplates, context
+from mailsched.producer import templates as producer_templates
 from mailsched.producer.templates import (
+    RecipientChecker,
     SubjectChecker,
     TemplateProblem,
     is_templated,
@@ -188,3 +190,252 @@ def test_subject_checker_compiles_once_for_many_recipients() -> None:
     ]
     with pytest.raises(TemplateProblem):
         checker.render("u@example.org", "line\nbreak")
+
+
+# The hardening issue, item 2: what a template renders to is bounded, and so is the work.
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # 480 kB from 20 characters: a list that prints large.
+        "{{ [[1]*400]*400 }}",
+        # 10 MB: a list of large strings.
+        '{{ ["a"*100000]*100 }}',
+        # A list is weighed before str() makes it text.
+        "{{ ([[1]*400]*300)|string|length }}",
+        "{{ '%s' % ([[1]*400]*300,) }}",
+        "{{ ('a'*60000) ~ ('a'*60000) }}",
+        "{{ 'a'*60000 + 'a'*60000 }}",
+        "{{ [1]*60000 + [1]*60000 }}",
+    ],
+)
+def test_values_that_would_print_huge_are_refused(source: str) -> None:
+    templates = CampaignTemplates(source, source)
+
+    for render in (templates.subject, templates.render):
+        with pytest.raises(TemplateProblem) as caught:
+            render(context("a@example.org", None, {}))
+        assert caught.value.field == "subject"
+
+
+def test_a_subject_renders_to_at_most_998_characters() -> None:
+    templates = CampaignTemplates("{{ 'x' * n }}", "b")
+
+    assert len(templates.subject(context("a@example.org", None, {"n": MAX_SUBJECT}))) == 998
+    with pytest.raises(TemplateProblem, match="more than 998 characters") as caught:
+        templates.subject(context("a@example.org", None, {"n": MAX_SUBJECT + 1}))
+    assert caught.value.field == "subject"
+
+
+@pytest.mark.parametrize("field", ["body", "htmlBody"])
+def test_a_body_renders_to_at_most_max_body_bytes(field: str) -> None:
+    # 'é' is two bytes: 600 of them pass 1000 characters but not 1000 bytes.
+    source = "{{ 'é' * n }}"
+    templates = CampaignTemplates("s", source, source, max_body_bytes=1000)
+
+    rendered = templates.render(context("a@example.org", None, {"n": 500}))
+    assert len(rendered.body.encode()) == len((rendered.html_body or "").encode()) == 1000
+    only = {"body": ("s", source, "x"), "htmlBody": ("s", "x", source)}[field]
+    with pytest.raises(TemplateProblem, match="more than 1000 bytes") as caught:
+        CampaignTemplates(*only, max_body_bytes=1000).render(
+            context("a@example.org", None, {"n": 501})
+        )
+    assert caught.value.field == field
+
+
+class Counted(str):
+    """A value that counts how often it is written out."""
+
+    writes = 0
+
+    def __str__(self) -> str:
+        Counted.writes += 1
+        return str.__str__(self)
+
+
+def test_a_render_stops_once_over_the_limit() -> None:
+    # 400 copies of a 1,000-character value would be 400 kB; the render stops past 10 kB.
+    templates = CampaignTemplates("s", "{{ v }}" * 400, max_body_bytes=10_000)
+    Counted.writes = 0
+
+    with pytest.raises(TemplateProblem, match="more than 10000 bytes"):
+        templates.render(context("a@example.org", None, {"v": Counted("x" * 1000)}))
+    assert Counted.writes == 11
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{{ v }}" * 501, "at most 500 tags"),
+        ("{% if v %}{% endif %}" * 251, "at most 500 tags"),
+        ("{{ [" + "v, " * 1000 + "] }}", "at most 1000 parts"),
+    ],
+)
+def test_a_template_may_only_be_so_large(source: str, message: str) -> None:
+    # Compiling 40,000 tags took 3.4 s, most of it in compile(), which holds the GIL.
+    with pytest.raises(TemplateProblem, match=message):
+        is_templated("s", source)
+    assert CampaignTemplates("s", "{{ v }}" * 500)
+
+
+def test_many_large_values_exhaust_the_budget_of_one_render() -> None:
+    # Each value is allowed, and none is written out: the work is what is bounded.
+    source = "{{ ('ab ' * 33000)|upper|length }}" * 100
+    templates = CampaignTemplates("s", source)
+
+    with pytest.raises(TemplateProblem, match="too much work"):
+        templates.render(context("a@example.org", None, {}))
+
+
+def test_slow_filters_are_charged_for_their_input() -> None:
+    # title on 66,000 characters is about 25 ms: two exhaust a body's 4 M, and
+    # a tenth of one a subject's 64 k (a subject is rendered per recipient at creation).
+    title = "{{ ('a b ' * 16500)|title|length }}"
+    templates = CampaignTemplates("{{ ('a b ' * 1000)|title|length }}", title * 2)
+
+    with pytest.raises(TemplateProblem, match="too much work") as caught:
+        templates.subject(context("a@example.org", None, {}))
+    assert caught.value.field == "subject"
+    assert CampaignTemplates("s", title).render(context("a@example.org", None, {})).body == "66000"
+    with pytest.raises(TemplateProblem, match="too much work") as caught:
+        CampaignTemplates("s", title * 2).render(context("a@example.org", None, {}))
+    assert caught.value.field == "body"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ email.split }}",
+        "{{ name.upper }}",
+        "{{ [1, 2] }}",
+        "{{ (1, 2) }}",
+        "{{ {'a': 1} }}",
+        "{{ x.real.conjugate }}",
+    ],
+)
+def test_a_method_or_an_object_is_not_written_out(source: str) -> None:
+    templates = CampaignTemplates(source, "b")
+
+    with pytest.raises(TemplateProblem, match="cannot be written into a message") as caught:
+        templates.subject(context("a@example.org", "Ann", {"x": 3}))
+    assert caught.value.field == "subject"
+    assert "0x" not in str(caught.value)
+
+
+def test_text_numbers_booleans_and_none_are_written_out() -> None:
+    templates = CampaignTemplates(
+        "{{ name }} {{ n }} {{ f }} {{ b }} {{ none }} {{ [3, 4]|first }} {{ x.real }}", "b"
+    )
+
+    subject = templates.subject(
+        context("a@example.org", "Ann", {"n": 2, "f": 1.5, "b": True, "x": 7})
+    )
+
+    assert subject == "Ann 2 1.5 True None 3 7"
+
+
+# Item 4: every failure of a template is a TemplateProblem (a 422), never a 500.
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # 300 deep is also 600 tags, which is refused before it is parsed.
+        "{% if x %}" * 240 + "y" + "{% endif %}" * 240,
+        "{{ " + "(" * 300 + "1" + ")" * 300 + " }}",
+        "{{ " + "-" * 300 + "1 }}",
+        "{{ x" + "|upper" * 300 + " }}",
+        "{{ " + "[" * 300 + "]" * 300 + " }}",
+    ],
+)
+def test_deep_nesting_is_a_template_problem(source: str) -> None:
+    with pytest.raises(TemplateProblem, match="nest") as caught:
+        is_templated("s", source)
+    assert caught.value.field == "body"
+    with pytest.raises(TemplateProblem, match="nest"):
+        CampaignTemplates(source, "b")
+
+
+def test_nesting_within_the_limit_is_fine() -> None:
+    source = "{% if x %}" * 20 + "{{ ((((x)))) }}" + "{% endif %}" * 20
+
+    assert CampaignTemplates(source, "b").subject(context("a@example.org", None, {"x": 1})) == "1"
+
+
+@pytest.mark.parametrize(
+    ("source", "kind"),
+    [
+        ("{{ name|truncate(1) }}", "AssertionError"),
+        ("{{ 2.0 ** 5000 }}", "OverflowError"),
+        ("{{ 'a' < 1 }}", "TypeError"),
+    ],
+)
+def test_any_exception_of_a_filter_is_a_template_problem(source: str, kind: str) -> None:
+    templates = CampaignTemplates(source, source)
+    values = context("a@example.org", "Ann", {"x": "9" * 5000})
+
+    for render in (templates.subject, templates.render):
+        with pytest.raises(TemplateProblem) as caught:
+            render(values)
+        assert caught.value.field == "subject"
+        assert kind in str(caught.value)
+
+
+# Item 3: what the email package refuses in a header is refused in a rendered subject.
+
+
+@pytest.mark.parametrize(
+    "char", ["\x00", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\r", "\n"]
+)
+def test_a_subject_rendering_a_header_break_is_refused(char: str) -> None:
+    checker = SubjectChecker("Hi {{ first }}")
+
+    with pytest.raises(TemplateProblem, match="line break") as caught:
+        checker.render("a@example.org", None, {"first": f"Ann{char}Bcc: eve@evil.example"})
+    assert caught.value.field == "subject"
+    # In the body, the same value is fine.
+    assert RecipientChecker("s", "{{ first }}").render("a@example.org", None, {"first": char})
+
+
+# Creation checks every recipient's bodies, rendering only when the size is not settled.
+
+
+def test_recipient_checker_refuses_the_recipient_whose_body_is_too_large() -> None:
+    checker = RecipientChecker("Hi", "{{ bio|upper }}" * 4, max_body_bytes=10_000)
+
+    assert checker.render("a@example.org", None, {"bio": "x" * 1000}) == "Hi"
+    with pytest.raises(TemplateProblem, match="more than 10000 bytes") as caught:
+        checker.render("a@example.org", None, {"bio": "é" * 1300})
+    assert caught.value.field == "body"
+
+
+def test_recipient_checker_renders_bodies_only_when_their_size_is_unsettled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rendered: list[str] = []
+    real = producer_templates.render_field  # type: ignore[attr-defined]
+
+    def counting(field: str, *args: object, **kwargs: object) -> str:
+        rendered.append(field)
+        return real(field, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(producer_templates, "render_field", counting)
+    settled = RecipientChecker(
+        "Hi {{ name }}", "Dear {{ name|title }}, {{ code }}", "<p>{{ code }}</p>"
+    )
+    unsettled = RecipientChecker("Hi", "{{ ('x' * n)|upper }}" * 20)
+
+    # The first recipient's bodies are always rendered: a template may fail for all.
+    settled.render("a@example.org", "ann", {"code": "C1"})
+    assert rendered == ["body", "htmlBody"]
+    rendered.clear()
+    settled.render("b@example.org", "bob", {"code": "C2"})
+    assert rendered == []
+    unsettled.render("a@example.org", None, {"n": 3})
+    unsettled.render("b@example.org", None, {"n": 3})
+    assert rendered == ["body", "body"]
+    # A value longer than the bound assumed (the schema's limits changed) is rendered.
+    rendered.clear()
+    settled.render("a@example.org", "ann", {"code": "C" * 5000})
+    assert rendered == ["body", "htmlBody"]

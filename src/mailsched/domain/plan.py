@@ -22,6 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from mailsched.errors import MailschedError
+
+
+class PastCalendar(MailschedError):
+    """A send would fall after the last moment a ``datetime`` holds (year 9999)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Rules:
@@ -52,7 +58,21 @@ def next_slots(
     is the time of the send ``rules.limit`` places before new send ``j`` when that
     send already happened (``None`` when there is none); it is needed only for
     ``j < rules.limit``, since later refs are new sends themselves.
+
+    Raises :class:`PastCalendar` when a send would fall after year 9999.
     """
+    try:
+        return _next_slots(not_before, rules, last, window_refs)
+    except OverflowError as error:
+        raise PastCalendar("the sends would run past the year 9999") from error
+
+
+def _next_slots(
+    not_before: Sequence[datetime],
+    rules: Rules,
+    last: datetime | None,
+    window_refs: Sequence[datetime | None],
+) -> list[datetime]:
     times: list[datetime] = []
     prev = last
     for j, floor in enumerate(not_before):

@@ -7,7 +7,8 @@ and the authentication alias is local to the route factories.
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import math
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -24,6 +25,7 @@ from fastapi import (
 )
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -40,7 +42,7 @@ from mailsched.errors import (
 from mailsched.metrics import Metrics
 from mailsched.producer.auth import Caller, TooManyRequests
 from mailsched.producer.campaigns import Campaigns
-from mailsched.producer.limits import BodySizeLimit, TooLarge
+from mailsched.producer.limits import BodySizeLimit, TooLarge, check_item_count
 from mailsched.producer.schemas import (
     ERROR_RESPONSES,
     MAX_ID,
@@ -52,6 +54,7 @@ from mailsched.producer.schemas import (
     DeliveryPage,
     RetryStarted,
 )
+from mailsched.store.db import DataRefused
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +124,10 @@ def _campaign_routes(
     limits: Limits,
 ) -> APIRouter:
     router = APIRouter(prefix="/api/v1/email", tags=["campaigns"], responses=ERROR_RESPONSES)
+    creating = APIRouter(route_class=_counting_recipients(limits.max_recipients))
     CallerDep = Annotated[Caller, Depends(caller)]
 
-    @router.post("/campaign", status_code=status.HTTP_201_CREATED)
+    @creating.post("/campaign", status_code=status.HTTP_201_CREATED)
     async def create_campaign(
         request: CampaignRequest,
         caller: CallerDep,
@@ -150,6 +154,8 @@ def _campaign_routes(
         result = CampaignCreated.model_validate_json(created.body)
         log.info("campaign %d created: %d recipients", result.campaign_id, result.recipient_count)
         return result
+
+    router.include_router(creating)
 
     @router.get("/campaigns")
     async def list_campaigns(
@@ -219,10 +225,25 @@ def _control_routes(
     return router
 
 
+def _counting_recipients(limit: int) -> type[APIRoute]:
+    """A route class that counts a body's recipients before FastAPI parses it."""
+
+    class CountingRecipients(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def counted(request: Request) -> Response:
+                # The body is cached on the request: the handler reads it again for free.
+                check_item_count(await request.body(), "recipients", limit)
+                return await handler(request)
+
+            return counted
+
+    return CountingRecipients
+
+
 def _check_size(request: CampaignRequest, limits: Limits) -> None:
-    total = len(request.recipients) + request.duplicates_dropped
-    if total > limits.max_recipients:
-        raise TooLarge("recipients", f"at most {limits.max_recipients} recipients per campaign")
+    """Field sizes; the recipients were counted before the body was parsed."""
     for name, text in (("body", request.body), ("htmlBody", request.html_body)):
         if text is not None and len(text.encode()) > limits.max_body_bytes:
             raise TooLarge(name, f"at most {limits.max_body_bytes} bytes")
@@ -295,6 +316,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        cause = exc.__cause__
+        if isinstance(cause, json.JSONDecodeError):
+            # FastAPI puts the byte offset where the field goes.
+            message = f"not valid JSON: {cause.msg} (line {cause.lineno}, column {cause.colno})"
+            return _error(422, "invalid_request", [{"field": "body", "message": message}])
         detail = [
             {"field": _field(tuple(err["loc"])), "message": err["msg"]} for err in exc.errors()
         ]
@@ -303,9 +329,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:
-            # FastAPI's answer to a body it cannot decode (not UTF-8): like bad JSON, a 422.
-            detail = [{"field": "body", "message": "not a JSON document in UTF-8"}]
-            return _error(422, "invalid_request", detail)
+            # FastAPI's answer to a body its JSON parser fails on without a JSONDecodeError:
+            # like bad JSON, a 422.
+            message = (
+                "nested too deeply"
+                if isinstance(exc.__cause__, RecursionError)
+                else "not a JSON document in UTF-8"
+            )
+            return _error(422, "invalid_request", [{"field": "body", "message": message}])
         error = _HTTP_ERRORS.get(exc.status_code, "error")
         return _error(exc.status_code, error, str(exc.detail), **(exc.headers or {}))
 
@@ -338,8 +369,18 @@ def _install_service_errors(app: FastAPI) -> None:
 
     @app.exception_handler(TooManyRequests)
     async def too_many(_: Request, exc: TooManyRequests) -> JSONResponse:
-        retry_after = str(max(1, round(exc.retry_after)))
-        return _error(429, "too_many_requests", str(exc), **{"Retry-After": retry_after})
+        # Rounded up, and said once, so the header and the message agree, and a client
+        # that waits as told is not refused again.
+        retry_after = max(1, math.ceil(exc.retry_after))
+        message = f"too many requests; retry after {retry_after} s"
+        return _error(429, "too_many_requests", message, **{"Retry-After": str(retry_after)})
+
+    @app.exception_handler(DataRefused)
+    async def data_refused(_: Request, exc: DataRefused) -> JSONResponse:
+        # Permanent: the same request would be refused again, so not a 503.
+        log.warning("answering 422: %s", exc)
+        detail = [{"field": "body", "message": "a value does not fit the database"}]
+        return _error(422, "invalid_request", detail)
 
     @app.exception_handler(StoreUnavailable)
     @app.exception_handler(QueueUnavailable)

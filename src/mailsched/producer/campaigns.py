@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.domain.model import Campaign, CampaignStatus, DeliveryStatus
-from mailsched.domain.plan import Rules, plan
+from mailsched.domain.plan import PastCalendar, Rules, plan
 from mailsched.errors import Conflict, DuplicateKey, Invalid, NotFound
 from mailsched.producer import templates
 from mailsched.producer.schemas import (
@@ -58,12 +59,16 @@ class Campaigns:
         transaction and given again for the same request within 24 hours; a
         different request with the same key is a :class:`Conflict`.
         """
-        templated = _check_templates(request)
+        # Rendering every recipient's templates can take a second: not on the event loop.
+        templated = await asyncio.to_thread(_check_templates, request)
         suppressed = await self._suppressed(request)
         now = self._clock()
         rules = Rules(timedelta(seconds=request.delay_seconds), request.hourly_limit, self._window)
         sending_to = [r for r in request.recipients if r.email not in suppressed]
-        times = iter(plan(len(sending_to), max(request.start_time, now), rules))
+        try:
+            times = iter(plan(len(sending_to), max(request.start_time, now), rules))
+        except PastCalendar as error:
+            raise Invalid([("startTime", f"too late for these rules: {error}")]) from error
         start = max(request.start_time, now)
         new = store.NewCampaign(
             user_id=request.user_id,
@@ -319,7 +324,7 @@ def _check_templates(request: CampaignRequest) -> bool:
         if not templates.is_templated(request.subject, request.body, request.html_body):
             return False
         required = templates.required_variables(request.subject, request.body, request.html_body)
-        subject = templates.SubjectChecker(request.subject)
+        subject = templates.RecipientChecker(request.subject, request.body, request.html_body)
     except templates.TemplateProblem as problem:
         raise Invalid([(problem.field, str(problem))]) from problem
     problems: list[tuple[str, str]] = []

@@ -11,6 +11,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -22,6 +23,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from mailsched.domain.model import CampaignStatus, DeliveryStatus
+from mailsched.mail.headers import header_break, header_text
 from mailsched.producer.addresses import normalize_address
 
 MAX_DELAY_SECONDS = 86_400
@@ -72,7 +74,7 @@ def _name(value: object) -> str | None:
         return None
     if not isinstance(value, str) or not 1 <= len(value) <= 200:
         raise ValueError("name: a string of 1 to 200 characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if any(ord(c) < 32 or ord(c) == 127 for c in value) or header_break(value):
         raise ValueError("name: must not contain control characters (CR, LF, ...)")
     return value
 
@@ -126,14 +128,27 @@ RecipientField = Annotated[
 ]
 
 
+#: The start of an RFC 3339 date-time. pydantic would also take a unix time, as a
+#: number or a string of digits; the API documents only the date-time.
+_DATE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")
+
+
+def _date_time_text(value: object) -> object:
+    if not isinstance(value, str) or not _DATE_TIME.match(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2026-01-25T12:00:00Z")
+    return value
+
+
 def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as error:
+        # 0001-01-01T00:00+14:00 and 9999-12-31T23:00-12:00 have no UTC datetime.
+        raise ValueError("must fall within the years 1 to 9999 once in UTC") from error
 
 
 def _one_line(value: str) -> str:
-    if "\r" in value or "\n" in value:
-        raise ValueError("must not contain CR or LF")
-    return value
+    return header_text(value)
 
 
 class _Camel(BaseModel):
@@ -151,7 +166,7 @@ class CampaignRequest(_Camel):
     subject: Annotated[str, Field(min_length=1, max_length=998), AfterValidator(_one_line)]
     body: str = Field(min_length=1)
     html_body: str | None = Field(default=None, min_length=1)
-    start_time: Annotated[AwareDatetime, AfterValidator(_utc)]
+    start_time: Annotated[AwareDatetime, BeforeValidator(_date_time_text), AfterValidator(_utc)]
     delay_seconds: int = Field(ge=0, le=MAX_DELAY_SECONDS, strict=True)
     hourly_limit: int = Field(ge=1, le=MAX_HOURLY_LIMIT, strict=True)
     recipients: list[RecipientField] = Field(min_length=1)

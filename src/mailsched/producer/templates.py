@@ -5,7 +5,8 @@ environments, so what passes here compiles there. A campaign is *templated* when
 its subject, body or HTML body holds template syntax; only then is it rendered per
 recipient. Every name a template uses must be ``email``, ``name`` or a key of each
 recipient's ``vars``, so a recipient missing one is refused at creation instead of
-failing at send time.
+failing at send time. So is a recipient whose subject renders too long or with a
+line break, or whose body could render over the size limit.
 """
 
 from __future__ import annotations
@@ -19,16 +20,20 @@ from mailsched.mail.templates import (
     BODY,
     BUILTIN_NAMES,
     HTML_BODY,
+    MAX_BODY_BYTES,
     SUBJECT,
     CampaignTemplates,
     TemplateProblem,
     compile_field,
     context,
     parse,
+    render_field,
 )
+from mailsched.producer.template_bounds import VALUE_CHARS, body_bytes_bound
 
 __all__ = [
     "BUILTIN_NAMES",
+    "RecipientChecker",
     "SubjectChecker",
     "TemplateProblem",
     "is_templated",
@@ -123,3 +128,56 @@ class SubjectChecker:
     ) -> str:
         """The recipient's subject; :class:`TemplateProblem` if it cannot be used."""
         return self._templates.render(context(email, name, variables)).subject
+
+
+class RecipientChecker:
+    """A campaign's templates compiled once, checked for many recipients.
+
+    For each recipient the subject is rendered (at most 998 characters, no line
+    break or NUL). The bodies are rendered too (at most ``max_body_bytes``) for the
+    first recipient, so that a template failing whatever the values is refused,
+    and for every other one unless
+    :func:`~mailsched.producer.template_bounds.body_bytes_bound` shows that no
+    recipient's values can take them over: the common case, which saves about
+    10 µs a recipient.
+    """
+
+    __slots__ = ("_bounded", "_max_body_bytes", "_templates", "_tried")
+
+    def __init__(
+        self,
+        subject: str,
+        body: str,
+        html: str | None = None,
+        *,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        """Raises :class:`TemplateProblem` naming the field that cannot be used."""
+        self._templates = CampaignTemplates(subject, body, html, max_body_bytes=max_body_bytes)
+        self._max_body_bytes = max_body_bytes
+        self._bounded = all(
+            body_bytes_bound(parse(field, source), html=field == HTML_BODY) <= max_body_bytes
+            for field, source in _fields(subject, body, html)
+            if field != SUBJECT
+        )
+        self._tried = False
+
+    def render(
+        self, email: str, name: str | None = None, variables: Mapping[str, Any] | None = None
+    ) -> str:
+        """The recipient's subject, once every field is checked for them.
+
+        Raises :class:`TemplateProblem` naming the first field that cannot be used.
+        """
+        values = context(email, name, variables)
+        subject = self._templates.subject(values)
+        if not (self._tried and self._bounded and _short(values)):
+            for field, template in self._templates.fields():
+                render_field(field, template, values, self._max_body_bytes)
+            self._tried = True
+        return subject
+
+
+def _short(values: Mapping[str, Any]) -> bool:
+    """Whether every value is within what :func:`body_bytes_bound` assumed."""
+    return all(not isinstance(v, str) or len(v) <= VALUE_CHARS for v in values.values())

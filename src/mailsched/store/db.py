@@ -34,6 +34,13 @@ T = TypeVar("T")
 _RETRY_CODES = frozenset({1205, 1213})
 #: MySQL client/server errors that mean "the server cannot be reached".
 _UNREACHABLE_CODES = frozenset({1040, 1053, 2002, 2003, 2005, 2006, 2013, 2014, 2055, 4031})
+#: MySQL errors that mean "this value does not fit its column": too long (1406),
+#: out of range (1264, 1690), not of its type (1366, 1292, 1265), no NULL (1048).
+_DATA_CODES = frozenset({1048, 1264, 1265, 1292, 1366, 1406, 1690})
+
+
+class DataRefused(StoreError):
+    """The database refused a value for good: asking again will not help."""
 
 
 def async_url(url: str) -> str:
@@ -97,7 +104,8 @@ def _is_retryable(error: exc.DBAPIError) -> bool:
 
 @contextmanager
 def translate_errors() -> Iterator[None]:
-    """Turn SQLAlchemy and driver errors into :class:`StoreError` / :class:`StoreUnavailable`."""
+    """Turn SQLAlchemy and driver errors into :class:`StoreError` and its kinds:
+    :class:`StoreUnavailable`, :class:`DuplicateKey`, :class:`DataRefused`."""
     try:
         yield
     except exc.DBAPIError as error:
@@ -107,6 +115,8 @@ def translate_errors() -> Iterator[None]:
             _mysql_code(error) == 1062 or "UNIQUE constraint failed" in str(error.orig)
         ):
             raise DuplicateKey(f"duplicate key: {error.orig}") from error
+        if isinstance(error, exc.DataError) or _mysql_code(error) in _DATA_CODES:
+            raise DataRefused(f"value refused: {error.orig}") from error
         raise StoreError(f"database error: {error.orig}") from error
     except (OSError, TimeoutError) as error:
         raise StoreUnavailable(f"database unreachable: {error}") from error

@@ -1,0 +1,126 @@
+"""Templates and header text the API must refuse at creation, over each database.
+
+Each case is a ``422`` with the usual error body naming the field (and, for what
+depends on one recipient's values, the recipient), and nothing is stored. Before
+the hardening issue's items 2 to 4 they were a ``201`` whose every delivery then
+failed, a ``201`` sending a heap address, or a ``500``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from mailsched.store.db import Database
+from mailsched.store.tables import campaigns, deliveries
+from tests.support.api import URL, spec_body
+
+#: What Python's email package refuses in a header (the line boundaries of
+#: str.splitlines), and NUL, which it would let into the header raw.
+HEADER_BREAKS = {
+    "NUL": "\x00",
+    "VT": "\x0b",
+    "FF": "\x0c",
+    "FS": "\x1c",
+    "GS": "\x1d",
+    "RS": "\x1e",
+    "NEL": "\x85",
+    "U+2028": "\u2028",
+    "U+2029": "\u2029",
+}
+
+
+async def count_rows(db: Database) -> tuple[int, int]:
+    async def work(conn: Any) -> tuple[int, int]:
+        c = (await conn.execute(select(func.count()).select_from(campaigns))).scalar_one()
+        d = (await conn.execute(select(func.count()).select_from(deliveries))).scalar_one()
+        return c, d
+
+    return await db.run(work)
+
+
+async def assert_refused(
+    client: httpx.AsyncClient, db: Database, body: dict[str, Any], field: str, text: str = ""
+) -> None:
+    response = await client.post(URL, json=body)
+    assert response.status_code == 422, response.text
+    answer = response.json()
+    assert answer["error"] == "invalid_request"
+    problems = {d["field"]: d["message"] for d in answer["detail"]}
+    assert field in problems, problems
+    assert text in problems[field], problems
+    assert await count_rows(db) == (0, 0)
+
+
+@pytest.mark.parametrize("char", HEADER_BREAKS.values(), ids=HEADER_BREAKS.keys())
+async def test_a_header_break_in_the_subject_is_refused(
+    client: httpx.AsyncClient, db: Database, char: str
+) -> None:
+    await assert_refused(client, db, spec_body(subject=f"Hello{char}there"), "subject")
+
+
+@pytest.mark.parametrize("char", HEADER_BREAKS.values(), ids=HEADER_BREAKS.keys())
+async def test_a_header_break_in_a_name_is_refused(
+    client: httpx.AsyncClient, db: Database, char: str
+) -> None:
+    recipients = ["a@example.com", {"email": "b@example.com", "name": f"Bob{char}Smith"}]
+    await assert_refused(client, db, spec_body(recipients=recipients), "recipients.1")
+
+
+@pytest.mark.parametrize("char", HEADER_BREAKS.values(), ids=HEADER_BREAKS.keys())
+async def test_a_header_break_from_a_variable_in_the_subject_is_refused(
+    client: httpx.AsyncClient, db: Database, char: str
+) -> None:
+    recipients = [
+        {"email": "a@example.com", "vars": {"city": "Oslo"}},
+        {"email": "b@example.com", "vars": {"city": f"Rome{char}Bcc: eve@evil.example"}},
+    ]
+    body = spec_body(subject="News from {{ city }}", recipients=recipients)
+    await assert_refused(client, db, body, "recipients.1", "subject")
+
+
+async def test_the_same_characters_in_a_body_variable_are_fine(client: httpx.AsyncClient) -> None:
+    recipients = [{"email": "a@example.com", "vars": {"v": "".join(HEADER_BREAKS.values())}}]
+    response = await client.post(URL, json=spec_body(body="{{ v }}", recipients=recipients))
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "text"),
+    [
+        # 480 kB from a 20-character subject; 10 MB from a 24-character body.
+        ({"subject": "{{ [[1]*400]*400 }}"}, "recipients.0", "subject"),
+        ({"body": '{{ ["a"*100000]*100 }}'}, "recipients.0", "body"),
+        # A method would print as its repr, a heap address.
+        ({"subject": "{{ email.split }}"}, "recipients.0", "cannot be written"),
+        ({"body": "{{ email.split }}"}, "recipients.0", "cannot be written"),
+        # An AssertionError inside Jinja: a 500 before.
+        ({"subject": "{{ name|truncate(1) }}"}, "recipients.0", "AssertionError"),
+        # A RecursionError: a 500 before.
+        ({"subject": "{{ " + "(" * 300 + "1" + ")" * 300 + " }}"}, "subject", "nest"),
+        ({"body": "{% if 1 %}" * 240 + "{% endif %}" * 240}, "body", "nest"),
+        ({"htmlBody": "{% if 1 %}" * 300 + "{% endif %}" * 300}, "htmlBody", "tags"),
+        # 998 characters at most once rendered.
+        ({"subject": "{{ 'x' * 999 }}"}, "recipients.0", "998"),
+    ],
+)
+async def test_hostile_templates_are_refused(
+    client: httpx.AsyncClient, db: Database, changes: dict[str, Any], field: str, text: str
+) -> None:
+    await assert_refused(client, db, spec_body(**changes), field, text)
+
+
+async def test_the_recipient_whose_body_is_too_large_is_named(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    # 500 times a variable of 1,000 characters: 500 kB of ASCII, but 2 MB of emoji.
+    recipients = [
+        {"email": "a@example.com", "vars": {"v": "s" * 1000}},
+        {"email": "b@example.com", "vars": {"v": "\N{GRINNING FACE}" * 1000}},
+    ]
+    body = spec_body(body="{{ v }}" * 500, recipients=recipients)
+    await assert_refused(client, db, body, "recipients.1", "body: renders to more than 1048576")
+    assert await count_rows(db) == (0, 0)
