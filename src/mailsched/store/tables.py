@@ -92,7 +92,7 @@ deliveries = Table(
     Column("recipient", String(320), nullable=False),
     # Personalization: the recipient's name and template variables (JSON object).
     Column("name", String(200), nullable=True),
-    Column("vars", Text, nullable=True),
+    Column("vars", Text().with_variant(mysql.MEDIUMTEXT(), "mysql"), nullable=True),
     Column("scheduled_at", UTCDateTime, nullable=False),
     Column("status", String(16), nullable=False),
     Column("attempts", SmallInteger, nullable=False, default=0),

@@ -1,4 +1,8 @@
-"""Hardening: the dead-letter outbox.
+"""Hardening: a recipient's variables fit in their column on MySQL; the dead-letter outbox.
+
+The API accepts up to 50 variables of 1,000 characters each; stored as JSON
+with ``\\uXXXX`` escapes, that can reach ~300 KB, past TEXT's 64 KiB. MEDIUMTEXT
+holds 16 MiB. SQLite's TEXT has no such limit.
 
 ``dead_letters`` holds failed deliveries until the relay has published them to
 the dead-letter topic (see ``store/dead_letters.py``).
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 from mailsched.store.tables import Id, UTCDateTime
 
@@ -22,11 +27,15 @@ depends_on = None
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name == "mysql":
+        op.alter_column("deliveries", "vars", type_=mysql.MEDIUMTEXT(), existing_nullable=True)
     _create_dead_letters()
 
 
 def downgrade() -> None:
     op.drop_table("dead_letters")
+    if op.get_bind().dialect.name == "mysql":
+        op.alter_column("deliveries", "vars", type_=sa.Text(), existing_nullable=True)
 
 
 def _create_dead_letters() -> None:
