@@ -47,8 +47,25 @@ def test_kafka_killed_and_restarted(cluster: Cluster, report: Report, run: int) 
     def fault() -> None:
         services.kill_kafka()
         time.sleep(2)
+        # Kafka can take no writes now: the API says which dependency, not the error.
+        ready = _readiness_when_down(cluster)
+        assert ready.status_code == 503, ready.text
+        assert ready.json() == {
+            "status": "unavailable",
+            "checks": {"database": "ok", "kafka": "unavailable"},
+        }
 
     _midway(cluster, "Kafka kill -9 + restart", run, fault)
+
+
+def _readiness_when_down(cluster: Cluster, within: float = 30.0) -> httpx.Response:
+    """``/readyz`` once it reports a dependency down (or the last answer after ``within``)."""
+    deadline = time.monotonic() + within
+    while True:
+        response = httpx.get(f"{cluster.base_url}/readyz", timeout=10)
+        if response.status_code != 200 or time.monotonic() > deadline:
+            return response
+        time.sleep(0.5)
 
 
 def test_kafka_data_wiped(cluster: Cluster, report: Report, run: int) -> None:
