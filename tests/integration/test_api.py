@@ -382,6 +382,18 @@ async def test_a_429_says_what_its_header_says(db: Database) -> None:
             assert response.json()["detail"] == f"too many requests; retry after {expected} s"
 
 
+@pytest.mark.parametrize("campaign_id", ["1.0", "+1", "1e0", " 1", "\u0661"])
+async def test_campaign_ids_are_integers_in_digits(
+    client: httpx.AsyncClient, campaign_id: str
+) -> None:
+    assert (await client.post(URL, json=spec_body())).json()["campaignId"] == 1
+    assert (await client.get(f"{URL}/1")).status_code == 200
+    for path in (f"{URL}/{campaign_id}", f"{URL}/{campaign_id}/deliveries"):
+        response = await client.get(path)
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["field"] == "campaign_id"
+
+
 async def test_the_largest_variables_the_schema_allows_are_stored(
     client: httpx.AsyncClient, db: Database
 ) -> None:

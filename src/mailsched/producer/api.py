@@ -27,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BeforeValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailsched import __version__
@@ -66,8 +67,16 @@ _CHECK_TIMEOUT = 3.0
 
 _CURSOR = r"^[0-9]{1,18}$"
 
+
+def _digits(value: object) -> object:
+    # pydantic would read "1.0", "+1" and " 1" as 1: the documented type is an integer.
+    if not (isinstance(value, str) and value.isascii() and value.isdigit()):
+        raise ValueError("must be an integer, in digits")
+    return value
+
+
 #: Ids are 64-bit in the database; anything larger names nothing.
-CampaignId = Annotated[int, Path(ge=1, le=MAX_ID)]
+CampaignId = Annotated[int, Path(ge=1, le=MAX_ID), BeforeValidator(_digits)]
 
 
 @dataclass(frozen=True, slots=True)
