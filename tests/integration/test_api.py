@@ -210,7 +210,15 @@ async def test_deliveries_paginate_with_a_cursor(client: httpx.AsyncClient) -> N
 
 
 @pytest.mark.parametrize(
-    "params", [{"limit": 0}, {"limit": 1001}, {"cursor": "abc"}, {"status": "LOST"}]
+    "params",
+    [
+        {"limit": 0},
+        {"limit": 1001},
+        {"limit": "1.0"},
+        {"limit": "+1"},
+        {"cursor": "abc"},
+        {"status": "LOST"},
+    ],
 )
 async def test_bad_page_parameters_are_422(
     client: httpx.AsyncClient, params: dict[str, Any]

@@ -77,6 +77,7 @@ def _digits(value: object) -> object:
 
 #: Ids are 64-bit in the database; anything larger names nothing.
 CampaignId = Annotated[int, Path(ge=1, le=MAX_ID), BeforeValidator(_digits)]
+PageLimit = Annotated[int, Query(ge=1, le=1000), BeforeValidator(_digits)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +171,7 @@ def _campaign_routes(
     async def list_campaigns(
         caller: CallerDep,
         status: CampaignStatus | None = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        limit: PageLimit = 100,
         cursor: Annotated[str | None, Query(pattern=_CURSOR)] = None,
     ) -> CampaignPage:
         """The caller's campaigns, newest first."""
@@ -187,7 +188,7 @@ def _campaign_routes(
         campaign_id: CampaignId,
         caller: CallerDep,
         status: DeliveryStatus | None = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        limit: PageLimit = 100,
         cursor: Annotated[str | None, Query(pattern=_CURSOR)] = None,
     ) -> DeliveryPage:
         """Per recipient: planned time, status, attempts, send time and last error."""
