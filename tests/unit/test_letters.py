@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import email
 import email.policy
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,7 @@ from mailsched.consumer import letters
 from mailsched.consumer.letters import LetterFactory
 from mailsched.domain.model import Campaign, CampaignStatus
 from mailsched.errors import PermanentSendError
+from mailsched.mail.message import MessageTemplate
 from mailsched.unsubscribe import Unsubscribe, UnsubscribeSigner
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -112,3 +115,47 @@ def test_templates_are_kept_per_campaign_within_a_byte_budget(
 
     # 1 and 2 built once while two fit; 3 pushed out 2 (least recently used), then 2 came back.
     assert built == [1, 2, 3, 2]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{{ name|truncate(1) }}",  # AssertionError inside Jinja
+        "{{ email.split }}",  # a method, which would print as its repr
+        "{{ ['a' * 100000] * 100 }}",  # 10 MB
+        "{{ 2.0 ** 5000 }}",  # OverflowError
+    ],
+)
+def test_every_template_error_is_permanent(body: str) -> None:
+    # Before, only ValueError was: an AssertionError was retried as if transient.
+    broken = replace(CAMPAIGN, id=11, body=body, html_body=None)
+
+    with pytest.raises(PermanentSendError, match="body"):
+        LetterFactory("news@example.com").letter(broken, 1, "a@example.org", NOW, name="Ann")
+
+
+async def test_build_makes_templated_and_large_letters_in_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    threads: list[bool] = []
+    real = MessageTemplate.render
+
+    def recording(self: MessageTemplate, *args: Any, **kwargs: Any) -> bytes:
+        threads.append(threading.current_thread() is threading.main_thread())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MessageTemplate, "render", recording)
+    factory = LetterFactory("news@example.com", links=links)
+    plain = replace(CAMPAIGN, id=21, subject="Hi", body="Short\n", html_body=None, templated=False)
+
+    templated = await factory.build(CAMPAIGN, 1, "a@example.org", NOW, variables={"code": "A"})
+    small = await factory.build(plain, 2, "b@example.org", NOW)
+
+    assert parse(templated.data)["Subject"] == "Hi "
+    assert parse(small.data)["Subject"] == "Hi"
+    # The templated letter was rendered off the event loop's thread; the plain one on it.
+    assert threads == [False, True]
+    with pytest.raises(PermanentSendError, match="AssertionError"):
+        await factory.build(
+            replace(CAMPAIGN, id=22, body="{{ name|truncate(1) }}"), 3, "c@x.org", NOW
+        )

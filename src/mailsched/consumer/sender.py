@@ -94,7 +94,7 @@ async def _send_one(
     started = time.perf_counter()
     try:
         # Inside the try: a message that cannot be made fails this delivery alone.
-        letter = deps.letters.letter(
+        letter = await deps.letters.build(
             campaign, row.id, row.recipient, deps.clock(), name=row.name, variables=row.vars
         )
         await deps.mailer.send(letter.expiring(not_after, not_after + margin))
