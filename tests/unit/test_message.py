@@ -517,3 +517,28 @@ def test_an_ascii_subject_is_not_encoded() -> None:
     )
 
     assert b"\r\nSubject: Spring sale\r\n" in data
+
+
+@pytest.mark.parametrize("html", [None, "<p>" + "é<br>\n" * 20_000 + "</p>"])
+def test_a_large_message_is_base64_and_round_trips(html: str | None) -> None:
+    # Made without the email package's encoders, which hold the GIL for up to 100 ms.
+    body = "Zeile ü\n" * 10_000 + "x" * 5000 + "\r\nend"
+    template = MessageTemplate(1, "news@example.com", "Groß", body, html_body=html)
+
+    data = template.render("bob@example.org", 1, DATE)
+    parsed = parse(data)
+
+    assert data.isascii()
+    assert_crlf_only(data)
+    assert max(len(line) for line in data.split(b"\r\n")) <= 78
+    assert parsed["Subject"] == "Groß"
+    assert parsed["From"] == "news@example.com"
+    text = parsed.get_body(("plain",))
+    assert isinstance(text, EmailMessage)
+    assert text["Content-Transfer-Encoding"] == "base64"
+    assert body_of(text) == body.replace("\r\n", "\n") + "\n"
+    if html is not None:
+        assert parsed.get_content_type() == "multipart/alternative"
+        part = parsed.get_body(("html",))
+        assert isinstance(part, EmailMessage)
+        assert body_of(part) == html + "\n"

@@ -15,21 +15,21 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from mailsched.domain.model import Campaign
 from mailsched.errors import PermanentSendError
 from mailsched.mail import Letter
 from mailsched.mail.message import MessageTemplate, Unsubscribe
+from mailsched.mail.mime import LARGE
 from mailsched.mail.templates import MAX_BODY_BYTES
 
 #: The unsubscribe targets of one recipient: ``(user_id, address) -> Unsubscribe``.
 Links = Callable[[int, str], Unsubscribe]
 
-#: Above this many characters of subject and bodies, a campaign's message is encoded
-#: in a thread (about 10 ms of the email package's time).
-LARGE = 64 * 1024
+_T = TypeVar("_T")
 
 
 class LetterFactory:
@@ -57,6 +57,10 @@ class LetterFactory:
         self._bytes = 0
         self._links = links
         self._templates: OrderedDict[int, MessageTemplate] = OrderedDict()
+        # One thread, not asyncio's pool of several: the work is Python, so more
+        # threads would not make more letters, only more threads for the event
+        # loop to wait behind for the GIL (with six, /healthz waited up to 1.1 s).
+        self._executor: ThreadPoolExecutor | None = None
 
     def letter(
         self,
@@ -97,7 +101,7 @@ class LetterFactory:
             size = len(campaign.subject) + len(campaign.body) + len(campaign.html_body or "")
             # Compiling templates takes up to some 100 ms of Python (mailsched.mail.templates).
             if campaign.templated or size > LARGE:
-                template = await asyncio.to_thread(self._new, campaign)
+                template = await self._in_thread(self._new, campaign)
             else:
                 template = self._new(campaign)
             template = self._remember(campaign.id, template)
@@ -105,8 +109,13 @@ class LetterFactory:
         if template.templated:
             # A render is bounded (mailsched.mail.templates), but with encoding a
             # large body it is still more than the event loop may wait.
-            return await asyncio.to_thread(self._letter, *args)
+            return await self._in_thread(self._letter, *args)
         return self._letter(*args)
+
+    async def _in_thread(self, function: Callable[..., _T], *args: Any) -> _T:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="letters")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     def _new(self, campaign: Campaign) -> MessageTemplate:
         try:

@@ -30,6 +30,7 @@ from typing import Any
 import idna
 
 from mailsched.mail.headers import header_break
+from mailsched.mail.mime import LARGE, large_body
 from mailsched.mail.templates import MAX_BODY_BYTES, CampaignTemplates, context
 
 # Header values with line breaks would let an address smuggle in headers of its own;
@@ -166,6 +167,10 @@ def subject_header(subject: str) -> bytes:
 def _shared_part(from_: str, subject: str, body: str, html_body: str | None) -> bytes:
     """``From``, ``Subject``, the MIME headers and the encoded body or bodies."""
     subject_line = subject_header(subject)
+    if len(body) + len(html_body or "") > LARGE:
+        return (
+            b"From: " + from_.encode("utf-8") + b"\r\n" + subject_line + large_body(body, html_body)
+        )
     # A sender with a UTF-8 local part needs SMTPUTF8 anyway, so its headers may
     # as well be raw UTF-8 (RFC 6532) instead of encoded words.
     message = EmailMessage(policy=_POLICY if from_.isascii() else _UTF8_POLICY)

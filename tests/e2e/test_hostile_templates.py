@@ -1,0 +1,133 @@
+"""``/healthz`` of a real ``mailsched run`` stays quick while hostile templates come in.
+
+A thread asks for ``/healthz`` over and over while the API refuses the hardening
+issue's hostile templates (each a ``422``) and the worker sends a campaign of the
+largest templates allowed: a 998-character subject and bodies that render to about
+1 MiB each. Before, one ``{{ [[1]*400]*400 }}`` subject held the event loop for
+13 s while its header was folded.
+
+The worst latency is printed (``-s``) and recorded in the test's report. The issue
+asks for no more than about 50 ms of blocking; a loaded CI machine adds its own
+delays, so the assertion is a generous second, and the precise figures come from
+``python -m bench.templates`` and this test's output.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.processes import Mailsched, auth
+from tests.support.smtp_sink import SmtpSink, free_port
+
+pytestmark = pytest.mark.e2e
+
+HOSTILE = [
+    {"subject": "{{ [[1]*400]*400 }}"},
+    {"body": '{{ ["a"*100000]*100 }}'},
+    {"subject": "{{ email.split }}"},
+    {"subject": "{{ name|truncate(1) }}"},
+    {"body": "{% if 1 %}" * 240 + "{% endif %}" * 240},
+    {"subject": "{{ " + "(" * 300 + "1" + ")" * 300 + " }}"},
+    {"body": "{{ ('ab ' * 33000)|upper|length }}" * 100},
+    {"body": "{{ v }}" * 40_000},
+    {"subject": "Hi\u2028there"},
+    {"subject": "Hi\x00there"},
+]
+
+#: Renders to 998 characters, not ASCII: the longest subject there is.
+LONGEST_SUBJECT = "{{ name }} {{ 'é x' * 330 }}"
+#: Each renders to just under 1 MiB, the default MAILSCHED_MAX_BODY_BYTES.
+LARGEST_BODY = "{{ name }}\n" + "{{ 'é' * 100000 }}" * 5 + "{{ 'x' * 40000 }}"
+LARGEST_HTML = "<p>{{ name }}</p>" + "{{ ('<p>x</p>' * 10000)|safe }}" * 13
+
+
+def campaign(recipients: list[Any], **changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "userId": 1,
+        "subject": "Hostile",
+        "body": "Body",
+        "startTime": "2026-01-25T12:00:00Z",
+        "delaySeconds": 0,
+        "hourlyLimit": 1_000_000,
+        "recipients": recipients,
+    }
+    return body | changes
+
+
+class HealthPoller(threading.Thread):
+    """Asks for /healthz until stopped, keeping every latency."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__(daemon=True)
+        self.base_url = base_url
+        self.latencies: list[float] = []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=30) as client:
+            while not self.stopped.is_set():
+                started = time.perf_counter()
+                assert client.get("/healthz").status_code == 200
+                self.latencies.append(time.perf_counter() - started)
+                # A sample every few ms: this paces the sampler, it orders nothing.
+                self.stopped.wait(0.005)
+
+
+def post_hostile_then_largest(
+    base_url: str, key: str, recipients: list[Any], smtp_sink: SmtpSink
+) -> None:
+    with httpx.Client(base_url=base_url, headers=auth(key), timeout=60) as client:
+        for changes in HOSTILE:
+            response = client.post("/api/v1/email/campaign", json=campaign(["a@x.io"], **changes))
+            assert response.status_code == 422, (changes, response.text)
+            assert response.json()["error"] == "invalid_request"
+        largest = campaign(
+            recipients, subject=LONGEST_SUBJECT, body=LARGEST_BODY, htmlBody=LARGEST_HTML
+        )
+        response = client.post("/api/v1/email/campaign", json=largest)
+        assert response.status_code == 201, response.text
+        smtp_sink.wait_for(len(recipients), timeout=120)
+
+
+def test_healthz_stays_quick_under_hostile_templates(
+    tmp_path: Path, smtp_sink: SmtpSink, record_property: Any
+) -> None:
+    settings = {
+        "MAILSCHED_PORT": str(free_port()),
+        "MAILSCHED_FROM": "news@example.com",
+        "MAILSCHED_SMTP_URL": smtp_sink.url,
+        "MAILSCHED_REQUESTS_PER_MINUTE": "100000",
+    }
+    recipients = [{"email": f"u{i}@example.com", "name": f"User {i:02d}"} for i in range(20)]
+    with Mailsched(["run"], settings, tmp_path, "run") as app:
+        app.wait_ready()
+        key = app.development_key()
+        poller = HealthPoller(app.base_url)
+        poller.start()
+        try:
+            post_hostile_then_largest(app.base_url, key, recipients, smtp_sink)
+        finally:
+            poller.stopped.set()
+            poller.join(30)
+        assert app.stop() == 0, app.output()
+
+    arrivals = smtp_sink.arrivals
+    assert len(arrivals) == len(recipients)
+    assert all(len(str(a.message["Subject"])) == 998 for a in arrivals)
+    worst = max(poller.latencies)
+    p99 = statistics.quantiles(poller.latencies, n=100)[98]
+    record_property("healthz_worst_ms", round(worst * 1000, 1))
+    record_property("healthz_p99_ms", round(p99 * 1000, 1))
+    print(
+        f"/healthz under hostile templates: {len(poller.latencies)} requests, "
+        f"median {statistics.median(poller.latencies) * 1000:.1f} ms, "
+        f"p99 {p99 * 1000:.1f} ms, worst {worst * 1000:.1f} ms"
+    )
+    assert worst < 1.0, f"/healthz took {worst * 1000:.0f} ms"
