@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from mailsched.mail.templates import MAX_SUBJECT, MAX_TEXT, CampaignTemplates, context
+from mailsched.mail.templates import (
+    HTML,
+    MAX_SUBJECT,
+    MAX_TEXT,
+    TEXT,
+    CampaignTemplates,
+    context,
+    parse,
+)
 from mailsched.producer import templates as producer_templates
+from mailsched.producer.template_bounds import body_bytes_bound
 from mailsched.producer.templates import (
     RecipientChecker,
     SubjectChecker,
@@ -439,3 +448,31 @@ def test_recipient_checker_renders_bodies_only_when_their_size_is_unsettled(
     rendered.clear()
     settled.render("a@example.org", "ann", {"code": "C" * 5000})
     assert rendered == ["body", "htmlBody"]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "Dear {{ name|title }}, your code is {{ code }}.",
+        "{{ code ~ '-' ~ code|upper }}",
+        "{{ ('=' * 40) }}{{ code * 3 }}",
+        "{{ 0.1 + 0.2 }} {{ n + n }} {{ 2.5 * 3 }}",
+        "{% if vip %}{{ code|e }}{% else %}{{ name or 'friend' }}{% endif %}",
+        "{% filter upper %}{{ code }}{% endfilter %}",
+    ],
+)
+@pytest.mark.parametrize("html", [False, True])
+def test_the_static_bound_holds_for_the_longest_values(source: str, html: bool) -> None:
+    # The longest value a recipient may give, in the characters that grow most.
+    values = context(
+        "a@example.org", "ß" * 200, {"code": "\N{GRINNING FACE}'" * 500, "vip": True, "n": 10**300}
+    )
+    field = "htmlBody" if html else "body"
+    tree = parse(field, source)
+    env = HTML if html else TEXT
+    rendered = env.from_string(tree).render(values)
+
+    bound = body_bytes_bound(tree, html=html)
+    assert len(rendered.encode()) <= bound
+    # Templates like these never need rendering per recipient at creation.
+    assert bound <= 1024 * 1024

@@ -125,10 +125,10 @@ def weight(value: Any, limit: int = MAX_TEXT) -> int:
             total += item.bit_length() // 3 + 1
         elif isinstance(item, list | tuple):
             total += 2 + 2 * len(item)
-            stack.extend(item[: limit - total + 1])
+            stack.extend(item[: max(0, limit - total + 1)])
         elif isinstance(item, dict):
             total += 2 + 4 * len(item)
-            stack.extend(list(item.items())[: limit - total + 1])
+            stack.extend(list(item.items())[: max(0, limit - total + 1)])
         else:
             total += 24
     return total

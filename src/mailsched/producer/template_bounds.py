@@ -53,9 +53,15 @@ def _chars(node: nodes.Node) -> int:
             return _GROWTH[node.name] * given
         if node.name in _NUMBERS:
             return max(given, 32)
-    if isinstance(node, nodes.And | nodes.Or | nodes.CondExpr):
-        # One of the operands (a test is no operand, but counting it is harmless).
-        return sum(_chars(child) for child in node.iter_child_nodes())
+    if isinstance(node, nodes.Mul):
+        # 'text' * 3: a repetition by a literal count is as long as its parts times it.
+        for part, times in ((node.left, node.right), (node.right, node.left)):
+            if isinstance(times, nodes.Const) and type(times.value) is int:
+                return max(_chars(part) * max(times.value, 1), 32)
+    if isinstance(node, nodes.Concat | nodes.Add | nodes.And | nodes.Or | nodes.CondExpr):
+        # All the operands, or one of them (a test is no operand; counting it is harmless);
+        # a sum of floats may print longer than its operands (0.1 + 0.2), never over 32.
+        return max(sum(_chars(child) for child in node.iter_child_nodes()), 32)
     # Any other value is one the sandbox made, at most MAX_TEXT, or passed through a
     # literal of the template.
     literals = sum(len(c.value) for c in node.find_all(nodes.Const) if isinstance(c.value, str))
