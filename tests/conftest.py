@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from mailsched.config import Settings
 from mailsched.store.db import Database, create_engine
 from mailsched.store.migrate import upgrade
 from tests.support.smtp_sink import SmtpSink
@@ -74,6 +75,20 @@ async def _drop_mysql_database(database_url: str) -> None:
     async with engine.begin() as conn:
         await conn.execute(text(f"DROP DATABASE IF EXISTS {url.database}"))
     await engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests start from mailsched's defaults, as the processes they start do.
+
+    ``scripts/services env`` exports ``MAILSCHED_DATABASE_URL`` and
+    ``MAILSCHED_KAFKA_BOOTSTRAP_SERVERS`` for people; a test that loads
+    ``Settings`` for the embedded stack must not pick them up and run on Kafka.
+    The ``MAILSCHED_TEST_*`` variables, which name the real stack, are not
+    settings and remain.
+    """
+    for name, field in Settings.model_fields.items():
+        monkeypatch.delenv(field.alias or f"MAILSCHED_{name.upper()}", raising=False)
 
 
 @pytest.fixture(params=["sqlite", "mariadb"])

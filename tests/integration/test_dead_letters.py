@@ -98,8 +98,6 @@ def settings(stack: Stack, smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch)
         "MAILSCHED_LEASE_SECONDS": "3",
         "MAILSCHED_REQUEUE_AFTER_SECONDS": "4",
     }
-    if stack.kafka_bootstrap_servers is None:  # `scripts/services env` sets it for all
-        monkeypatch.delenv("MAILSCHED_KAFKA_BOOTSTRAP_SERVERS", raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return Settings.load()

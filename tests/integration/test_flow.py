@@ -41,8 +41,6 @@ def settings(stack: Stack, smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch)
         "MAILSCHED_RETRY_CAP_SECONDS": "0.5",
         "MAILSCHED_MAX_ATTEMPTS": "3",
     }
-    if stack.kafka_bootstrap_servers is None:  # `scripts/services env` sets it for all
-        monkeypatch.delenv("MAILSCHED_KAFKA_BOOTSTRAP_SERVERS", raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return Settings.load()
