@@ -11,7 +11,8 @@ so nothing above an adapter handles a library's exception::
     ├── Conflict                    the request contradicts the current state
     ├── StoreError                  the database refused or failed
     │   ├── StoreUnavailable        the database cannot be reached; try again later
-    │   └── DuplicateKey            a row with that key exists already
+    │   ├── DuplicateKey            a row with that key exists already
+    │   └── DataRefused             a value does not fit its column; asking again will not help
     ├── QueueError                  the queue refused or failed
     │   └── QueueUnavailable        the broker cannot be reached; try again later
     └── SendError                   one email was not accepted by the mail server
@@ -59,6 +60,10 @@ class DuplicateKey(StoreError):
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached; the operation may succeed later."""
+
+
+class DataRefused(StoreError):
+    """The database refused a value for good: asking again will not help."""
 
 
 class QueueError(MailschedError):

@@ -10,10 +10,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
+from mailsched.errors import DataRefused
 from mailsched.producer.api import Limits, create_app
 from mailsched.producer.auth import Authenticator, caller_dependency
 from mailsched.producer.campaigns import Campaigns
-from mailsched.store.db import Database, DataRefused
+from mailsched.store.db import Database
 from mailsched.store.tables import campaigns, deliveries
 from tests.support.api import NOW, URL, client_for, make_app, new_key, spec_body
 

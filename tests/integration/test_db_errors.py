@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from mailsched.errors import StoreUnavailable
-from mailsched.store.db import Database, DataRefused
+from mailsched.errors import DataRefused, StoreUnavailable
+from mailsched.store.db import Database
 from tests.conftest import _create_mysql_database, _drop_mysql_database, real_setting
 
 

@@ -34,6 +34,7 @@ from mailsched import __version__
 from mailsched.domain.model import CampaignStatus, DeliveryStatus
 from mailsched.errors import (
     Conflict,
+    DataRefused,
     Invalid,
     NotFound,
     QueueUnavailable,
@@ -55,7 +56,6 @@ from mailsched.producer.schemas import (
     DeliveryPage,
     RetryStarted,
 )
-from mailsched.store.db import DataRefused
 
 log = logging.getLogger(__name__)
 

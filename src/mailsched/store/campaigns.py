@@ -15,8 +15,7 @@ from mailsched.domain.model import (
     CampaignStatus,
     DeliveryStatus,
 )
-from mailsched.store.sending import stored_time
-from mailsched.store.tables import campaigns, deliveries, send_slots
+from mailsched.store.tables import campaigns, deliveries, send_slots, stored_time
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from sqlalchemy import event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from mailsched.errors import DuplicateKey, StoreError, StoreUnavailable
+from mailsched.errors import DataRefused, DuplicateKey, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,6 @@ _UNREACHABLE_CODES = frozenset({1040, 1053, 2002, 2003, 2005, 2006, 2013, 2014, 
 #: MySQL errors that mean "this value does not fit its column": too long (1406),
 #: out of range (1264, 1690), not of its type (1366, 1292, 1265), no NULL (1048).
 _DATA_CODES = frozenset({1048, 1264, 1265, 1292, 1366, 1406, 1690})
-
-
-class DataRefused(StoreError):
-    """The database refused a value for good: asking again will not help."""
 
 
 def async_url(url: str) -> str:

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Dialect, and_, bindparam, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.domain.model import CampaignStatus, DeliveryStatus, SendOutcome
 from mailsched.domain.plan import Rules, plan
-from mailsched.store.tables import UTCDateTime, campaigns, deliveries, send_slots
+from mailsched.store.tables import campaigns, deliveries, send_slots, stored_time
 
 log = logging.getLogger(__name__)
 
@@ -301,19 +301,6 @@ async def record(
         slots = Rows(conn, "send_slots", ("campaign_id", "seq"), "finished_at IS NULL")
         await slots.update(finished, ("finished_at", "outcome"))
     return expected - written
-
-
-def stored_time(dialect: Dialect) -> Callable[[datetime], object]:
-    """:class:`~mailsched.store.tables.UTCDateTime`'s own conversion on ``dialect``, for
-    statements that bypass SQLAlchemy's parameter processing: it refuses naive times
-    with the same ``ValueError``, and stores the same value, as every other write.
-
-    Through ``dialect_impl``: the type's plain ``bind_processor`` would leave out
-    the dialect's own one (SQLite's, which turns the time into text).
-    """
-    process = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
-    assert process is not None, "UTCDateTime converts every value"
-    return process
 
 
 #: Statements whose shape changes with every batch: SQLAlchemy's compiled cache

@@ -52,12 +52,17 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
-def storage_time(dialect_name: str) -> Callable[[datetime], object]:
-    """How :class:`UTCDateTime` stores a value on ``dialect_name``, for bulk inserts that
-    bypass SQLAlchemy's parameter processing."""
-    if dialect_name == "sqlite":
-        return lambda value: value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-    return lambda value: value.astimezone(UTC).replace(tzinfo=None)
+def stored_time(dialect: Dialect) -> Callable[[datetime], object]:
+    """:class:`UTCDateTime`'s own conversion on ``dialect``, for
+    statements that bypass SQLAlchemy's parameter processing: it refuses naive times
+    with the same ``ValueError``, and stores the same value, as every other write.
+
+    Through ``dialect_impl``: the type's plain ``bind_processor`` would leave out
+    the dialect's own one (SQLite's, which turns the time into text).
+    """
+    process = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert process is not None, "UTCDateTime converts every value"
+    return process
 
 
 #: An address compared byte for byte (see ``suppressions``).
