@@ -115,6 +115,12 @@ def weight(value: Any, limit: int = MAX_TEXT) -> int:
     Iterative, and it stops early, so weighing a deep or huge list costs at most
     ``limit`` steps, not the size of the list.
     """
+    # Text and numbers first: nearly every value weighed is one.
+    kind = type(value)
+    if kind is str:
+        return len(value)
+    if kind is int or kind is bool:
+        return int(value.bit_length()) // 3 + 1
     total = 0
     stack = [value]
     while stack and total <= limit:
@@ -189,6 +195,8 @@ def _bits(value: Any) -> int:
 def _check_operands(operator_: str, left: Any, right: Any) -> None:
     """Refuse an operation whose result would be too large, before it is made."""
     if operator_ == "*":
+        if _bits(left) + _bits(right) > _MAX_INT_BITS:
+            raise SecurityError("the number is too large")
         for sequence, times in ((left, right), (right, left)):
             if (
                 isinstance(sequence, str | list | tuple)
@@ -196,8 +204,6 @@ def _check_operands(operator_: str, left: Any, right: Any) -> None:
                 and weight(sequence) * max(times, 0) > MAX_TEXT
             ):
                 raise _too_large()
-        if _bits(left) + _bits(right) > _MAX_INT_BITS:
-            raise SecurityError("the number is too large")
     elif operator_ == "**" and isinstance(left, int) and isinstance(right, int):
         if max(_bits(left), 1) * abs(right) > _MAX_INT_BITS:
             raise SecurityError("the number is too large")
