@@ -76,7 +76,12 @@ class Components:
         return self._caller
 
     def campaigns(self) -> Campaigns:
-        return Campaigns(self.db, self.settings.rate_window, self.clock)
+        return Campaigns(
+            self.db,
+            self.settings.rate_window,
+            self.clock,
+            max_body_bytes=self.settings.max_body_bytes,
+        )
 
     def dispatcher(self) -> Dispatcher:
         return Dispatcher(self.db, self.queue, self.settings.dispatcher(), self.clock, self.metrics)
@@ -127,7 +132,9 @@ class Components:
                 db=self.db,
                 queue=self.queue,
                 mailer=self.mailer(),
-                letters=LetterFactory(self.settings.from_, links=links),
+                letters=LetterFactory(
+                    self.settings.from_, links=links, max_body_bytes=self.settings.max_body_bytes
+                ),
                 config=self.settings.worker(),
                 window=self.settings.rate_window,
                 clock=self.clock,

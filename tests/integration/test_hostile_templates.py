@@ -14,7 +14,12 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from mailsched.bootstrap import build
+from mailsched.config import Settings
+from mailsched.errors import Invalid
+from mailsched.producer.schemas import CampaignRequest
 from mailsched.store.db import Database
+from mailsched.store.migrate import upgrade
 from mailsched.store.tables import campaigns, deliveries
 from tests.support.api import URL, spec_body
 
@@ -124,3 +129,30 @@ async def test_the_recipient_whose_body_is_too_large_is_named(
     body = spec_body(body="{{ v }}" * 500, recipients=recipients)
     await assert_refused(client, db, body, "recipients.1", "body: renders to more than 1048576")
     assert await count_rows(db) == (0, 0)
+
+
+async def test_the_configured_body_limit_bounds_what_a_template_renders(
+    database_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``MAILSCHED_MAX_BODY_BYTES`` reaches the creation check through the wiring: a body
+    template within the limit as written, over it for one recipient, is a 422 naming
+    that recipient."""
+    monkeypatch.setenv("MAILSCHED_DATABASE_URL", database_url)
+    monkeypatch.setenv("MAILSCHED_OUTBOX_DIR", str(tmp_path / "outbox"))
+    monkeypatch.setenv("MAILSCHED_MAX_BODY_BYTES", "300")
+    components = await build(Settings.load())
+    try:
+        await upgrade(components.db)
+        body = spec_body(
+            body="Hello {{ bio }}",
+            recipients=[
+                {"email": "a@example.com", "vars": {"bio": "short"}},
+                {"email": "b@example.com", "vars": {"bio": "x" * 400}},
+            ],
+        )
+        with pytest.raises(Invalid) as refused:
+            await components.campaigns().create(CampaignRequest.model_validate(body))
+        assert [field for field, _ in refused.value.problems] == ["recipients.1"]
+        assert await count_rows(components.db) == (0, 0)
+    finally:
+        await components.aclose()

@@ -47,10 +47,18 @@ class Created:
 class Campaigns:
     """The producer's services."""
 
-    def __init__(self, db: Database, window: timedelta, clock: Clock) -> None:
+    def __init__(
+        self,
+        db: Database,
+        window: timedelta,
+        clock: Clock,
+        *,
+        max_body_bytes: int = templates.MAX_BODY_BYTES,
+    ) -> None:
         self._db = db
         self._window = window
         self._clock = clock
+        self._max_body_bytes = max_body_bytes
 
     async def create(self, request: CampaignRequest, idempotency_key: str | None = None) -> Created:
         """Plan every recipient's send; store the campaign and its deliveries, all or nothing.
@@ -60,7 +68,7 @@ class Campaigns:
         different request with the same key is a :class:`Conflict`.
         """
         # Rendering every recipient's templates can take a second: not on the event loop.
-        templated = await asyncio.to_thread(_check_templates, request)
+        templated = await asyncio.to_thread(_check_templates, request, self._max_body_bytes)
         suppressed = await self._suppressed(request)
         now = self._clock()
         rules = Rules(timedelta(seconds=request.delay_seconds), request.hourly_limit, self._window)
@@ -314,17 +322,19 @@ class Campaigns:
 _MAX_PROBLEMS = 20
 
 
-def _check_templates(request: CampaignRequest) -> bool:
+def _check_templates(request: CampaignRequest, max_body_bytes: int) -> bool:
     """Whether the campaign is a template; :class:`Invalid` if a recipient cannot be rendered.
 
     Every variable is checked now, so a missing one is a 422 at creation, not a
-    failure at send time.
+    failure at send time; so is a body that would render over ``max_body_bytes``.
     """
     try:
         if not templates.is_templated(request.subject, request.body, request.html_body):
             return False
         required = templates.required_variables(request.subject, request.body, request.html_body)
-        subject = templates.RecipientChecker(request.subject, request.body, request.html_body)
+        subject = templates.RecipientChecker(
+            request.subject, request.body, request.html_body, max_body_bytes=max_body_bytes
+        )
     except templates.TemplateProblem as problem:
         raise Invalid([(problem.field, str(problem))]) from problem
     problems: list[tuple[str, str]] = []

@@ -33,6 +33,7 @@ from mailsched.producer.template_bounds import VALUE_CHARS, body_bytes_bound
 
 __all__ = [
     "BUILTIN_NAMES",
+    "MAX_BODY_BYTES",
     "RecipientChecker",
     "SubjectChecker",
     "TemplateProblem",
