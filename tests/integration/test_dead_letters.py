@@ -1,9 +1,10 @@
-"""A dead-letter topic that refuses writes delays a dead letter; it breaks nothing else.
+"""Dead letters: one per failed delivery, published in one send per batch.
 
 On each stack: a campaign's batch has one delivery the server refuses for good,
 and the queue refuses its dead letter. Every other send of the batch is recorded
 once, nothing is sent twice (not even after the leases run out), and the dead
-letter arrives once the queue takes writes again.
+letter arrives once the queue takes writes again. On each database: the relay
+publishes a batch of rows of many reasons at once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.bootstrap import build
@@ -23,7 +24,8 @@ from mailsched.errors import QueueUnavailable
 from mailsched.mail import Letter, Mailer
 from mailsched.producer.dispatcher import Reaped
 from mailsched.producer.relay import DeadLetterOutbox, Relay
-from mailsched.queue import DeliveryQueue, DueDelivery, Received
+from mailsched.queue import DeadLetter, DeliveryQueue, DueDelivery, Received
+from mailsched.store.db import Database
 from mailsched.store.migrate import upgrade
 from mailsched.store.tables import dead_letters
 from tests.conftest import Stack
@@ -42,7 +44,7 @@ class DeadLettersRefused:
         self.inner = inner
         self.accepting = False
         self.refused = 0
-        self.accepted: list[tuple[DueDelivery, str]] = []
+        self.accepted: list[DeadLetter] = []
 
     async def publish(self, deliveries: Sequence[DueDelivery]) -> None:
         await self.inner.publish(deliveries)
@@ -57,12 +59,12 @@ class DeadLettersRefused:
     async def ack(self, messages: Sequence[Received]) -> None:
         await self.inner.ack(messages)
 
-    async def dead_letter(self, deliveries: Sequence[DueDelivery], reason: str) -> None:
+    async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
         if not self.accepting:
             self.refused += 1
             raise QueueUnavailable("kafka _MSG_TIMED_OUT: Local: Message timed out")
-        await self.inner.dead_letter(deliveries, reason)
-        self.accepted.extend((d, reason) for d in deliveries)
+        await self.inner.dead_letter(letters)
+        self.accepted.extend(letters)
 
     async def close(self) -> None:
         await self.inner.close()
@@ -170,6 +172,42 @@ async def test_a_refused_dead_letter_abandons_nothing_and_is_delivered_later(
     assert statuses == {GONE: ("FAILED", 1)} | {a: ("SENT", 1) for a in OTHERS}
     assert smtp_sink.per_recipient() == Counter(OTHERS)  # and not after the reaper either
     gone = next(item for item in page.items if item.recipient == GONE)
-    [(delivery, reason)] = queue.accepted
-    assert delivery == DueDelivery(gone.delivery_id, campaign_id)
-    assert "550" in reason
+    [letter] = queue.accepted
+    assert letter.delivery == DueDelivery(gone.delivery_id, campaign_id)
+    assert "550" in letter.reason
+
+
+class Sink:
+    """Takes every dead letter, and counts the sends."""
+
+    def __init__(self) -> None:
+        self.sends: list[list[DeadLetter]] = []
+
+    async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
+        self.sends.append(list(letters))
+
+
+async def test_the_relay_publishes_a_batch_of_many_reasons_in_one_send(db: Database) -> None:
+    reasons = [f"550 5.1.1 no such user ({i})" for i in range(5)]
+    now = datetime.now(UTC)
+
+    async def add(conn: AsyncConnection) -> None:
+        await conn.execute(
+            insert(dead_letters),
+            [
+                {"delivery_id": 10 + i, "campaign_id": 3, "reason": r, "created_at": now}
+                for i, r in enumerate(reasons)
+            ],
+        )
+
+    await db.run(add)
+    sink = Sink()
+    relay = Relay("dead-letter", db, DeadLetterOutbox(sink), batch_size=4)
+
+    assert await relay.relay_once() == 4
+    assert await relay.relay_once() == 1
+    assert sink.sends == [
+        [DeadLetter(DueDelivery(10 + i, 3), r) for i, r in enumerate(reasons[:4])],
+        [DeadLetter(DueDelivery(14, 3), reasons[4])],
+    ]
+    assert await db.run(_outbox_size) == 0

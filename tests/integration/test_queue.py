@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient
 
 from mailsched.config import KafkaConfig
 from mailsched.errors import QueueError, QueueUnavailable
-from mailsched.queue import DeliveryQueue, DueDelivery, Received
+from mailsched.queue import DeadLetter, DeliveryQueue, DueDelivery, Received
 from mailsched.queue.kafka import KafkaQueue, KafkaReceived
 from mailsched.queue.memory import MemoryQueue
 
@@ -283,15 +283,18 @@ async def test_out_of_order_acks_commit_only_the_done_prefix(kafka_factory: Kafk
     assert again == [m.delivery for m in middle + last] + [sentinel]
 
 
-async def test_dead_letters_are_readable(queue_factory: Backend) -> None:
+async def test_dead_letters_are_readable_each_with_its_reason(queue_factory: Backend) -> None:
     queue = await queue_factory.connect()
-    failed = [DueDelivery(51, 5), DueDelivery(52, 5)]
+    failed = [
+        DeadLetter(DueDelivery(51, 5), "550 5.1.1 no such user"),
+        DeadLetter(DueDelivery(52, 5), "554 5.7.1 rejected as spam"),
+        DeadLetter(DueDelivery(53, 6), "too many attempts: 451 4.3.0 try later"),
+    ]
 
-    await queue.dead_letter(failed, "550 5.1.1 no such user")
+    await queue.dead_letter(failed)
 
-    assert await queue_factory.dead_letters(expected=2) == [
-        (failed[0], "550 5.1.1 no such user"),
-        (failed[1], "550 5.1.1 no such user"),
+    assert await queue_factory.dead_letters(expected=3) == [
+        (letter.delivery, letter.reason) for letter in failed
     ]
 
 

@@ -3,9 +3,15 @@
 A service that must tell the queue something writes a row in the transaction that
 makes it true, instead of publishing after the commit (where a queue that is down
 would lose the message, or abort the work around it). The relay, which runs beside
-the dispatcher, takes rows oldest first, publishes them and deletes them in one
-transaction: a failed publish rolls back and the rows wait for the next try. So a
-message may go twice (a commit that fails after the publish), never not at all.
+the dispatcher, takes a batch of rows oldest first, publishes it in one send and
+deletes it, all in one transaction: a failed publish rolls back and the rows wait
+for the next try.
+
+So delivery is at least once, never not at all: a message goes twice when the
+commit fails after the publish, and when :meth:`Database.run
+<mailsched.store.db.Database.run>` runs the whole unit of work again after a
+deadlock or a lock wait timeout, publish included. Readers of the destination
+accept duplicates (a dead letter names its delivery).
 
 :class:`Outbox` is one kind of row and where it goes; today the one kind is dead
 letters (:class:`DeadLetterOutbox`).
@@ -22,7 +28,7 @@ from typing import Generic, Protocol, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.errors import MailschedError
-from mailsched.queue import DueDelivery
+from mailsched.queue import DeadLetter, DueDelivery
 from mailsched.store import dead_letters
 from mailsched.store.db import Database
 from mailsched.store.dead_letters import DeadLetterRow
@@ -51,7 +57,7 @@ class Outbox(Protocol[Row]):
 class DeadLetterSink(Protocol):
     """Where dead letters go (a :class:`~mailsched.queue.DeliveryQueue` is one)."""
 
-    async def dead_letter(self, deliveries: Sequence[DueDelivery], reason: str) -> None: ...
+    async def dead_letter(self, letters: Sequence[DeadLetter]) -> None: ...
 
 
 class DeadLetterOutbox:
@@ -64,13 +70,9 @@ class DeadLetterOutbox:
         return await dead_letters.oldest(conn, limit)
 
     async def publish(self, rows: Sequence[DeadLetterRow]) -> None:
-        by_reason: dict[str, list[DueDelivery]] = {}
-        for row in rows:
-            by_reason.setdefault(row.reason, []).append(
-                DueDelivery(row.delivery_id, row.campaign_id)
-            )
-        for reason, deliveries in by_reason.items():
-            await self._sink.dead_letter(deliveries, reason)
+        await self._sink.dead_letter(
+            [DeadLetter(DueDelivery(r.delivery_id, r.campaign_id), r.reason) for r in rows]
+        )
 
     async def remove(self, conn: AsyncConnection, rows: Sequence[DeadLetterRow]) -> None:
         await dead_letters.remove(conn, rows)
@@ -97,7 +99,11 @@ class Relay(Generic[Row]):
         self._max_backoff = max_backoff
 
     async def relay_once(self) -> int:
-        """Publish and delete one batch of rows; return how many."""
+        """Publish and delete one batch of rows; return how many.
+
+        The publish is inside the unit of work, which ``db.run`` may repeat: see the
+        module docstring.
+        """
         outbox, limit = self._outbox, self._batch_size
 
         async def work(conn: AsyncConnection) -> int:
@@ -114,14 +120,15 @@ class Relay(Generic[Row]):
         failures = 0
         while not stop.is_set():
             try:
-                if await self.relay_once() >= self._batch_size:
-                    failures = 0
-                    continue  # more is waiting: no pause
-                failures = 0
-                delay = self._interval
+                relayed = await self.relay_once()
             except MailschedError as exc:
                 failures += 1
                 delay = min(self._max_backoff, self._interval * 2**failures)
                 log.warning("%s relay: %s; retrying in %.1f s", self._name, exc, delay)
+            else:
+                failures = 0
+                if relayed >= self._batch_size:
+                    continue  # more is waiting: no pause
+                delay = self._interval
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)

@@ -20,6 +20,14 @@ class DueDelivery:
     campaign_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A delivery that failed for good, and why."""
+
+    delivery: DueDelivery
+    reason: str
+
+
 class Received(Protocol):
     """A message taken from the queue, to be acknowledged once handled."""
 
@@ -60,8 +68,12 @@ class DeliveryQueue(Protocol):
         """
         ...
 
-    async def dead_letter(self, deliveries: Sequence[DueDelivery], reason: str) -> None:
-        """Record deliveries that failed for good where operators can find them."""
+    async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
+        """Record deliveries that failed for good, each with its reason, where operators
+        can find them; return only once the queue holds them durably.
+
+        Raises :class:`~mailsched.errors.QueueError` when it could not.
+        """
         ...
 
     async def close(self) -> None:

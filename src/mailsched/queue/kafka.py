@@ -25,7 +25,7 @@ from typing import Any
 
 from mailsched.config import KafkaConfig
 from mailsched.errors import QueueUnavailable
-from mailsched.queue import DueDelivery, Received
+from mailsched.queue import DeadLetter, DueDelivery, Received
 from mailsched.queue import kafka_codec as codec
 from mailsched.queue.kafka_consumer import KafkaReceived, Subscriber
 from mailsched.queue.kafka_errors import TopicMissing
@@ -160,10 +160,10 @@ class KafkaQueue:
             received.append(message)
         await self._subscriber.ack(received)
 
-    async def dead_letter(self, deliveries: Sequence[DueDelivery], reason: str) -> None:
-        """Produce a record per delivery, with the reason, to the dead-letter topic."""
+    async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
+        """Produce a record per dead letter to the dead-letter topic, all in one send."""
         now = time.time()
-        records = [(codec.key(d), codec.encode_dead_letter(d, reason, now)) for d in deliveries]
+        records = [(codec.key(x.delivery), codec.encode_dead_letter(x, now)) for x in letters]
         await self._send(self._config.dead_letter_topic, records)
 
     async def _send(self, topic: str, records: list[tuple[bytes, bytes]]) -> None:

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import TypeGuard
 
-from mailsched.queue import DueDelivery
+from mailsched.queue import DeadLetter, DueDelivery
 
 _COMPACT = (",", ":")
 
@@ -39,9 +39,15 @@ def encode(delivery: DueDelivery, now: float) -> bytes:
     return json.dumps(record, separators=_COMPACT).encode()
 
 
-def encode_dead_letter(delivery: DueDelivery, reason: str, now: float) -> bytes:
+def encode_dead_letter(letter: DeadLetter, now: float) -> bytes:
     """The value of a dead-letter record."""
-    record = {"d": delivery.delivery_id, "c": delivery.campaign_id, "t": round(now, 3), "r": reason}
+    delivery = letter.delivery
+    record = {
+        "d": delivery.delivery_id,
+        "c": delivery.campaign_id,
+        "t": round(now, 3),
+        "r": letter.reason,
+    }
     return json.dumps(record, separators=_COMPACT).encode()
 
 

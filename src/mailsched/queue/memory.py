@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mailsched.errors import QueueError
-from mailsched.queue import DueDelivery, Received
+from mailsched.queue import DeadLetter, DueDelivery, Received
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,14 +23,6 @@ class MemoryReceived:
     delivery: DueDelivery
     sequence: int
     dispatched_at: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A delivery that failed for good, and why."""
-
-    delivery: DueDelivery
-    reason: str
 
 
 class MemoryQueue:
@@ -98,9 +90,9 @@ class MemoryQueue:
         if not self._unacked:
             self._idle.set()
 
-    async def dead_letter(self, deliveries: Sequence[DueDelivery], reason: str) -> None:
-        """Keep a record per delivery, readable through :attr:`dead_letters`."""
-        self._dead_letters.extend(DeadLetter(d, reason) for d in deliveries)
+    async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
+        """Keep the dead letters, readable through :attr:`dead_letters`."""
+        self._dead_letters.extend(letters)
 
     async def close(self) -> None:
         """Refuse further publishing and receiving; unacknowledged messages are lost."""
