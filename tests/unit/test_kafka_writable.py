@@ -9,7 +9,9 @@ from confluent_kafka.admin._metadata import PartitionMetadata, TopicMetadata
 from mailsched.queue.kafka_topics import min_insync, unwritable
 
 
-def _topic(*partitions: tuple[int, list[int]], error: KafkaError | None = None) -> TopicMetadata:
+def topic_metadata(
+    *partitions: tuple[int, list[int]], error: KafkaError | None = None
+) -> TopicMetadata:
     """A topic whose partition ``i`` has the ``(leader, in-sync replicas)`` given."""
     topic = TopicMetadata()
     topic.topic = "mailsched.deliveries"
@@ -25,19 +27,19 @@ def _topic(*partitions: tuple[int, list[int]], error: KafkaError | None = None) 
 @pytest.mark.parametrize(
     ("topic", "min_isr", "writable"),
     [
-        (_topic((1, [1, 2, 3]), (2, [2, 3, 1])), 2, True),
-        (_topic((1, [1, 2]), (2, [2, 3])), 2, True),  # one broker of three down
-        (_topic((1, [1]), (1, [1])), 2, False),  # two of three down: leaders, no quorum
-        (_topic((1, [1, 2]), (-1, [])), 2, False),  # a partition without a leader
+        (topic_metadata((1, [1, 2, 3]), (2, [2, 3, 1])), 2, True),
+        (topic_metadata((1, [1, 2]), (2, [2, 3])), 2, True),  # one broker of three down
+        (topic_metadata((1, [1]), (1, [1])), 2, False),  # two of three down: leaders, no quorum
+        (topic_metadata((1, [1, 2]), (-1, [])), 2, False),  # a partition without a leader
         (
-            _topic(
+            topic_metadata(
                 (1, [1]),
             ),
             1,
             True,
         ),  # a single-broker development cluster
-        (_topic(), 1, False),
-        (_topic(error=KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART)), 1, False),
+        (topic_metadata(), 1, False),
+        (topic_metadata(error=KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART)), 1, False),
         (None, 1, False),
     ],
 )

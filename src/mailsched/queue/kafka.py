@@ -102,11 +102,13 @@ class KafkaQueue:
         """Return if deliveries can be published now; raise QueueUnavailable if not (``/readyz``).
 
         A broker that answers is not enough: with two brokers of three down it
-        still does, and every write times out. So: no send may have failed
-        lately, and every partition of the delivery topic needs a leader and
-        enough in-sync replicas. Asked through the long-lived producer.
+        still does, and every write times out. So: no send to the delivery topic
+        may have failed lately, and every partition of it needs a leader and
+        enough in-sync replicas. Asked through the long-lived producer. The
+        dead-letter topic is not asked: while it fails, dead letters wait in
+        their outbox, and deliveries go on.
         """
-        if self._publisher.failed_within(_RECENT_FAILURE_SECONDS):
+        if self._publisher.failed_within(self._config.topic, _RECENT_FAILURE_SECONDS):
             raise QueueUnavailable("the latest sends to Kafka failed")
         topic = await self._publisher.topic_metadata(self._config.topic, wait=2.0)
         reason = unwritable(topic, min_insync(self._config.replication_factor))

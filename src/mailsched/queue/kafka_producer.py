@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -48,6 +49,15 @@ _WEDGED = frozenset(
 
 Record = tuple[bytes, bytes]
 """A record's key and value."""
+
+
+@dataclass(slots=True)
+class _Streak:
+    """A topic's failed sends since its last confirmed one (monotonic seconds)."""
+
+    since: float
+    last: float
+    logged: bool = False
 
 
 class _Reports:
@@ -92,14 +102,13 @@ class Publisher:
         self._poller: threading.Thread | None = None
         self._stopping = threading.Event()
         self._closed = False
-        # Monotonic times of the current streak of failed sends (none confirmed since).
-        self._failing_since: float | None = None
-        self._failed_at: float | None = None
-        self._outage_logged = False
+        # Per topic: one whose partitions have no leader fails while the others work.
+        self._failing: dict[str, _Streak] = {}
 
-    def failed_within(self, seconds: float) -> bool:
-        """Whether a send failed in the last ``seconds``, with none confirmed since."""
-        return self._failed_at is not None and time.monotonic() - self._failed_at < seconds
+    def failed_within(self, topic: str, seconds: float) -> bool:
+        """Whether a send to ``topic`` failed in the last ``seconds``, none confirmed since."""
+        streak = self._failing.get(topic)
+        return streak is not None and time.monotonic() - streak.last < seconds
 
     async def topic_metadata(self, topic: str, wait: float) -> TopicMetadata | None:
         """The brokers' current view of ``topic``, asked for up to ``wait`` seconds.
@@ -124,20 +133,21 @@ class Publisher:
         try:
             await self._send(topic, records)
         except QueueError:
-            self._failed()
+            self._failed(topic)
             raise
-        self._failing_since = self._failed_at = None
-        self._outage_logged = False
+        self._failing.pop(topic, None)
 
-    def _failed(self) -> None:
+    def _failed(self, topic: str) -> None:
         now = time.monotonic()
-        self._failed_at = now
-        if self._failing_since is None:
-            self._failing_since = now
-        elif now - self._failing_since > _OUTAGE_SECONDS and not self._outage_logged:
+        streak = self._failing.get(topic)
+        if streak is None:
+            self._failing[topic] = _Streak(since=now, last=now)
+            return
+        streak.last = now
+        if now - streak.since > _OUTAGE_SECONDS and not streak.logged:
             # Each failed send is a warning where it is retried; this says it lasts.
-            self._outage_logged = True
-            logger.error("Kafka has confirmed no send for %.0f s", now - self._failing_since)
+            streak.logged = True
+            logger.error("Kafka has confirmed no send to %s for %.0f s", topic, now - streak.since)
 
     async def _send(self, topic: str, records: Sequence[Record]) -> None:
         producer = self._started()
