@@ -1,10 +1,11 @@
-"""Dead letters: one per failed delivery, published in one send per batch.
+"""Dead letters: one per failed delivery, published in one send per batch, late or not.
 
 On each stack: a campaign's batch has one delivery the server refuses for good,
 and the queue refuses its dead letter. Every other send of the batch is recorded
 once, nothing is sent twice (not even after the leases run out), and the dead
-letter arrives once the queue takes writes again. On each database: the relay
-publishes a batch of rows of many reasons at once.
+letter arrives once the queue takes writes again. A worker whose lease was taken
+over writes no second dead letter for the delivery another worker failed since.
+On each database: the relay publishes a batch of rows of many reasons at once.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.bootstrap import build
 from mailsched.config import Settings
-from mailsched.errors import QueueUnavailable
+from mailsched.errors import PermanentSendError, QueueUnavailable
 from mailsched.mail import Letter, Mailer
 from mailsched.producer.dispatcher import Reaped
 from mailsched.producer.relay import DeadLetterOutbox, Relay
@@ -175,6 +177,75 @@ async def test_a_refused_dead_letter_abandons_nothing_and_is_delivered_later(
     [letter] = queue.accepted
     assert letter.delivery == DueDelivery(gone.delivery_id, campaign_id)
     assert "550" in letter.reason
+
+
+class Refusing:
+    """Refuses every letter for good; when ``held``, each only once :attr:`open` is set.
+    :attr:`entered` is set by the first letter to arrive."""
+
+    def __init__(self, *, held: bool) -> None:
+        self.entered = asyncio.Event()
+        self.open = asyncio.Event()
+        if not held:
+            self.open.set()
+
+    async def send(self, letter: Letter) -> None:
+        self.entered.set()
+        await self.open.wait()
+        raise PermanentSendError("550 5.1.1 no such user", 550)
+
+    async def close(self) -> None:
+        pass
+
+
+async def _receive_one(queue: DeliveryQueue) -> Received:
+    taken: list[Received] = []
+
+    async def received() -> bool:
+        taken.extend(await queue.receive(1, timeout=0.5))
+        return bool(taken)
+
+    await wait_until(received, within=30)
+    return taken[0]
+
+
+async def test_a_late_worker_writes_no_second_dead_letter(settings: Settings) -> None:
+    shift = [timedelta(0)]
+    components = await build(settings, clock=lambda: datetime.now(UTC) + shift[0])
+    late, prompt = Refusing(held=True), Refusing(held=False)
+    components._mailer = late
+    late_writer: asyncio.Task[None] | None = None
+    try:
+        await upgrade(components.db)
+        signer = await components.unsubscribe_signer()
+        dispatcher = components.dispatcher()
+        worker_a = components.worker(signer)
+        worker_b = replace(components, name="worker-b", _mailer=prompt).worker(signer)
+        campaign_id = (await create(components, request([GONE]))).campaign_id
+
+        # Worker A claims the delivery, and its send hangs past the lease.
+        assert await dispatcher.dispatch_once() == 1
+        late_writer = asyncio.create_task(worker_a.handle([await _receive_one(components.queue)]))
+        await late.entered.wait()
+        shift[0] = settings.worker().lease + timedelta(seconds=1)
+        assert (await dispatcher.reap_once()).expired == 1
+
+        # Worker B is given it again, fails it, and writes its dead letter.
+        assert await dispatcher.dispatch_once() == 1
+        await worker_b.handle([await _receive_one(components.queue)])
+        assert await components.db.run(_outbox_size) == 1
+
+        # A's refusal arrives now: its outcome is not written, nor its dead letter.
+        late.open.set()
+        await late_writer
+        assert await components.db.run(_outbox_size) == 1
+        page = await components.campaigns().deliveries(USER, campaign_id, None, 0, 10)
+        assert [(i.status, i.attempts) for i in page.items] == [("FAILED", 2)]  # A's, B's
+    finally:
+        late.open.set()
+        if late_writer is not None:
+            await asyncio.gather(late_writer, return_exceptions=True)
+        await components.aclose()
 
 
 class Sink:

@@ -128,6 +128,9 @@ async def _record(deps: WorkerDeps, attempts: list[Attempt], lease_until: dateti
 
     async def work(conn: AsyncConnection) -> int:
         now = deps.clock()
+        # Before the outcomes: only rows this write moves to FAILED get a dead letter.
+        failed = [f for v in verdicts.values() for f in v.outcomes.failed]
+        await dead_letters.add_failed(conn, deps.owner, failed, now)
         lost = await record(conn, deps.owner, {c: v.outcomes for c, v in verdicts.items()}, now)
         for cid, verdict in verdicts.items():
             if verdict.slow_down_until is not None:
@@ -135,8 +138,6 @@ async def _record(deps: WorkerDeps, attempts: list[Attempt], lease_until: dateti
                 # the deliveries it refused.
                 rules = campaigns[cid].rules(deps.window)
                 await replan(conn, cid, rules, verdict.slow_down_until)
-        failed = [did for v in verdicts.values() for did, _ in v.outcomes.failed]
-        await dead_letters.add_failed(conn, failed, now)
         await complete_finished(conn, list(verdicts), now)
         return lost
 

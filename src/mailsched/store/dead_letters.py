@@ -7,14 +7,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, insert, literal, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.domain.model import DeliveryStatus
-from mailsched.store.tables import UTCDateTime, dead_letters, deliveries
+from mailsched.store.tables import dead_letters, deliveries
 
 dl = dead_letters.c
 d = deliveries.c
+
+#: The width of ``dead_letters.reason`` (and of ``deliveries.last_error``).
+_REASON_CHARS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,22 +30,45 @@ class DeadLetterRow:
     reason: str
 
 
-async def add_failed(conn: AsyncConnection, delivery_ids: Sequence[int], now: datetime) -> None:
-    """A dead letter for each of ``delivery_ids`` that is FAILED, its last error the reason.
+async def add_failed(
+    conn: AsyncConnection, owner: str, failed: Sequence[tuple[int, str]], now: datetime
+) -> None:
+    """A dead letter for each ``(delivery id, reason)`` of ``failed`` that ``owner`` still
+    holds (SENDING under its lease), which locks those rows.
 
-    Called in the transaction that records the outcomes, after them: a row whose
-    lease was taken over was not marked FAILED by it, and gets none.
+    Call in the transaction that records the outcomes, before them: the locked
+    rows are then exactly those the outcome write moves to FAILED. A row whose
+    lease was taken over gets none from this late writer: the reaper took it
+    back, and the worker that failed it since wrote its dead letter.
     """
-    if not delivery_ids:
+    if not failed:
         return
-    failed = select(
-        d.id, d.campaign_id, func.coalesce(d.last_error, ""), literal(now, UTCDateTime)
-    ).where(d.id.in_(delivery_ids), d.status == DeliveryStatus.FAILED.value)
-    await conn.execute(
-        insert(dead_letters).from_select(
-            ["delivery_id", "campaign_id", "reason", "created_at"], failed
+    reasons = dict(failed)
+    held = (
+        await conn.execute(
+            select(d.id, d.campaign_id)
+            .where(
+                d.id.in_(reasons),
+                d.status == DeliveryStatus.SENDING.value,
+                d.lease_owner == owner,
+            )
+            .order_by(d.id)
+            .with_for_update()
         )
-    )
+    ).all()
+    if held:
+        await conn.execute(
+            insert(dead_letters),
+            [
+                {
+                    "delivery_id": row.id,
+                    "campaign_id": row.campaign_id,
+                    "reason": reasons[row.id][:_REASON_CHARS],
+                    "created_at": now,
+                }
+                for row in held
+            ],
+        )
 
 
 async def oldest(conn: AsyncConnection, limit: int) -> list[DeadLetterRow]:
