@@ -140,7 +140,8 @@ class Database:
         """Run ``work`` in one transaction: commit if it returns, roll back if it raises.
 
         Deadlocks and lock timeouts run ``work`` again from the start, so it must
-        not have effects outside the transaction that cannot be repeated.
+        not have effects outside the transaction that cannot be repeated (the
+        outbox relay's publish may be: its readers take a message twice).
         """
         attempt = 0
         while True:
