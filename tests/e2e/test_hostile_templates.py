@@ -1,22 +1,25 @@
 """``/healthz`` of a real ``mailsched run`` stays quick while hostile templates come in.
 
-A thread asks for ``/healthz`` over and over while the API refuses the hardening
-issue's hostile templates (each a ``422``) and the worker sends a campaign of the
-largest templates allowed: a 998-character subject and bodies that render to about
-1 MiB each. Before, one ``{{ [[1]*400]*400 }}`` subject held the event loop for
+A process of its own asks for ``/healthz`` over and over while the API refuses the
+hardening issue's hostile templates (each a ``422``) and the worker sends a campaign
+of the largest templates allowed: a 998-character subject and bodies that render to
+about 1 MiB each. Before, one ``{{ [[1]*400]*400 }}`` subject held the event loop for
 13 s while its header was folded.
 
-The worst latency is printed (``-s``) and recorded in the test's report. The issue
-asks for no more than about 50 ms of blocking; a loaded CI machine adds its own
-delays, so the assertion is a generous second, and the precise figures come from
-``python -m bench.templates`` and this test's output.
+The figures are printed (``-s``) and recorded in the test's report. The issue asks
+for no more than about 50 ms of blocking; a loaded CI machine adds its own delays, so
+the assertion only checks that the server never froze (no answer took a second), and
+the precise figures come from ``python -m bench.templates`` and this test's output.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import statistics
 import time
+import traceback
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -61,21 +64,49 @@ def campaign(recipients: list[Any], **changes: Any) -> dict[str, Any]:
     return body | changes
 
 
-def poll_health(base_url: str, stopped: Any, latencies: Any) -> None:
-    """Ask for /healthz until ``stopped`` is set; put every latency on ``latencies``.
+def poll_health(base_url: str, stopped: Any, results: Any) -> None:
+    """Ask for /healthz until ``stopped`` is set; put ``("latencies", [...])`` on
+    ``results``, or ``("error", traceback)`` if a request failed.
 
     In a process of its own: a thread of the test's process would share its GIL with
-    the SMTP sink parsing 2 MB messages, and measure the test, not the server.
+    the SMTP sink parsing 2 MB messages, and measure the test, not the server. Every
+    ending puts something on ``results``: an exception would otherwise end the process
+    with its traceback on a stderr nobody reads, and leave the test waiting.
     """
-    kept: list[float] = []
-    with httpx.Client(base_url=base_url, timeout=30) as client:
-        while not stopped.is_set():
-            started = time.perf_counter()
-            assert client.get("/healthz").status_code == 200
-            kept.append(time.perf_counter() - started)
-            # A sample every few ms: this paces the sampler, it orders nothing.
-            stopped.wait(0.005)
-    latencies.put(kept)
+    try:
+        kept: list[float] = []
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            while not stopped.is_set():
+                started = time.perf_counter()
+                response = client.get("/healthz")
+                if response.status_code != 200:
+                    raise RuntimeError(f"/healthz answered {response.status_code}: {response.text}")
+                kept.append(time.perf_counter() - started)
+                # A sample every few ms: this paces the sampler, it orders nothing.
+                stopped.wait(0.005)
+    except Exception:
+        results.put(("error", traceback.format_exc()))
+    else:
+        results.put(("latencies", kept))
+
+
+def sampler_result(poller: BaseProcess, results: Any, within: float = 60) -> tuple[str, Any]:
+    """What :func:`poll_health` put on ``results``, else an ``("error", ...)`` saying
+    it exited without a word or said nothing within ``within`` seconds.
+
+    Never raises: it runs in a ``finally`` while another failure may be on its way.
+    """
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        alive = poller.is_alive()
+        try:
+            # Once the process has exited, whatever it put is already in the pipe.
+            found: tuple[str, Any] = results.get(timeout=0.5 if alive else 1)
+            return found
+        except queue.Empty:
+            if not alive:
+                return "error", f"the sampler exited with code {poller.exitcode} and no result"
+    return "error", f"the sampler gave no result within {within:.0f} s"
 
 
 def post_hostile_then_largest(
@@ -115,8 +146,12 @@ def test_healthz_stays_quick_under_hostile_templates(
             post_hostile_then_largest(app.base_url, key, recipients, smtp_sink)
         finally:
             stopped.set()
-            latencies: list[float] = results.get(timeout=60)
+            kind, found = sampler_result(poller, results)
             poller.join(30)
+            if poller.is_alive():
+                poller.terminate()
+        assert kind == "latencies", f"the /healthz sampler failed:\n{found}"
+        latencies: list[float] = found
         assert app.stop() == 0, app.output()
 
     arrivals = smtp_sink.arrivals
@@ -131,4 +166,6 @@ def test_healthz_stays_quick_under_hostile_templates(
         f"median {statistics.median(latencies) * 1000:.1f} ms, "
         f"p99 {p99 * 1000:.1f} ms, worst {worst * 1000:.1f} ms"
     )
-    assert worst < 1.0, f"/healthz took {worst * 1000:.0f} ms"
+    # Not a speed bound (the figures above are the measure): a second without an
+    # answer means the event loop froze, as it did for 13 s before.
+    assert worst < 1.0, f"/healthz went unanswered for {worst * 1000:.0f} ms: the server froze"
