@@ -1,6 +1,6 @@
 """The figures of a fault scenario, and the report the suite writes.
 
-The pure part (``figures``, ``failures``, ``markdown``) is unit-tested in
+The pure part (``figures``, ``failures``, ``unexplained``, ``markdown``) is unit-tested in
 ``test_harness.py``. :class:`Results` collects one :class:`Figures` per
 scenario run and writes them as JSON (``MAILSCHED_FAULTS_REPORT``, default
 ``tests/faults/.results.json``) with a markdown table beside it
@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mailsched.domain.model import POSSIBLE_DUPLICATE_OUTCOMES, SendOutcome
 from tests.support.rules import max_in_window, min_gap
 
 #: The pass criteria of the issue "Guarantees under faults".
@@ -115,6 +116,69 @@ def figures(
         min_gap=None if gap == float("inf") else gap,
         delay=delay,
     )
+
+
+#: Outcomes of a send slot after which the server may hold the message.
+MAY_HAVE_ARRIVED = POSSIBLE_DUPLICATE_OUTCOMES | {SendOutcome.SENT}
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """One message the sink accepted: for whom, from which process, when (``time.time()``)."""
+
+    recipient: str
+    pid: int | None
+    at: float
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One send attempt as ``send_slots`` recorded it; ``finished`` is ``None`` in flight."""
+
+    recipient: str
+    pid: int | None
+    started: float
+    finished: float | None
+    outcome: str | None
+
+
+def unexplained(receipts: Sequence[Receipt], slots: Sequence[Slot]) -> list[Receipt]:
+    """The receipts no send slot accounts for: sends made without a lease (stale sends).
+
+    Every receipt needs a slot of its own: the recipient's, made by the process that
+    sent it (when the sink could tell), that may have reached the server (SENT,
+    AMBIGUOUS, ORPHANED, or still in flight), and open when the message arrived.
+    Counting is not enough: an ORPHANED slot may account for a message that arrived
+    before its worker stopped (the counted window event), but it was closed when the
+    reaper took its delivery back, and what arrives after that was sent without a
+    lease. A stale send plus a fresh claim of the same recipient is two receipts with
+    one slot open for them.
+    """
+    # A bipartite matching (Kuhn's augmenting paths) over a few dozen of each: a
+    # greedy pairing could give a receipt the one slot another receipt needed.
+    holder: dict[int, int] = {}
+
+    def fits(slot: Slot, receipt: Receipt) -> bool:
+        open_until = float("inf") if slot.finished is None else slot.finished
+        same_process = None in (slot.pid, receipt.pid) or slot.pid == receipt.pid
+        return (
+            slot.recipient.lower() == receipt.recipient.lower()
+            and (slot.outcome is None or slot.outcome in MAY_HAVE_ARRIVED)
+            and same_process
+            and slot.started <= receipt.at <= open_until
+        )
+
+    def place(r: int, seen: set[int]) -> bool:
+        for s, slot in enumerate(slots):
+            if s in seen or not fits(slot, receipts[r]):
+                continue
+            seen.add(s)
+            if s not in holder or place(holder[s], seen):
+                holder[s] = r
+                return True
+        return False
+
+    return [receipt for r, receipt in enumerate(receipts) if not place(r, set())]
 
 
 def failures(f: Figures) -> list[str]:

@@ -6,7 +6,18 @@ from collections import Counter
 
 import pytest
 
-from tests.faults.harness import Figures, duplicates, failures, figures, lost, markdown, recovery
+from tests.faults.harness import (
+    Figures,
+    Receipt,
+    Slot,
+    duplicates,
+    failures,
+    figures,
+    lost,
+    markdown,
+    recovery,
+    unexplained,
+)
 from tests.faults.harness import window_ratio as ratio
 
 
@@ -49,6 +60,87 @@ def test_recovery_is_the_first_send_after_the_fault_else_completion(
     arrivals: list[float], completed: float | None, expected: tuple[float | None, str]
 ) -> None:
     assert recovery(10.0, arrivals, completed) == expected
+
+
+# The SIGSTOP scenario's times: the stalled worker (pid 1) stops at 10, the reaper
+# takes its leases back at 20, it resumes at 30; pid 2 is the worker that took over.
+HELD = Slot("r@x", 1, 9.0, 20.0, "ORPHANED")
+TAKEN_OVER = Slot("r@x", 2, 21.0, 22.0, "SENT")
+FRESH = Slot("r@x", 1, 31.0, 33.0, "SENT")
+
+
+@pytest.mark.parametrize(
+    ("receipts", "slots", "stale"),
+    [
+        pytest.param([], [HELD], [], id="nothing arrived"),
+        pytest.param([Receipt("r@x", 2, 21.5)], [HELD, TAKEN_OVER], [], id="taken over"),
+        pytest.param(
+            [Receipt("r@x", 1, 9.5), Receipt("R@x", 2, 21.5)],
+            [HELD, TAKEN_OVER],
+            [],
+            id="arrived before the stop, then again: the counted window event",
+        ),
+        pytest.param(
+            [Receipt("r@x", 2, 21.5), Receipt("r@x", 1, 30.5)],
+            [HELD, TAKEN_OVER],
+            [Receipt("r@x", 1, 30.5)],
+            id="stale send after SIGCONT",
+        ),
+        pytest.param(
+            [Receipt("r@x", 1, 32.0)], [HELD, FRESH], [], id="claimed afresh after SIGCONT"
+        ),
+        pytest.param(
+            [Receipt("r@x", 1, 31.5), Receipt("r@x", 1, 32.0)],
+            [HELD, FRESH],
+            [Receipt("r@x", 1, 32.0)],
+            id="stale send plus a fresh claim of the same recipient",
+        ),
+        pytest.param(
+            [Receipt("r@x", 2, 21.5), Receipt("r@x", 1, 31.5), Receipt("r@x", 1, 32.0)],
+            [HELD, TAKEN_OVER, FRESH],
+            [Receipt("r@x", 1, 32.0)],
+            id="taken over, claimed afresh, and a stale send",
+        ),
+        pytest.param(
+            [Receipt("r@x", 1, 21.5)],
+            [HELD, TAKEN_OVER],
+            [Receipt("r@x", 1, 21.5)],
+            id="another worker's slot accounts for nothing the stalled one sent",
+        ),
+        pytest.param([Receipt("r@x", None, 21.5)], [HELD, TAKEN_OVER], [], id="sender unknown"),
+        pytest.param(
+            [Receipt("r@x", 2, 21.5)],
+            [HELD, Slot("r@x", 2, 21.0, 22.0, "RETRY")],
+            [Receipt("r@x", 2, 21.5)],
+            id="a refused send accounts for nothing",
+        ),
+        pytest.param(
+            [Receipt("r@x", 2, 21.5)],
+            [HELD, Slot("r@x", 2, 21.0, 22.0, "AMBIGUOUS")],
+            [],
+            id="a send in doubt may have arrived",
+        ),
+        pytest.param(
+            [Receipt("s@x", 2, 21.5)],
+            [HELD, TAKEN_OVER],
+            [Receipt("s@x", 2, 21.5)],
+            id="another recipient's slot",
+        ),
+    ],
+)
+def test_unexplained_arrivals_are_stale_sends(
+    receipts: list[Receipt], slots: list[Slot], stale: list[Receipt]
+) -> None:
+    assert unexplained(receipts, slots) == stale
+
+
+def test_unexplained_matches_rather_than_pairs_greedily() -> None:
+    # The receipt at 21.5 fits both slots and comes first; only the wide one also
+    # fits the receipt at 25: a greedy pairing would leave that one out.
+    wide = Slot("r@x", 2, 21.0, 26.0, "SENT")
+    narrow = Slot("r@x", 2, 21.0, 22.0, "SENT")
+    receipts = [Receipt("r@x", 2, 21.5), Receipt("r@x", 2, 25.0)]
+    assert unexplained(receipts, [wide, narrow]) == []
 
 
 def test_figures_and_criteria() -> None:
