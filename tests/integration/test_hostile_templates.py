@@ -110,6 +110,21 @@ async def test_the_same_characters_in_a_body_variable_are_fine(client: httpx.Asy
         ({"htmlBody": "{% if 1 %}" * 300 + "{% endif %}" * 300}, "htmlBody", "tags"),
         # 998 characters at most once rendered.
         ({"subject": "{{ 'x' * 999 }}"}, "recipients.0", "998"),
+        # The review: replace converted 1 to "1" after the weighing (10 GB), and in
+        # HTML replaced in the escaped text ("&lt;") it had not weighed.
+        ({"body": '{{ ("1"*100000)|replace(1, "x"*100000) }}'}, "recipients.0", "body"),
+        (
+            {"htmlBody": '{{ ("<"*100000)|replace("lt", ("x"*100000)|safe) }}'},
+            "recipients.0",
+            "htmlBody",
+        ),
+        # One value printed by each of 16,000 directives: 1.6 GB.
+        ({"body": "{{ ('%(a)s' * 16000) % {'a': 'x' * 100000} }}"}, "recipients.0", "body"),
+        ({"body": "{{ '%(a)999999999s' % {'a': 1} }}"}, "recipients.0", "format widths"),
+        # A method made text printed its heap address.
+        ({"subject": "{{ name.upper ~ '' }}"}, "recipients.0", "cannot be written"),
+        ({"body": "{{ name.upper|string }}"}, "recipients.0", "cannot be written"),
+        ({"htmlBody": "{{ email['split'] ~ 1 }}"}, "recipients.0", "cannot be written"),
     ],
 )
 async def test_hostile_templates_are_refused(
@@ -129,6 +144,29 @@ async def test_the_recipient_whose_body_is_too_large_is_named(
     body = spec_body(body="{{ v }}" * 500, recipients=recipients)
     await assert_refused(client, db, body, "recipients.1", "body: renders to more than 1048576")
     assert await count_rows(db) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("body", "first", "second"),
+    [
+        # The static bound left out keyword arguments: 11 x 4,000 bytes, which
+        # renders 1.1 MB for a recipient whose v is empty.
+        ('{{ v|d(default_value="x"*100000, boolean=true) }}' * 11, "a", ""),
+        # And took any number for short: 250 x 4,300 digits.
+        ("{{ v }}" * 250, 1, 10**4299),
+    ],
+    ids=["keyword", "number"],
+)
+async def test_a_body_the_static_bound_missed_is_rendered_for_every_recipient(
+    client: httpx.AsyncClient, db: Database, body: str, first: object, second: object
+) -> None:
+    recipients = [
+        {"email": "a@example.com", "vars": {"v": first}},
+        {"email": "b@example.com", "vars": {"v": second}},
+    ]
+    await assert_refused(
+        client, db, spec_body(body=body, recipients=recipients), "recipients.1", "body: renders"
+    )
 
 
 async def test_the_configured_body_limit_bounds_what_a_template_renders(

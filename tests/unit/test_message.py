@@ -485,6 +485,17 @@ def test_a_templated_subject_rendering_a_header_break_fails_its_letter(char: str
         template.render("bob@example.org", 1, DATE, variables={"v": f"a{char}b"})
 
 
+@pytest.mark.parametrize("body", ["{{ name.upper ~ '' }}", "{{ name.upper|string }}"])
+def test_a_method_made_text_fails_its_letter_instead_of_sending_its_address(body: str) -> None:
+    # A TemplateProblem is a ValueError, which fails the delivery for good.
+    template = MessageTemplate(1, "news@example.com", "s", body, templated=True)
+
+    with pytest.raises(TemplateProblem, match="cannot be written") as caught:
+        template.render("bob@example.org", 1, DATE, name="Bob")
+    assert isinstance(caught.value, ValueError)
+    assert "0x" not in str(caught.value)
+
+
 @pytest.mark.parametrize(
     "subject",
     [

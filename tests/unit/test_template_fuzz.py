@@ -6,8 +6,11 @@ slices, lists and dicts, ``if`` and ``filter`` blocks, nested; and as raw text.
 Whatever comes out, compiling and rendering either give text within the bounds
 (a subject of at most 998 characters with no line break or NUL, bodies within
 ``max_body_bytes``) or raise :class:`TemplateProblem`, the documented 422. No
-other exception, and no output over a bound. A body the template bounds without
-rendering (:func:`body_bytes_bound`) renders within that bound.
+other exception (a :class:`MemoryError` is no TemplateProblem), no output over a
+bound or showing a heap address, and no render holding more than
+:data:`MAX_PEAK` bytes on the way, which is what shows a value made before its
+bound was checked. A body the template bounds without rendering
+(:func:`body_bytes_bound`) renders within that bound.
 
 ``FUZZ_EXAMPLES`` sets the number of examples (300 by default).
 """
@@ -15,15 +18,18 @@ rendering (:func:`body_bytes_bound`) renders within that bound.
 from __future__ import annotations
 
 import os
+import re
+import tracemalloc
 from typing import Any
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from mailsched.mail.headers import HEADER_BREAKS
 from mailsched.mail.templates import (
     HTML,
     MAX_SUBJECT,
+    MAX_TEXT,
     TEXT,
     CampaignTemplates,
     TemplateProblem,
@@ -33,6 +39,14 @@ from mailsched.producer.template_bounds import body_bytes_bound
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 MAX_BODY_BYTES = 20_000
+#: The most a render may hold at once, in bytes. A value is at most MAX_TEXT
+#: characters of up to 2 bytes here (no atom is outside the BMP), and escaping may
+#: make five characters of one before its result is refused; a few such values live
+#: at once. A value made before its bound is checked is far over: 9 MB for
+#: ('1' * 3000)|replace(1, 'x' * 3000).
+MAX_PEAK = 30 * MAX_TEXT
+#: What a method or an object prints as: its heap address.
+ADDRESS = re.compile(" at 0x[0-9a-f]{4,}")
 
 FILTERS = [
     "abs",
@@ -52,6 +66,18 @@ FILTERS = [
     "lower",
     "replace('a', 'bbbb')",
     "replace('', 'xy')",
+    # Arguments that are not text, converted by the filter; in HTML, 'lt' is in "&lt;".
+    "replace(1, 'x' * 9000)",
+    "replace(none, big)",
+    "replace('lt', ('x' * 9000)|safe)",
+    "replace(old=1, new='x' * 3000, count=99)",
+    # Keyword arguments, which the static bound must count.
+    "default(default_value='x' * 3000, boolean=true)",
+    "d(default_value=big, boolean=true)",
+    "truncate(length=5, killwords=true, end='~')",
+    "round(precision=2, method='floor')",
+    "format(a=big)",
+    "format(big, 99999)",
     "round(2)",
     "safe",
     "string",
@@ -91,6 +117,14 @@ ATOMS = st.sampled_from(
         "''",
         "'\\u2028'",
         "'\\x00'",
+        "'1' * 3000",
+        "'<' * 3000",
+        "'%(a)s' * 50",
+        "'%(a)99999s'",
+        "'%s%s'",
+        "huge",
+        "123456789012345678901234567890",
+        "2 ** 4000",
         "[1, 2, 3]",
         "[[1] * 400] * 400",
         "['a' * 100000] * 100",
@@ -98,6 +132,9 @@ ATOMS = st.sampled_from(
         "(1, 'x')",
         "email.split",
         "name.upper",
+        "name['upper']",
+        "(name.upper ~ '')",
+        "email.split|string",
         "''.__class__",
         "n.real",
         "email[1:5]",
@@ -159,6 +196,8 @@ VALUES = st.fixed_dictionaries(
         "f": st.floats(allow_nan=True, allow_infinity=True),
         "b": st.booleans(),
         "big": st.text(alphabet="xé<", min_size=900, max_size=1000),
+        # As many digits as Python converts: 4,300.
+        "huge": st.integers(10**4000, 10**4299),
     }
 )
 
@@ -169,13 +208,21 @@ def check(subject: str, body: str, html: str | None, values: dict[str, Any]) -> 
     except TemplateProblem as problem:
         event(f"refused when compiled: {problem.field}")
         return
+    tracemalloc.start()
     try:
         rendered = compiled.render(context("ann@example.org", "Ann", values))
     except TemplateProblem as problem:
         event(f"refused when rendered: {problem.message.split(':')[0][:40]}")
         return
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak <= MAX_PEAK, f"a render held {peak} bytes"
     event("rendered")
     assert len(rendered.subject) <= MAX_SUBJECT
+    assert not any(
+        ADDRESS.search(t or "") for t in (rendered.subject, rendered.body, rendered.html_body)
+    )
     assert not HEADER_BREAKS.search(rendered.subject)
     for text, source, env in ((rendered.body, body, TEXT), (rendered.html_body, html, HTML)):
         if text is None or source is None:
@@ -189,6 +236,19 @@ def check(subject: str, body: str, html: str | None, values: dict[str, Any]) -> 
     max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+# The holes the review found, always tried.
+@example(subject="s", body="{{ ('1' * 3000)|replace(1, 'x' * 3000) }}", html=None, values={})
+@example(
+    subject="s", body="b", html="{{ ('<' * 3000)|replace('lt', ('x' * 3000)|safe) }}", values={}
+)
+@example(subject="s", body="{{ ('%(a)s' * 100) % {'a': 'x' * 90000} }}", html=None, values={})
+@example(subject="{{ name.upper ~ '' }}", body="{{ name.upper|string }}", html=None, values={})
+@example(
+    subject="s",
+    body="{{ v|d(default_value='x' * 9000, boolean=true) }}",
+    html=None,
+    values={"v": ""},
 )
 @given(
     subject=templates(),

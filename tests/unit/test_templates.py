@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import tracemalloc
+from collections.abc import Callable
+
 import pytest
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from mailsched.mail.templates import (
     HTML,
@@ -297,6 +301,13 @@ def test_many_large_values_exhaust_the_budget_of_one_render() -> None:
         templates.render(context("a@example.org", None, {}))
 
 
+@pytest.mark.parametrize("source", ["{{ ('%%' * 40000)|format }}", "{{ ('%s' * 20000) % () }}"])
+def test_weighing_a_format_is_charged_for_its_directives(source: str) -> None:
+    # Weighing a directive costs 2 µs: 40,000 of them would take 80 ms.
+    with pytest.raises(TemplateProblem, match="too much work"):
+        CampaignTemplates("s", source).render(context("a@example.org", None, {}))
+
+
 def test_slow_filters_are_charged_for_their_input() -> None:
     # title on 66,000 characters is about 25 ms: two exhaust a body's 4 M, and
     # a tenth of one a subject's 64 k (a subject is rendered per recipient at creation).
@@ -321,6 +332,12 @@ def test_slow_filters_are_charged_for_their_input() -> None:
         "{{ (1, 2) }}",
         "{{ {'a': 1} }}",
         "{{ x.real.conjugate }}",
+        # Made text before it is written out, a method printed its heap address.
+        "{{ name.upper ~ '' }}",
+        "{{ name.upper|string }}",
+        "{{ name['upper']|string }}",
+        "{{ '%s' % email.split }}",
+        "{{ (x.real.conjugate ~ 1)|length }}",
     ],
 )
 def test_a_method_or_an_object_is_not_written_out(source: str) -> None:
@@ -476,3 +493,120 @@ def test_the_static_bound_holds_for_the_longest_values(source: str, html: bool) 
     assert len(rendered.encode()) <= bound
     # Templates like these never need rendering per recipient at creation.
     assert bound <= 1024 * 1024
+
+
+# The review of the hardening: bounds that converting inside a filter went around.
+
+
+def peak_bytes(render: Callable[[], object]) -> int:
+    """The most memory ``render`` held at once, in bytes."""
+    tracemalloc.start()
+    try:
+        render()
+    except TemplateProblem:
+        pass
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+@pytest.mark.parametrize(
+    ("field", "source"),
+    [
+        # replace converted 1 to "1" after the weighing: 9 MB (at 100,000, 10 GB).
+        ("body", '{{ ("1"*3000)|replace(1, "x"*3000) }}'),
+        ("body", '{{ ("1"*3000)|replace(old=1, new="x"*3000) }}'),
+        # Weighed unescaped, replaced in escape(s): "<" is "&lt;". 18 MB.
+        ("htmlBody", '{{ ("<"*3000)|replace("lt", ("x"*3000)|safe) }}'),
+        # A width inside a mapping directive went unseen: 10 MB (and as many as asked).
+        ("body", "{{ '%(a)9999999s' % {'a': 1} }}"),
+        ("body", "{{ '%(a)9999999s'|format(a=1) }}"),
+        # A format that is not text was not checked at all.
+        ("body", "{{ ['%(a)9999999s']|format(a=1) }}"),
+        # One value printed by every directive: 10 MB (at 16,000 directives, 1.6 GB).
+        ("body", "{{ ('%(a)s' * 100) % {'a': 'x' * 90000} }}"),
+        ("body", "{{ ('%(a)s' * 100)|format(a='x' * 90000) }}"),
+        # Text in a list prints escaped: '\x00' is four characters. 0.9 MB.
+        ("body", "{{ ['\\x00' * 90000]|string|length }}"),
+    ],
+)
+def test_a_filter_or_operator_is_refused_before_it_makes_a_huge_value(
+    field: str, source: str
+) -> None:
+    templates = CampaignTemplates("s", source if field == "body" else "b", source)
+    values = context("a@example.org", "Ann", {})
+
+    with pytest.raises(TemplateProblem) as caught:
+        templates.render(values)
+    assert caught.value.field == field
+    # Everything it made is within a few values of MAX_TEXT (100,000 characters).
+    assert peak_bytes(lambda: templates.render(values)) < 300_000
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ x|replace('a', '<b>') }}",
+        "{{ x|replace('a', '<b>', 1) }}",
+        "{{ x|replace('a', '-', -2) }}",
+        "{{ x|replace('', '-') }}",
+        "{{ x|e|replace('<', '&') }}",
+        "{{ x|e|replace('a', '<') }}",
+        "{{ x|replace('a'|safe, '<') }}",
+        "{{ x|replace('<', '<'|safe) }}",
+        "{{ (x|safe)|replace('a', '<') }}",
+        "{{ n|replace(1, '<') }}",
+        "{{ x|replace(old='a', new='z', count=1) }}",
+        "{{ '%s-%5.1f|%-4d|%x|%%' % (x, 2.25, n, n) }}",
+        "{{ '%(a)s %(a)r %(b)03d' % {'a': x, 'b': n} }}",
+        "{{ '%((a))s' % {'(a)': n} }}",
+        "{{ '%s and %s'|format(x, n) }}",
+        "{{ '%(x)s'|format(x=x) }}",
+        "{{ (x|e) % () }}",
+        "{{ ('<%s>'|safe) % x }}",
+    ],
+)
+@pytest.mark.parametrize("html", [False, True])
+def test_replace_and_format_do_what_jinjas_do(source: str, html: bool) -> None:
+    values = {"x": "a<b>&'a", "n": 121}
+    jinja = ImmutableSandboxedEnvironment(autoescape=html).from_string(source).render(values)
+
+    assert (HTML if html else TEXT).from_string(source).render(values) == jinja
+
+
+class OutOfMemory(str):
+    """A value that cannot be written out: the machine has no memory left."""
+
+    def __str__(self) -> str:
+        raise MemoryError
+
+
+def test_running_out_of_memory_is_no_template_problem() -> None:
+    # A bound the sandbox misses must show as what it is, not as a 422 about the template.
+    templates = CampaignTemplates("s", "{{ v }}")
+
+    with pytest.raises(MemoryError):
+        templates.render(context("a@example.org", None, {"v": OutOfMemory("x")}))
+
+
+@pytest.mark.parametrize("html", [False, True])
+def test_the_static_bound_counts_a_filters_keyword_arguments(html: bool) -> None:
+    source = '{{ v|d(default_value="x"*100000, boolean=true) }}'
+    field = "htmlBody" if html else "body"
+    tree = parse(field, source)
+
+    rendered = (HTML if html else TEXT).from_string(tree).render({"v": ""})
+
+    assert len(rendered) == 100_000
+    assert body_bytes_bound(tree, html=html) >= 100_000
+
+
+def test_recipient_checker_renders_for_a_number_longer_than_the_bound_assumed() -> None:
+    # Two values of at most 1,000 characters fit in 8,000 bytes; two of 4,300 digits do not.
+    checker = RecipientChecker("Hi", "{{ n }}{{ n }}", max_body_bytes=8000)
+
+    assert checker.render("a@example.org", None, {"n": 1}) == "Hi"
+    with pytest.raises(TemplateProblem, match="more than 8000 bytes") as caught:
+        checker.render("b@example.org", None, {"n": 10**4299})
+    assert caught.value.field == "body"

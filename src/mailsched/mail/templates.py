@@ -218,7 +218,8 @@ def render_field(
 
     The output is gathered piece by piece and the render stops once it is over the
     limit; the values made on the way may add up to ``work`` times ``limit``. Every
-    failure is a :class:`TemplateProblem` naming ``field``.
+    failure is a :class:`TemplateProblem` naming ``field``, except a
+    :class:`MemoryError`, which is no fault of the template's.
     """
     too_long = TemplateProblem(field, f"renders to more than {limit} {unit}")
     pieces: list[str] = []
@@ -236,6 +237,9 @@ def render_field(
         raise TemplateProblem(field, _describe(exc)) from exc
     except RecursionError as exc:
         raise TemplateProblem(field, _TOO_DEEP) from exc
+    except MemoryError:
+        # A bound of the sandbox let too much through: a bug of ours, not of the template.
+        raise
     except Exception as exc:
         # Filters and operators on the recipient's values: 1/0, "a"|round,
         # truncate's AssertionError, ... The template is at fault, whatever the type.

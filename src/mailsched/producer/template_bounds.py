@@ -41,18 +41,28 @@ _GROWTH = {
 _NUMBERS = frozenset({"abs", "count", "float", "int", "length", "round", "wordcount"})
 
 
+def _filtered(node: nodes.Filter) -> int | None:
+    """At most how many characters a filter of a known growth writes out, else None."""
+    # Everything given may come out: default's default_value is a keyword argument.
+    given = sum(_chars(child) for child in node.iter_child_nodes())
+    if node.name in _GROWTH:
+        return _GROWTH[node.name] * given
+    if node.name in _NUMBERS:
+        return max(given, 32)
+    return None
+
+
 def _chars(node: nodes.Node) -> int:
     """At most how many characters ``node`` writes out."""
     if isinstance(node, nodes.Name):
         return VALUE_CHARS
     if isinstance(node, nodes.Const):
         return len(str(node.value))
-    if isinstance(node, nodes.Filter) and node.node is not None:
-        given = _chars(node.node) + sum(_chars(arg) for arg in node.args)
-        if node.name in _GROWTH:
-            return _GROWTH[node.name] * given
-        if node.name in _NUMBERS:
-            return max(given, 32)
+    if isinstance(node, nodes.Keyword):
+        return _chars(node.value)
+    filtered = _filtered(node) if isinstance(node, nodes.Filter) and node.node is not None else None
+    if filtered is not None:
+        return filtered
     if isinstance(node, nodes.Mul):
         # 'text' * 3: a repetition by a literal count is as long as its parts times it.
         for part, times in ((node.left, node.right), (node.right, node.left)):

@@ -16,6 +16,7 @@ from typing import Any
 
 from jinja2 import meta, nodes
 
+from mailsched.mail.sandbox import weight
 from mailsched.mail.templates import (
     BODY,
     BUILTIN_NAMES,
@@ -180,5 +181,6 @@ class RecipientChecker:
 
 
 def _short(values: Mapping[str, Any]) -> bool:
-    """Whether every value is within what :func:`body_bytes_bound` assumed."""
-    return all(not isinstance(v, str) or len(v) <= VALUE_CHARS for v in values.values())
+    """Whether every value is within what :func:`body_bytes_bound` assumed (a number
+    of 4,300 digits is not)."""
+    return all(weight(v, VALUE_CHARS) <= VALUE_CHARS for v in values.values())
