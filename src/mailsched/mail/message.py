@@ -29,7 +29,7 @@ from typing import Any
 
 import idna
 
-from mailsched.mail.headers import header_break
+from mailsched.mail.headers import header_text
 from mailsched.mail.mime import LARGE, large_body
 from mailsched.mail.templates import MAX_BODY_BYTES, CampaignTemplates, context
 
@@ -133,12 +133,6 @@ def _unsubscribe_headers(unsubscribe: Unsubscribe) -> bytes:
     return b"List-Unsubscribe: " + value.encode("ascii") + b"\r\n" + _ONE_CLICK
 
 
-def _check_subject(subject: str) -> None:
-    bad = header_break(subject)
-    if bad is not None:
-        raise ValueError(f"the subject may not contain line breaks or NUL ({bad})")
-
-
 # Longer than this, an ASCII word cannot be folded within a line: encoded words can.
 _LONGEST_ASCII_WORD = 900
 
@@ -152,7 +146,7 @@ def subject_header(subject: str) -> bytes:
     linear (under 3 ms for any 998 characters). ASCII folds at spaces only, so
     that unfolding gives the subject back; anything else becomes RFC 2047 words.
     """
-    _check_subject(subject)
+    header_text(subject)
     if (
         subject.isascii()
         and "=?" not in subject
@@ -221,7 +215,7 @@ class MessageTemplate:
         template that cannot be used.
         """
         from_ = wire_address(sender)
-        _check_subject(subject)
+        header_text(subject)
         self.campaign_id = campaign_id
         self.sender = sender
         self._from = from_
