@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from jinja2 import meta, nodes
+from jinja2 import nodes
 
 from mailsched.mail.sandbox import weight
 from mailsched.mail.templates import (
@@ -92,8 +92,11 @@ def required_variables(subject: str, body: str, html: str | None = None) -> froz
     for field, source in _fields(subject, body, html):
         if not any(marker in source for marker in _MARKERS):
             continue
-        # The environments have no globals: every name is the recipient's.
-        names |= meta.find_undeclared_variables(parse(field, source))
+        # The environments have no globals, and templates cannot assign (no set, for or
+        # macro): every name read is the recipient's. Jinja's find_undeclared_variables
+        # would run its optimizer, with the filters, over the shared tree.
+        tree = parse(field, source)
+        names |= {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
     return frozenset(names - BUILTIN_NAMES)
 
 
