@@ -45,6 +45,8 @@ CLOSING = 421
 #: Longest reply we accept, all lines together; a server sending more is broken.
 _MAX_REPLY = 64 * 1024
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
+#: A message larger than this is made ready for DATA in a thread.
+_LARGE_DATA = 256 * 1024
 
 
 class SmtpReply(Exception):
@@ -260,7 +262,11 @@ class SmtpConnection:
             options = " SMTPUTF8 BODY=8BITMIME"
         mail = f"MAIL FROM:<{sender}>{options}\r\n".encode()
         rcpt = f"RCPT TO:<{recipient}>\r\n".encode()
-        payload = _wire_data(data)
+        if len(data) > _LARGE_DATA:
+            # Scanning and copying megabytes holds the event loop for tens of ms.
+            payload = await asyncio.to_thread(_wire_data, data)
+        else:
+            payload = _wire_data(data)
         steps = (("MAIL", mail, 250), ("RCPT", rcpt, 250), ("DATA", b"DATA\r\n", 354))
         reader = self._reader
         if self._pipelining:
