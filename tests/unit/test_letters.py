@@ -50,10 +50,10 @@ def links(user_id: int, address: str) -> Unsubscribe:
     return SIGNER.links("https://mail.example.com", "example.com", user_id, address)
 
 
-def test_templated_html_campaign_with_unsubscribe_links() -> None:
+async def test_templated_html_campaign_with_unsubscribe_links() -> None:
     factory = LetterFactory("news@example.com", links=links)
 
-    letter = factory.letter(
+    letter = await factory.build(
         CAMPAIGN, 7, "ann@example.org", NOW, name="Ann", variables={"code": "A1"}
     )
     parsed = parse(letter.data)
@@ -69,32 +69,34 @@ def test_templated_html_campaign_with_unsubscribe_links() -> None:
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
 
-def test_without_links_there_is_no_list_unsubscribe() -> None:
+async def test_without_links_there_is_no_list_unsubscribe() -> None:
     plain = replace(CAMPAIGN, subject="Hello", body="Body\n", html_body=None, templated=False)
 
-    parsed = parse(LetterFactory("news@example.com").letter(plain, 1, "a@example.org", NOW).data)
+    parsed = parse(
+        (await LetterFactory("news@example.com").build(plain, 1, "a@example.org", NOW)).data
+    )
 
     assert "List-Unsubscribe" not in parsed
     assert parsed["Subject"] == "Hello"
 
 
-def test_a_recipient_the_template_fails_on_is_a_permanent_failure() -> None:
+async def test_a_recipient_the_template_fails_on_is_a_permanent_failure() -> None:
     factory = LetterFactory("news@example.com", links=links)
 
     with pytest.raises(PermanentSendError, match="'code' is undefined"):
-        factory.letter(CAMPAIGN, 8, "bob@example.org", NOW, variables={})
+        await factory.build(CAMPAIGN, 8, "bob@example.org", NOW, variables={})
     # The next recipient is not affected.
-    assert factory.letter(CAMPAIGN, 9, "c@example.org", NOW, variables={"code": "C"}).data
+    assert (await factory.build(CAMPAIGN, 9, "c@example.org", NOW, variables={"code": "C"})).data
 
 
-def test_a_campaign_whose_template_does_not_compile_fails_each_delivery() -> None:
+async def test_a_campaign_whose_template_does_not_compile_fails_each_delivery() -> None:
     broken = replace(CAMPAIGN, id=6, body="{% for x in y %}{% endfor %}")
 
     with pytest.raises(PermanentSendError, match="body"):
-        LetterFactory("news@example.com").letter(broken, 1, "a@example.org", NOW)
+        await LetterFactory("news@example.com").build(broken, 1, "a@example.org", NOW)
 
 
-def test_templates_are_kept_per_campaign_within_a_byte_budget(
+async def test_templates_are_kept_per_campaign_within_a_byte_budget(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     built: list[int] = []
@@ -111,7 +113,7 @@ def test_templates_are_kept_per_campaign_within_a_byte_budget(
     factory = LetterFactory("news@example.com", max_bytes=2500)
 
     for campaign in (one, two, one, two, one, three, one, two):
-        factory.letter(campaign, 1, "a@example.org", NOW)
+        await factory.build(campaign, 1, "a@example.org", NOW)
 
     # 1 and 2 built once while two fit; 3 pushed out 2 (least recently used), then 2 came back.
     assert built == [1, 2, 3, 2]
@@ -126,12 +128,12 @@ def test_templates_are_kept_per_campaign_within_a_byte_budget(
         "{{ 2.0 ** 5000 }}",  # OverflowError
     ],
 )
-def test_every_template_error_is_permanent(body: str) -> None:
+async def test_every_template_error_is_permanent(body: str) -> None:
     # Before, only ValueError was: an AssertionError was retried as if transient.
     broken = replace(CAMPAIGN, id=11, body=body, html_body=None)
 
     with pytest.raises(PermanentSendError, match="body"):
-        LetterFactory("news@example.com").letter(broken, 1, "a@example.org", NOW, name="Ann")
+        await LetterFactory("news@example.com").build(broken, 1, "a@example.org", NOW, name="Ann")
 
 
 async def test_build_makes_templated_and_large_letters_in_a_thread(

@@ -62,25 +62,6 @@ class LetterFactory:
         # loop to wait behind for the GIL (with six, /healthz waited up to 1.1 s).
         self._executor: ThreadPoolExecutor | None = None
 
-    def letter(
-        self,
-        campaign: Campaign,
-        delivery_id: int,
-        recipient: str,
-        date: datetime,
-        *,
-        name: str | None = None,
-        variables: Mapping[str, Any] | None = None,
-    ) -> Letter:
-        """The letter for one delivery of ``campaign``, made on the calling thread.
-
-        Raises :class:`PermanentSendError` when no message can be made for this
-        recipient (a template that fails on their variables, an unusable address):
-        trying again would fail the same way.
-        """
-        template = self._cached(campaign.id) or self._remember(campaign.id, self._new(campaign))
-        return self._letter(campaign, template, delivery_id, recipient, date, name, variables)
-
     async def build(
         self,
         campaign: Campaign,
@@ -91,8 +72,13 @@ class LetterFactory:
         name: str | None = None,
         variables: Mapping[str, Any] | None = None,
     ) -> Letter:
-        """:meth:`letter`, with what may take long done in a thread: encoding a large
-        campaign's message, and rendering each letter of a templated campaign.
+        """The letter for one delivery of ``campaign``; what may take long is done in
+        a thread: encoding a large campaign's message, and rendering each letter of a
+        templated campaign.
+
+        Raises :class:`PermanentSendError` when no message can be made for this
+        recipient (a template that fails on their variables, an unusable address):
+        trying again would fail the same way.
 
         The cache is only used here, on the event loop: threads never share it.
         """
