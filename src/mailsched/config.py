@@ -104,6 +104,40 @@ class WorkerConfig:
     shutdown_grace: float
 
 
+#: Seconds between a webhook's attempts: from seconds (a receiver's short hiccup
+#: costs seconds) to hours, about three days in all (Svix's schedule, started sooner).
+DEFAULT_WEBHOOK_RETRY_SCHEDULE = (
+    "5,30,120,600,1800,3600,7200,14400,28800,43200,43200,43200,43200,43200"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EventsConfig:
+    """The events outbox: how long events are kept, and where the relay publishes them."""
+
+    retention: timedelta
+    #: The Kafka topic of events (production stack only).
+    topic: str
+    relay_batch_size: int
+    relay_interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """How webhooks are delivered."""
+
+    #: Seconds to wait before each retry: ``retry_schedule[n]`` after the n-th failure.
+    retry_schedule: tuple[float, ...]
+    timeout: float
+    allow_private_urls: bool
+    #: The Kafka consumer group of ``mailsched webhooks``.
+    group_id: str
+    #: Requests in flight at once, over all endpoints.
+    concurrency: int
+    #: How many events one request of a batching endpoint carries.
+    max_batch: int
+
+
 class Settings(BaseSettings):
     """Every setting mailsched reads, each from ``MAILSCHED_<NAME>``."""
 
@@ -147,6 +181,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1024 * 1024, ge=1)
     requests_per_minute: int = Field(600, ge=1)
 
+    event_retention_days: float = Field(30.0, gt=0)
+    kafka_events_topic: str = "mailsched.events"
+    webhook_retry_schedule: str = DEFAULT_WEBHOOK_RETRY_SCHEDULE
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    webhook_allow_private_urls: bool = False
+    webhook_group_id: str = "mailsched-webhooks"
+    webhook_concurrency: int = Field(32, ge=1, le=1024)
+
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9108, ge=0, le=65535)
 
@@ -169,6 +211,12 @@ class Settings(BaseSettings):
             SmtpConfig.from_url(value.get_secret_value())
             return value
         return None
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule_parses(cls, value: str) -> str:
+        retry_schedule(value)
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -221,6 +269,24 @@ class Settings(BaseSettings):
             replication_factor=self.kafka_replication_factor,
         )
 
+    def events(self) -> EventsConfig:
+        return EventsConfig(
+            retention=timedelta(days=self.event_retention_days),
+            topic=self.kafka_events_topic,
+            relay_batch_size=1000,
+            relay_interval=0.2,
+        )
+
+    def webhooks(self) -> WebhookConfig:
+        return WebhookConfig(
+            retry_schedule=retry_schedule(self.webhook_retry_schedule),
+            timeout=self.webhook_timeout_seconds,
+            allow_private_urls=self.webhook_allow_private_urls,
+            group_id=self.webhook_group_id,
+            concurrency=self.webhook_concurrency,
+            max_batch=500,
+        )
+
     def dispatcher(self) -> DispatcherConfig:
         return DispatcherConfig(
             interval=self.dispatch_interval_seconds,
@@ -241,3 +307,14 @@ class Settings(BaseSettings):
             retry_cap=timedelta(seconds=self.retry_cap_seconds),
             shutdown_grace=self.shutdown_grace_seconds,
         )
+
+
+def retry_schedule(text: str) -> tuple[float, ...]:
+    """``"5,30,120"`` as seconds; at least one, each positive."""
+    try:
+        steps = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError("must be seconds separated by commas, such as 5,30,120") from None
+    if not all(0 < step <= 7 * 86400 for step in steps):
+        raise ValueError("each step must be more than 0 and at most 604800 seconds")
+    return steps

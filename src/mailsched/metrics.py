@@ -75,9 +75,45 @@ class Metrics:
             "Campaigns planned again (fell behind or slowed down)",
             registry=r,
         )
+        self.events = Counter(
+            "mailsched_events_total", "Events written, by type", ["type"], registry=r
+        )
+        self.relay_lag = Gauge(
+            "mailsched_event_relay_lag_seconds",
+            "Age of the oldest event the relay has not yet published (0 when caught up)",
+            registry=r,
+        )
+        self.relayed = Counter(
+            "mailsched_events_relayed_total", "Events the relay published", registry=r
+        )
+        self.webhook_attempts = Counter(
+            "mailsched_webhook_attempts_total",
+            "Webhook requests by result (2xx, 3xx, 4xx, 5xx, timeout, error)",
+            ["status_class"],
+            registry=r,
+        )
+        self.webhook_seconds = Histogram(
+            "mailsched_webhook_seconds",
+            "Time for one webhook request",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.webhook_backlog = Gauge(
+            "mailsched_webhook_backlog",
+            "Webhook messages waiting to be delivered, by endpoint",
+            ["endpoint"],
+            registry=r,
+        )
+        self.webhook_oldest_seconds = Gauge(
+            "mailsched_webhook_oldest_undelivered_seconds",
+            "Age of the oldest event not yet delivered to its endpoint (0 when none)",
+            registry=r,
+        )
         for status in DeliveryStatus:
             self.deliveries.labels(status.value)
         for outcome in SendOutcome:
             self.sends.labels(outcome.value)
         for reply_class in ("2xx", "4xx", "5xx", "none"):
             self.smtp_replies.labels(reply_class)
+        for status_class in ("2xx", "3xx", "4xx", "5xx", "timeout", "error"):
+            self.webhook_attempts.labels(status_class)

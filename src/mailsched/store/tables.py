@@ -190,3 +190,39 @@ dead_letters = Table(
     Column("reason", String(500), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
 )
+
+#: The events outbox: one row per change, written in the transaction that makes
+#: the change (see ``store/transitions.py``). ``id`` is not an autoincrement: it is
+#: taken from ``sequences`` as the last step of that transaction, whose row lock
+#: orders the commits that write events, so ids become visible in increasing order
+#: and a reader that resumes after the last id it saw misses nothing.
+events = Table(
+    "events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=False),
+    Column("user_id", BigInteger, nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("campaign_id", Id, nullable=True),
+    # The payload's data object, as JSON.
+    Column("data", Text, nullable=False),
+    # The feed: a user's events in order, and a campaign's.
+    Index("ix_events_user", "user_id", "id"),
+    Index("ix_events_campaign", "campaign_id", "id"),
+)
+
+#: Named counters; ``events`` holds the last event id given out.
+sequences = Table(
+    "sequences",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+#: How far each relay of an append-only table has published (the last id it handed on).
+relay_cursors = Table(
+    "relay_cursors",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+)

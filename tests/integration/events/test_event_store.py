@@ -1,0 +1,145 @@
+"""The events table on both databases: ids in order, the feed's filters, the relay's
+cursor, and pruning."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mailsched.domain.events import EventType, NewEvent
+from mailsched.store import events
+from mailsched.store.db import Database
+
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+def _event(user: int, kind: EventType, campaign: int | None = 1, at: datetime = T0) -> NewEvent:
+    return NewEvent(user, kind, at, campaign, 7, {"recipient": "jörg@example.com"})
+
+
+async def test_ids_follow_each_other_across_transactions(db: Database) -> None:
+    async def write(conn: AsyncConnection) -> int:
+        return await events.append(
+            conn, [_event(1, EventType.DELIVERY_SENT), _event(2, EventType.DELIVERY_FAILED)]
+        )
+
+    assert await db.run(write) == 2
+    assert await db.run(write) == 4
+
+    async def read(conn: AsyncConnection) -> list[int]:
+        return [ev.id for ev in await events.after(conn, 0, 100)]
+
+    assert await db.run(read) == [1, 2, 3, 4]
+
+
+async def test_a_later_transaction_waits_for_the_counter_and_commits_after(db: Database) -> None:
+    """The first writer holds the counter until it commits: the second's ids, taken
+    after, are never visible before the first's."""
+    if db.dialect == "sqlite":
+        pytest.skip("SQLite runs one transaction at a time (BEGIN IMMEDIATE): no overlap to order")
+    first_took = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(conn: AsyncConnection) -> int:
+        last = await events.append(conn, [_event(1, EventType.DELIVERY_SENT)])
+        first_took.set()
+        await release.wait()
+        return last
+
+    async def fast(conn: AsyncConnection) -> int:
+        return await events.append(conn, [_event(1, EventType.DELIVERY_SENT)])
+
+    slow_task = asyncio.create_task(db.run(slow))
+    await first_took.wait()
+    fast_task = asyncio.create_task(db.run(fast))
+
+    async def visible(conn: AsyncConnection) -> list[int]:
+        return [ev.id for ev in await events.after(conn, 0, 10)]
+
+    await asyncio.sleep(0.2)  # the fast writer is now waiting for the counter, if anywhere
+    assert await db.run(visible) == []
+    assert not fast_task.done()
+    release.set()
+    assert await slow_task == 1
+    assert await fast_task == 2
+    assert await db.run(visible) == [1, 2]
+
+
+async def test_the_feed_is_per_user_and_filters(db: Database) -> None:
+    async def write(conn: AsyncConnection) -> None:
+        await events.append(
+            conn,
+            [
+                _event(1, EventType.CAMPAIGN_SCHEDULED, 1),
+                _event(2, EventType.DELIVERY_SENT, 2),
+                _event(1, EventType.DELIVERY_SENT, 1),
+                _event(1, EventType.DELIVERY_SENT, 3),
+                _event(1, EventType.RECIPIENT_UNSUBSCRIBED, None),
+            ],
+        )
+
+    await db.run(write)
+
+    async def feed(conn: AsyncConnection) -> dict[str, list[int]]:
+        return {
+            "all": [e.id for e in await events.page(conn, 1, 0, 100)],
+            "after": [e.id for e in await events.page(conn, 1, 3, 100)],
+            "limit": [e.id for e in await events.page(conn, 1, 0, 2)],
+            "type": [e.id for e in await events.page(conn, 1, 0, 100, ["delivery.sent"])],
+            "campaign": [e.id for e in await events.page(conn, 1, 0, 100, campaign_id=3)],
+            "other": [e.id for e in await events.page(conn, 2, 0, 100)],
+        }
+
+    assert await db.run(feed) == {
+        "all": [1, 3, 4, 5],
+        "after": [4, 5],
+        "limit": [1, 3],
+        "type": [3, 4],
+        "campaign": [4],
+        "other": [2],
+    }
+
+    async def first(conn: AsyncConnection) -> dict[str, object]:
+        return (await events.page(conn, 1, 0, 1))[0].item()
+
+    assert await db.run(first) == {
+        "eventId": 1,
+        "type": "campaign.scheduled",
+        "timestamp": "2026-12-01T09:00:00.000Z",
+        "data": {"campaignId": 1, "deliveryId": 7, "recipient": "jörg@example.com"},
+    }
+
+
+async def test_relay_cursor_starts_at_zero_and_only_moves_forward(db: Database) -> None:
+    async def move(conn: AsyncConnection) -> list[int]:
+        seen = [await events.cursor(conn, "events", lock=True)]
+        await events.advance(conn, "events", 5)
+        seen.append(await events.cursor(conn, "events"))
+        await events.advance(conn, "events", 3)
+        seen.append(await events.cursor(conn, "events"))
+        return seen
+
+    assert await db.run(move) == [0, 5, 5]
+
+
+async def test_prune_deletes_old_events_in_batches(db: Database) -> None:
+    async def write(conn: AsyncConnection) -> None:
+        await events.append(
+            conn,
+            [_event(1, EventType.DELIVERY_SENT, at=T0 + timedelta(days=d)) for d in range(5)],
+        )
+
+    await db.run(write)
+
+    async def prune(conn: AsyncConnection) -> int:
+        return await events.prune(conn, T0 + timedelta(days=3), 2)
+
+    assert [await db.run(prune) for _ in range(3)] == [2, 1, 0]
+
+    async def left(conn: AsyncConnection) -> list[int]:
+        return [e.id for e in await events.after(conn, 0, 10)]
+
+    assert await db.run(left) == [4, 5]
