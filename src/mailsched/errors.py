@@ -77,15 +77,23 @@ class QueueUnavailable(QueueError):
 class SendError(MailschedError):
     """The mail server did not accept one email.
 
-    ``code`` is the SMTP reply code when there was a reply. ``ambiguous`` says the
-    server may have accepted the message all the same (the connection was lost
-    after the data went out): a retry may deliver it twice.
+    ``code`` and ``reply`` are the SMTP reply's code and text when there was a reply.
+    ``ambiguous`` says the server may have accepted the message all the same (the
+    connection was lost after the data went out): a retry may deliver it twice.
     """
 
-    def __init__(self, message: str, code: int | None = None, *, ambiguous: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        code: int | None = None,
+        *,
+        ambiguous: bool = False,
+        reply: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.ambiguous = ambiguous
+        self.reply = reply
 
 
 class SendExpired(SendError):

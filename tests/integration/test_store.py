@@ -19,6 +19,16 @@ from mailsched.store.db import Database, create_engine
 from mailsched.store.tables import campaigns, deliveries, send_slots
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
+
+
+class _User1(dict[int, int]):
+    """Every campaign of these tests belongs to user 1 (see :func:`seed`)."""
+
+    def __missing__(self, key: int) -> int:
+        return 1
+
+
+ALL_USER_1 = _User1()
 d = deliveries.c
 
 #: For races between two writing transactions: SQLite runs one at a time (every
@@ -156,7 +166,7 @@ async def test_outcomes_are_recorded_row_by_row_for_the_lease_holder_only(db: Da
     )
 
     async def write(conn: AsyncConnection) -> int:
-        return await sending.record(conn, "me", {campaign_id: outcomes}, NOW)
+        return await sending.record(conn, "me", {campaign_id: outcomes}, NOW, ALL_USER_1)
 
     assert await db.run(write) == 1  # the taken-over row
 
@@ -221,7 +231,7 @@ async def test_one_write_records_several_campaigns_whose_slot_numbers_overlap(
         ),
     }
 
-    assert await db.run(lambda conn: sending.record(conn, "me", batch, NOW)) == 0
+    assert await db.run(lambda conn: sending.record(conn, "me", batch, NOW, ALL_USER_1)) == 0
 
     async def slots(conn: AsyncConnection) -> list[tuple[Any, ...]]:
         c = send_slots.c
@@ -260,7 +270,7 @@ async def test_the_last_of_two_concurrent_final_writes_completes_the_campaign(
                     sent=[(mine, NOW)], finished=[(seq, NOW, SendOutcome.SENT)]
                 )
             }
-            await sending.record(conn, "me", batch, NOW)
+            await sending.record(conn, "me", batch, NOW, ALL_USER_1)
             written[mine].set()
             # Both check while the other's outcome is written but not committed.
             await written[other].wait()
@@ -312,7 +322,9 @@ async def test_outcome_writes_refuse_a_naive_time(db: Database) -> None:
     outcomes = sending.Outcomes(sent=[(did, sent_at)], finished=[(1, sent_at, SendOutcome.SENT)])
 
     with pytest.raises(ValueError, match="naive datetime"):
-        await db.run(lambda conn: sending.record(conn, "me", {campaign_id: outcomes}, NOW))
+        await db.run(
+            lambda conn: sending.record(conn, "me", {campaign_id: outcomes}, NOW, ALL_USER_1)
+        )
 
     status = await db.run(lambda conn: conn.scalar(select(d.status).where(d.id == did)))
     assert status == DeliveryStatus.SENDING

@@ -21,10 +21,11 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.domain.limits import permit
-from mailsched.domain.model import Campaign
+from mailsched.domain.model import Campaign, CampaignStatus
 from mailsched.store import sending, suppressions
 from mailsched.store.campaigns import complete_if_done, get_campaigns
 from mailsched.store.sending import Claimable
+from mailsched.store.transitions import CampaignChange
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +70,7 @@ async def claim(conn: AsyncConnection, req: ClaimRequest) -> dict[int, Claim]:
         if cid not in live:
             # Paused or cancelled since these were queued (or a retry came due after):
             # they follow their campaign instead of going out.
-            await sending.hold_back(conn, req.deliveries[cid], campaign.status)
+            await sending.hold_back(conn, req.deliveries[cid], campaign.status, req.now)
     ids = [i for cid in live for i in req.deliveries[cid]]
     queued = await sending.queued(conn, ids) if ids else {}
     rows = {cid: queued[cid] for cid in live if cid in queued}
@@ -83,12 +84,18 @@ async def claim(conn: AsyncConnection, req: ClaimRequest) -> dict[int, Claim]:
                 late[cid] = later
     taken = {r.campaign.id: r for r in results.values() if r.admitted and r.campaign}
     if taken:
+        starting = [
+            CampaignChange(cid, live[cid].user_id, live[cid].status)
+            for cid in taken
+            if live[cid].status == CampaignStatus.SCHEDULED
+        ]
         await sending.take_slots(
             conn,
             {cid: (r.first_seq, [row.id for row in r.admitted]) for cid, r in taken.items()},
             req.now,
             req.owner,
             req.now + req.lease,
+            starting,
         )
     # After the slots are taken: a re-plan counts the sends just admitted as in flight.
     for cid, (rest, next_at) in late.items():
@@ -150,7 +157,7 @@ async def _drop_suppressed(
         kept[cid] = [r for r in found if r.recipient not in stop]
         if len(kept[cid]) < len(found):
             results[cid].suppressed = await suppressions.mark_suppressed(
-                conn, [r.id for r in found if r.recipient in stop]
+                conn, [r.id for r in found if r.recipient in stop], now
             )
             await complete_if_done(conn, cid, now)
     return kept

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,7 +11,7 @@ from mailsched.config import WorkerConfig
 from mailsched.domain.limits import backoff
 from mailsched.domain.model import Campaign, SendOutcome
 from mailsched.errors import PermanentSendError, SendError, SlowDown
-from mailsched.store.sending import Claimable, Outcomes, Retry
+from mailsched.store.sending import Claimable, Outcomes, Reply, Retry
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +20,8 @@ class SendResult:
 
     finished_at: datetime
     error: Exception | None = None
+    #: The server's reply text to an accepted send (after its 250), when it gave one.
+    reply: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,42 +56,70 @@ def sort_results(
     failed: list[tuple[int, str]] = []
     released: list[int] = []
     ends: list[tuple[int, datetime, SendOutcome]] = []
+    replies: dict[int, Reply] = {}
+    in_doubt: list[tuple[int, int]] = []
     slow_down_until: datetime | None = None
-    for attempt_ in attempts:
-        seq, row, res = attempt_.seq, attempt_.row, attempt_.result
+    for attempt in attempts:
+        seq, row, res = attempt.seq, attempt.row, attempt.result
         if res is None:
             released.append(row.id)
             ends.append((seq, now, SendOutcome.RELEASED))
             continue
         error = res.error
-        attempt = row.attempts + 1
         if error is None:
             sent.append((row.id, res.finished_at))
-            outcome = SendOutcome.SENT
-        elif isinstance(error, SlowDown):
-            pause = now + backoff(1, config.retry_base, config.retry_cap, jitter())
-            slow_down_until = max(pause, slow_down_until or pause)
-            retry.append(Retry(row.id, pause, _describe(error), row.attempts))
-            outcome = SendOutcome.SLOWED
-        elif isinstance(error, PermanentSendError) or attempt >= config.max_attempts:
+            if res.reply is not None:
+                replies[row.id] = (250, res.reply)
+            ends.append((seq, res.finished_at, SendOutcome.SENT))
+            continue
+        outcome, again = _failure(error, row, config, now, jitter)
+        if again is None:
             failed.append((row.id, _describe(error)))
-            outcome = SendOutcome.FAILED
         else:
-            delay = backoff(attempt, config.retry_base, config.retry_cap, jitter())
-            retry.append(Retry(row.id, now + delay, _describe(error), attempt))
-            outcome = SendOutcome.RETRY
-        if isinstance(error, SendError) and error.ambiguous:
-            outcome = SendOutcome.AMBIGUOUS
+            retry.append(again)
+            if outcome == SendOutcome.SLOWED:
+                slow_down_until = max(again.at, slow_down_until or again.at)
+        if isinstance(error, SendError):
+            if error.code is not None or error.reply is not None:
+                replies[row.id] = (error.code, error.reply)
+            if error.ambiguous:
+                outcome = SendOutcome.AMBIGUOUS
+                in_doubt.append((row.id, seq))
         ends.append((seq, res.finished_at, outcome))
-    counts: dict[SendOutcome, int] = {}
-    for _, _, outcome in ends:
-        counts[outcome] = counts.get(outcome, 0) + 1
+    counts = Counter(outcome for _, _, outcome in ends)
     return Sorted(
-        Outcomes(sent=sent, retry=retry, failed=failed, released=released, finished=ends),
+        Outcomes(
+            sent=sent,
+            retry=retry,
+            failed=failed,
+            released=released,
+            finished=ends,
+            replies=replies,
+            in_doubt=in_doubt,
+        ),
         slow_down_until,
         counts.get(SendOutcome.AMBIGUOUS, 0),
-        counts,
+        dict(counts),
     )
+
+
+def _failure(
+    error: Exception,
+    row: Claimable,
+    config: WorkerConfig,
+    now: datetime,
+    jitter: Callable[[], float],
+) -> tuple[SendOutcome, Retry | None]:
+    """A failed send's outcome, and its retry (``None``: it failed for good)."""
+    attempt = row.attempts + 1
+    if isinstance(error, SlowDown):
+        # A server's slow-down does not count as an attempt.
+        pause = now + backoff(1, config.retry_base, config.retry_cap, jitter())
+        return SendOutcome.SLOWED, Retry(row.id, pause, _describe(error), row.attempts)
+    if isinstance(error, PermanentSendError) or attempt >= config.max_attempts:
+        return SendOutcome.FAILED, None
+    delay = backoff(attempt, config.retry_base, config.retry_cap, jitter())
+    return SendOutcome.RETRY, Retry(row.id, now + delay, _describe(error), attempt)
 
 
 def _describe(error: Exception) -> str:

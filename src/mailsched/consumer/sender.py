@@ -6,10 +6,10 @@ not every send of its batch. Each write covers every campaign of the batch in
 one transaction of a few statements. Writing is retried while the lease lasts,
 so a short database outage does not turn finished sends into re-sends.
 
-A delivery that failed for good gets its dead letter in that same transaction
-(the outbox, see :mod:`mailsched.producer.relay`): the queue is not called
-here, so a dead-letter topic that is down can neither lose one nor abandon
-the rest of the batch.
+A delivery that failed for good gets its dead letter in that same transaction,
+and every outcome its event (the outboxes, see :mod:`mailsched.producer.relay`):
+the queue is not called here, so a topic that is down can neither lose one nor
+abandon the rest of the batch.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from mailsched.errors import SendError, SendExpired, StoreError
 from mailsched.mail import Mailer
 from mailsched.metrics import Metrics
 from mailsched.queue import DeliveryQueue
-from mailsched.store import dead_letters
 from mailsched.store.campaigns import complete_finished
 from mailsched.store.db import Database
 from mailsched.store.sending import Claimable, record, replan
@@ -97,7 +96,7 @@ async def _send_one(
         letter = await deps.letters.build(
             campaign, row.id, row.recipient, deps.clock(), name=row.name, variables=row.vars
         )
-        await deps.mailer.send(letter.expiring(not_after, not_after + margin))
+        reply = await deps.mailer.send(letter.expiring(not_after, not_after + margin))
     except SendExpired:
         return Attempt(seq, row, None, campaign)
     except SendError as exc:
@@ -111,7 +110,7 @@ async def _send_one(
     finally:
         deps.metrics.send_seconds.observe(time.perf_counter() - started)
     deps.metrics.smtp_replies.labels("2xx").inc()
-    return Attempt(seq, row, SendResult(deps.clock()), campaign)
+    return Attempt(seq, row, SendResult(deps.clock(), reply=reply), campaign)
 
 
 async def _record(deps: WorkerDeps, attempts: list[Attempt], lease_until: datetime) -> None:
@@ -126,12 +125,12 @@ async def _record(deps: WorkerDeps, attempts: list[Attempt], lease_until: dateti
         cid: sort_results(found, deps.config, now, random.random) for cid, found in groups.items()
     }
 
+    users = {cid: c.user_id for cid, c in campaigns.items()}
+
     async def work(conn: AsyncConnection) -> int:
         now = deps.clock()
-        # Before the outcomes: only rows this write moves to FAILED get a dead letter.
-        failed = [f for v in verdicts.values() for f in v.outcomes.failed]
-        await dead_letters.add_failed(conn, deps.owner, failed, now)
-        lost = await record(conn, deps.owner, {c: v.outcomes for c, v in verdicts.items()}, now)
+        outcomes = {c: v.outcomes for c, v in verdicts.items()}
+        lost = await record(conn, deps.owner, outcomes, now, users)
         for cid, verdict in verdicts.items():
             if verdict.slow_down_until is not None:
                 # The server asked us to slow down: the whole campaign waits, not just

@@ -14,6 +14,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from mailsched.consumer.claim import Claim, ClaimRequest, claim
 from mailsched.consumer.sender import WorkerDeps, send_claims
 from mailsched.errors import MailschedError
@@ -139,7 +141,7 @@ class Worker:
                 if await self._stop_within(first):
                     # Shutting down: hand what we were waiting for back to the dispatcher.
                     ids = [i for _, waiting in held.values() for i in waiting]
-                    await deps.db.run(lambda conn, ids=ids: release_queued(conn, ids))  # type: ignore[misc]
+                    await self._release(ids)
                     return
                 now = deps.clock()
                 due = {cid: ids for cid, (until, ids) in held.items() if until <= now}
@@ -151,6 +153,15 @@ class Worker:
         finally:
             # Whatever was admitted is sent and recorded, even when the rest failed.
             await asyncio.gather(*sends)
+
+    async def _release(self, ids: list[int]) -> None:
+        """Hand deliveries this worker waited for back to the dispatcher."""
+        now = self._deps.clock()
+
+        async def work(conn: AsyncConnection) -> None:
+            await release_queued(conn, ids, now)
+
+        await self._deps.db.run(work)
 
     async def _stop_within(self, until: datetime) -> bool:
         """Wait until ``until``; true if the worker was told to stop meanwhile."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from mailsched.domain.events import EventType
 from mailsched.domain.plan import Rules
 
 
@@ -81,18 +82,24 @@ UNCLAIMED_DELIVERY_STATUSES = frozenset(
 
 _STOPPABLE = {DeliveryStatus.PAUSED, DeliveryStatus.CANCELLED, DeliveryStatus.SUPPRESSED}
 
-#: Every move a delivery may make. SENDING -> SCHEDULED is a retry (or a lease
+#: Every move a delivery may make: the truth, which :mod:`mailsched.store.transitions`
+#: checks each change against. SENDING -> SCHEDULED is a retry (or a lease
 #: takeover); QUEUED -> SCHEDULED is a re-plan or a lost queue message;
+#: SCHEDULED -> SCHEDULED is a re-plan (a new time, the same status);
 #: FAILED -> SCHEDULED is an operator's retry of failed deliveries.
 DELIVERY_TRANSITIONS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
-    DeliveryStatus.SCHEDULED: frozenset({DeliveryStatus.QUEUED, *_STOPPABLE}),
+    DeliveryStatus.SCHEDULED: frozenset(
+        {DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED, *_STOPPABLE}
+    ),
     DeliveryStatus.QUEUED: frozenset(
         {DeliveryStatus.SENDING, DeliveryStatus.SCHEDULED, *_STOPPABLE}
     ),
     DeliveryStatus.SENDING: frozenset(
         {DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.SCHEDULED}
     ),
-    DeliveryStatus.PAUSED: frozenset({DeliveryStatus.SCHEDULED, DeliveryStatus.CANCELLED}),
+    DeliveryStatus.PAUSED: frozenset(
+        {DeliveryStatus.SCHEDULED, DeliveryStatus.CANCELLED, DeliveryStatus.SUPPRESSED}
+    ),
     DeliveryStatus.SENT: frozenset(),
     DeliveryStatus.FAILED: frozenset({DeliveryStatus.SCHEDULED}),
     DeliveryStatus.CANCELLED: frozenset(),
@@ -103,6 +110,96 @@ DELIVERY_TRANSITIONS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
 def can_move(current: DeliveryStatus, new: DeliveryStatus) -> bool:
     """Whether a delivery may go from ``current`` to ``new``."""
     return new in DELIVERY_TRANSITIONS[current]
+
+
+class IllegalMove(ValueError):
+    """A change the transition table does not allow (a bug in the caller)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryMove:
+    """One kind of change: deliveries in ``sources`` go to ``target``.
+
+    ``event`` is what the change tells the outside world; ``None`` marks the
+    queue's own bookkeeping (due, on the queue, claimed, handed back), which
+    no reader can observe and which would otherwise double the rows written per
+    email. Building a move the table does not allow raises :class:`IllegalMove`.
+    """
+
+    name: str
+    sources: frozenset[DeliveryStatus]
+    target: DeliveryStatus
+    event: EventType | None
+
+    def __post_init__(self) -> None:
+        illegal = sorted(s for s in self.sources if not can_move(s, self.target))
+        if illegal:
+            raise IllegalMove(f"{self.name}: {', '.join(illegal)} -> {self.target} is not allowed")
+
+
+def _move(
+    name: str, sources: set[DeliveryStatus], target: DeliveryStatus, event: EventType | None
+) -> DeliveryMove:
+    return DeliveryMove(name, frozenset(sources), target, event)
+
+
+_S, _Q, _G = DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED, DeliveryStatus.SENDING
+_P, _F = DeliveryStatus.PAUSED, DeliveryStatus.FAILED
+
+#: Due: the dispatcher put it on the queue.
+DISPATCH = _move("dispatch", {_S}, _Q, None)
+#: Back from the queue: its message was lost, its worker stopped, or it came early.
+REQUEUE = _move("requeue", {_Q}, _S, None)
+#: A worker's claim: it starts sending under a lease.
+CLAIM = _move("claim", {_Q}, _G, None)
+SEND = _move("send", {_G}, DeliveryStatus.SENT, EventType.DELIVERY_SENT)
+#: A failed attempt with attempts left, or a server's "slow down".
+RETRY = _move("retry", {_G}, _S, EventType.DELIVERY_DEFERRED)
+#: Not sent at all (its lease would have ended first): due again at once.
+RELEASE = _move("release", {_G}, _S, None)
+#: Its worker's lease ran out: taken back, due now (the send is in doubt).
+TAKE_OVER = _move("take_over", {_G}, _S, EventType.DELIVERY_DEFERRED)
+FAIL = _move("fail", {_G}, DeliveryStatus.FAILED, EventType.DELIVERY_FAILED)
+#: Its campaign paused (``campaign.paused`` tells of the whole).
+PAUSE = _move("pause", {_S, _Q}, _P, None)
+RESUME = _move("resume", {_P}, _S, None)
+CANCEL = _move("cancel", {_S, _Q, _P}, DeliveryStatus.CANCELLED, EventType.DELIVERY_CANCELLED)
+SUPPRESS = _move("suppress", {_S, _Q, _P}, DeliveryStatus.SUPPRESSED, EventType.DELIVERY_SUPPRESSED)
+#: Planned again at a new time (the campaign fell behind, resumed, or slowed down).
+REPLAN = _move("replan", {_S, _Q}, _S, None)
+#: An operator asked for the campaign's failed deliveries to be tried again.
+RETRY_FAILED = _move("retry_failed", {_F}, _S, EventType.DELIVERY_DEFERRED)
+
+DELIVERY_MOVES: tuple[DeliveryMove, ...] = (
+    DISPATCH, REQUEUE, CLAIM, SEND, RETRY, RELEASE, TAKE_OVER, FAIL,
+    PAUSE, RESUME, CANCEL, SUPPRESS, REPLAN, RETRY_FAILED,
+)  # fmt: skip
+
+#: Every move a campaign may make, and the event it is.
+CAMPAIGN_TRANSITIONS: dict[tuple[CampaignStatus, CampaignStatus], EventType] = {
+    (CampaignStatus.SCHEDULED, CampaignStatus.RUNNING): EventType.CAMPAIGN_STARTED,
+    (CampaignStatus.SCHEDULED, CampaignStatus.PAUSED): EventType.CAMPAIGN_PAUSED,
+    (CampaignStatus.SCHEDULED, CampaignStatus.CANCELLED): EventType.CAMPAIGN_CANCELLED,
+    # Nothing to send (every recipient suppressed, say).
+    (CampaignStatus.SCHEDULED, CampaignStatus.COMPLETED): EventType.CAMPAIGN_COMPLETED,
+    (CampaignStatus.RUNNING, CampaignStatus.PAUSED): EventType.CAMPAIGN_PAUSED,
+    (CampaignStatus.RUNNING, CampaignStatus.CANCELLED): EventType.CAMPAIGN_CANCELLED,
+    (CampaignStatus.RUNNING, CampaignStatus.COMPLETED): EventType.CAMPAIGN_COMPLETED,
+    # Resumed before its first send, or after.
+    (CampaignStatus.PAUSED, CampaignStatus.SCHEDULED): EventType.CAMPAIGN_RESUMED,
+    (CampaignStatus.PAUSED, CampaignStatus.RUNNING): EventType.CAMPAIGN_RESUMED,
+    (CampaignStatus.PAUSED, CampaignStatus.CANCELLED): EventType.CAMPAIGN_CANCELLED,
+    # An operator retried its failed deliveries.
+    (CampaignStatus.COMPLETED, CampaignStatus.RUNNING): EventType.CAMPAIGN_RESUMED,
+}
+
+
+def campaign_event(current: CampaignStatus, new: CampaignStatus) -> EventType:
+    """The event of a campaign's move; :class:`IllegalMove` if the table does not allow it."""
+    try:
+        return CAMPAIGN_TRANSITIONS[current, new]
+    except KeyError:
+        raise IllegalMove(f"campaign: {current} -> {new} is not allowed") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,8 +47,9 @@ class Letter:
 class Mailer(Protocol):
     """Hands a letter to the next hop."""
 
-    async def send(self, letter: Letter) -> None:
-        """Deliver one letter; return once the next hop has accepted it.
+    async def send(self, letter: Letter) -> str | None:
+        """Deliver one letter; return once the next hop has accepted it, with its reply's
+        text when it gave one (an SMTP server's 250 text; ``None`` for a file).
 
         Raises :class:`~mailsched.errors.TransientSendError` (retry later) or
         :class:`~mailsched.errors.PermanentSendError` (give up).

@@ -64,8 +64,9 @@ class SmtpMailer:
         self._idle: list[SmtpConnection] = []
         self._closed = False
 
-    async def send(self, letter: Letter) -> None:
+    async def send(self, letter: Letter) -> str:
         """Run one MAIL/RCPT/DATA transaction; safe to call from many tasks at once.
+        Return the server's reply to the data (the text after its 250).
 
         A recipient whose local part is not ASCII is sent with SMTPUTF8, and refused
         with :class:`~mailsched.errors.PermanentSendError` by a server without it.
@@ -82,7 +83,7 @@ class SmtpMailer:
                 # the lease's end if sooner. asyncio's timer is monotonic, so a
                 # process stopped (SIGSTOP) mid-send finds it expired on waking.
                 async with asyncio.timeout(self._deadline(letter)):
-                    await _transact(client, letter)
+                    reply = await _transact(client, letter)
             except _CLIENT_ERRORS as exc:
                 if isinstance(exc, OSError):
                     # Broken, or timed out halfway through: a late reply would be
@@ -95,6 +96,7 @@ class SmtpMailer:
                 client.close()
                 raise
             self._release(client)
+            return reply
 
     async def close(self) -> None:
         """QUIT the idle connections; connections still sending close when they finish."""
@@ -160,12 +162,14 @@ class SmtpMailer:
             client.close()
 
 
-async def _transact(client: SmtpConnection, letter: Letter) -> None:
+async def _transact(client: SmtpConnection, letter: Letter) -> str:
     sender = wire_address(letter.sender)
     recipient = wire_address(letter.recipient)
     # An SMTPUTF8 server also takes 8-bit MIME (RFC 6531 section 3.1), and a UTF-8
     # address also sits in the message's To or From header.
-    await client.send(sender, recipient, letter.data, utf8=not (sender + recipient).isascii())
+    return await client.send(
+        sender, recipient, letter.data, utf8=not (sender + recipient).isascii()
+    )
 
 
 def _translate(exc: Exception, *, connecting: bool, in_doubt: bool) -> SendError:
@@ -173,12 +177,12 @@ def _translate(exc: Exception, *, connecting: bool, in_doubt: bool) -> SendError
     if isinstance(exc, SmtpReply):
         message = f"the SMTP server replied {exc.code} {exc.text}"
         if exc.code in _SLOW_DOWN:
-            return SlowDown(message, exc.code)
+            return SlowDown(message, exc.code, reply=exc.text)
         # A 5xx while connecting (a refused greeting, wrong credentials) concerns
         # every recipient alike; giving up on this one would burn through the campaign.
         if exc.code >= 500 and not connecting:
-            return PermanentSendError(message, exc.code)
-        return TransientSendError(message, exc.code)
+            return PermanentSendError(message, exc.code, reply=exc.text)
+        return TransientSendError(message, exc.code, reply=exc.text)
     if connecting:
         # An AssertionError, say, has no message of its own.
         reason = str(exc) or type(exc).__name__

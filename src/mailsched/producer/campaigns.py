@@ -11,7 +11,15 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailsched.domain.model import Campaign, CampaignStatus, DeliveryStatus
+from mailsched.domain.model import (
+    CANCEL,
+    PAUSE,
+    RESUME,
+    Campaign,
+    CampaignStatus,
+    DeliveryMove,
+    DeliveryStatus,
+)
 from mailsched.domain.plan import PastCalendar, Rules, plan
 from mailsched.errors import Conflict, DuplicateKey, Invalid, NotFound
 from mailsched.producer import templates
@@ -209,7 +217,7 @@ class Campaigns:
             campaign_id,
             allowed={CampaignStatus.SCHEDULED, CampaignStatus.RUNNING},
             target=CampaignStatus.PAUSED,
-            deliveries=DeliveryStatus.PAUSED,
+            deliveries=PAUSE,
         )
 
     async def cancel(self, user_id: int, campaign_id: int) -> CampaignControl:
@@ -219,7 +227,7 @@ class Campaigns:
             campaign_id,
             allowed={CampaignStatus.SCHEDULED, CampaignStatus.RUNNING, CampaignStatus.PAUSED},
             target=CampaignStatus.CANCELLED,
-            deliveries=DeliveryStatus.CANCELLED,
+            deliveries=CANCEL,
         )
 
     async def resume(self, user_id: int, campaign_id: int) -> CampaignControl:
@@ -231,10 +239,8 @@ class Campaigns:
                 raise Conflict(f"campaign {campaign_id} is {campaign.status}, not PAUSED")
             now = self._clock()
             status = CampaignStatus.RUNNING if campaign.slot_seq else CampaignStatus.SCHEDULED
-            await store.set_status(conn, campaign_id, status, now)
-            await store.move_unclaimed(
-                conn, campaign_id, [DeliveryStatus.PAUSED], DeliveryStatus.SCHEDULED
-            )
+            await store.set_status(conn, campaign, status, now)
+            await store.move_unclaimed(conn, campaign_id, RESUME, now)
             await sending.replan(conn, campaign_id, campaign.rules(self._window), now)
             in_flight = await store.count_status(conn, campaign_id, DeliveryStatus.SENDING)
             await store.complete_if_done(conn, campaign_id, now)
@@ -249,7 +255,7 @@ class Campaigns:
         *,
         allowed: set[CampaignStatus],
         target: CampaignStatus,
-        deliveries: DeliveryStatus,
+        deliveries: DeliveryMove,
     ) -> CampaignControl:
         async def work(conn: AsyncConnection) -> CampaignControl:
             # The campaign's row lock orders this against every worker's claim:
@@ -258,13 +264,9 @@ class Campaigns:
             if campaign.status != target:
                 if campaign.status not in allowed:
                     raise Conflict(f"campaign {campaign_id} is {campaign.status}")
-                await store.set_status(conn, campaign_id, target, self._clock())
-                await store.move_unclaimed(
-                    conn,
-                    campaign_id,
-                    [DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED, DeliveryStatus.PAUSED],
-                    deliveries,
-                )
+                now = self._clock()
+                await store.set_status(conn, campaign, target, now)
+                await store.move_unclaimed(conn, campaign_id, deliveries, now)
             in_flight = await store.count_status(conn, campaign_id, DeliveryStatus.SENDING)
             return CampaignControl(campaign_id=campaign_id, status=target, in_flight=in_flight)
 
@@ -278,7 +280,7 @@ class Campaigns:
             if not campaign.status.sends and campaign.status != CampaignStatus.COMPLETED:
                 raise Conflict(f"campaign {campaign_id} is {campaign.status}")
             now = self._clock()
-            count = await sending.retry_failed(conn, campaign_id, now)
+            count = await sending.retry_failed(conn, campaign, now)
             if count:
                 await sending.replan(conn, campaign_id, campaign.rules(self._window), now)
             return count

@@ -80,7 +80,9 @@ class Dispatcher:
 
         async def work(conn: AsyncConnection) -> Reaped:
             now = self._clock()
-            requeued = await dispatch.requeue_stale(conn, now - self._config.requeue_after, limit)
+            requeued = await dispatch.requeue_stale(
+                conn, now - self._config.requeue_after, limit, now
+            )
             expired = await dispatch.expire_leases(conn, now, limit)
             return Reaped(requeued, expired)
 
@@ -104,7 +106,8 @@ class Dispatcher:
 
     async def recover_in_process_queue(self) -> int:
         """At start with an in-process queue: whatever was QUEUED died with the last process."""
-        count = await self._db.run(dispatch.reset_queued)
+        now = self._clock()
+        count = await self._db.run(lambda conn: dispatch.reset_queued(conn, now))
         if count:
             log.info("re-dispatching %d deliveries queued before the restart", count)
         return count

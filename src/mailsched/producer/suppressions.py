@@ -26,6 +26,7 @@ from mailsched.producer.addresses import normalize_address
 from mailsched.producer.auth import Caller
 from mailsched.producer.schemas import ERROR_RESPONSES, ErrorBody
 from mailsched.store import suppressions as store
+from mailsched.store import transitions
 from mailsched.store.db import Database
 from mailsched.unsubscribe import InvalidToken, UnsubscribeSigner
 
@@ -97,6 +98,8 @@ async def _suppress(
 ) -> tuple[bool, int]:
     async def work(conn: AsyncConnection) -> tuple[bool, int]:
         added = await store.add(conn, user_id, address, reason, now)
+        if added and reason == UNSUBSCRIBE:
+            transitions.stage_unsubscribed(conn, user_id, store.normalize(address), now)
         return added, await store.suppress_pending(conn, user_id, address, now)
 
     return await db.run(work)

@@ -5,16 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Exists, Row, func, insert, select, update
+from sqlalchemy import Exists, Row, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from mailsched.domain.events import EventType
 from mailsched.domain.model import (
+    CANCEL,
     POSSIBLE_DUPLICATE_OUTCOMES,
     Campaign,
     CampaignStatus,
+    DeliveryMove,
     DeliveryStatus,
 )
+from mailsched.store import transitions
 from mailsched.store.tables import campaigns, deliveries, send_slots, stored_time
 
 
@@ -94,7 +99,7 @@ def _campaign(row: Row[tuple[object, ...]]) -> Campaign:
 async def insert_campaign(
     conn: AsyncConnection, new: NewCampaign, recipients: Sequence[NewDelivery], now: datetime
 ) -> int:
-    """Store a campaign and its deliveries; return the campaign id."""
+    """Store a campaign and its deliveries, with their events; return the campaign id."""
     result = await conn.execute(
         insert(campaigns).values(
             user_id=new.user_id,
@@ -115,6 +120,20 @@ async def insert_campaign(
     assert key is not None
     campaign_id = int(key[0])
     await _insert_deliveries(conn, campaign_id, recipients)
+    transitions.stage_scheduled(conn, campaign_id, new.user_id, now)
+    if any(r.status == DeliveryStatus.SUPPRESSED for r in recipients):
+        d = deliveries.c
+        suppressed = await transitions.lock(
+            conn, [d.campaign_id == campaign_id, d.status == DeliveryStatus.SUPPRESSED.value]
+        )
+        transitions.stage_deliveries(
+            conn,
+            EventType.DELIVERY_SUPPRESSED,
+            now,
+            suppressed,
+            {i: {"reason": "the address was suppressed"} for i in suppressed},
+            DeliveryStatus.SUPPRESSED,
+        )
     return campaign_id
 
 
@@ -269,23 +288,27 @@ async def complete_finished(
     waiting = _has_deliveries(unsent)
     sending = _has_deliveries([DeliveryStatus.SENDING])
     rows = await conn.execute(
-        select(c.id, sending.label("sending")).where(c.id.in_(campaign_ids), live, ~waiting)
+        select(c.id, c.user_id, c.status, sending.label("sending")).where(
+            c.id.in_(campaign_ids), live, ~waiting
+        )
     )
     found = rows.all()
-    done = [r.id for r in found if not r.sending]
+    done = [_change(r) for r in found if not r.sending]
     last = [r.id for r in found if r.sending]
     if last:
         await conn.execute(select(c.id).where(c.id.in_(last)).order_by(c.id).with_for_update())
-        again = await conn.execute(select(c.id).where(c.id.in_(last), live, ~waiting, ~sending))
-        done += [r.id for r in again]
+        again = await conn.execute(
+            select(c.id, c.user_id, c.status).where(c.id.in_(last), live, ~waiting, ~sending)
+        )
+        done += [_change(r) for r in again]
     if not done:
         return 0
-    result = await conn.execute(
-        update(campaigns)
-        .where(c.id.in_(done), live)
-        .values(status=CampaignStatus.COMPLETED, completed_at=now)
-    )
-    return result.rowcount
+    moved = await transitions.move_campaigns(conn, done, CampaignStatus.COMPLETED, now)
+    return len(moved)
+
+
+def _change(row: Any) -> transitions.CampaignChange:
+    return transitions.CampaignChange(row.id, row.user_id, CampaignStatus(row.status))
 
 
 def _has_deliveries(statuses: Sequence[DeliveryStatus]) -> Exists:
@@ -304,19 +327,12 @@ class Control:
 
 
 async def move_unclaimed(
-    conn: AsyncConnection,
-    campaign_id: int,
-    sources: Sequence[DeliveryStatus],
-    target: DeliveryStatus,
+    conn: AsyncConnection, campaign_id: int, change: DeliveryMove, now: datetime
 ) -> int:
-    """Move the campaign's deliveries in ``sources`` to ``target``; return how many."""
-    d = deliveries.c
-    result = await conn.execute(
-        update(deliveries)
-        .where(d.campaign_id == campaign_id, d.status.in_(list(sources)))
-        .values(status=target)
-    )
-    return result.rowcount
+    """Apply ``change`` to every one of the campaign's deliveries in its sources; return
+    how many moved."""
+    fields = {"reason": "campaign cancelled"} if change is CANCEL else None
+    return await transitions.move(conn, change, now, campaign_id=campaign_id, fields=fields)
 
 
 async def count_status(conn: AsyncConnection, campaign_id: int, status: DeliveryStatus) -> int:
@@ -327,15 +343,11 @@ async def count_status(conn: AsyncConnection, campaign_id: int, status: Delivery
 
 
 async def set_status(
-    conn: AsyncConnection, campaign_id: int, status: CampaignStatus, now: datetime
+    conn: AsyncConnection, campaign: Campaign, status: CampaignStatus, now: datetime
 ) -> None:
-    """Set the campaign's status (a final one records when)."""
-    final = status in (CampaignStatus.COMPLETED, CampaignStatus.CANCELLED)
-    await conn.execute(
-        update(campaigns)
-        .where(campaigns.c.id == campaign_id)
-        .values(status=status, completed_at=now if final else None)
-    )
+    """Move the campaign (locked by the caller) to ``status`` (a final one records when)."""
+    change = transitions.CampaignChange(campaign.id, campaign.user_id, campaign.status)
+    await transitions.move_campaigns(conn, [change], status, now)
 
 
 async def list_campaigns(

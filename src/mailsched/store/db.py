@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -24,7 +24,9 @@ from sqlalchemy import event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from mailsched.domain.events import NewEvent
 from mailsched.errors import DataRefused, DuplicateKey, StoreError, StoreUnavailable
+from mailsched.store import events
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,8 @@ class Database:
     def __init__(self, engine: AsyncEngine, retries: int = 8) -> None:
         self.engine = engine
         self._retries = retries
+        #: Told of the events each committed unit of work wrote (the metrics).
+        self.on_events: Callable[[Sequence[NewEvent]], None] | None = None
 
     @classmethod
     def from_url(cls, url: str, pool_size: int = 10) -> Database:
@@ -142,6 +146,9 @@ class Database:
         Deadlocks and lock timeouts run ``work`` again from the start, so it must
         not have effects outside the transaction that cannot be repeated (the
         outbox relay's publish may be: its readers take a message twice).
+
+        The events that ``work`` staged (:func:`mailsched.store.events.stage`) are
+        written last, just before the commit: see :mod:`mailsched.store.events`.
         """
         attempt = 0
         while True:
@@ -149,7 +156,12 @@ class Database:
             try:
                 with translate_errors():
                     async with self.engine.begin() as conn:
-                        return await work(conn)
+                        events.discard(conn)
+                        result = await work(conn)
+                        written = await events.flush(conn)
+                if written and self.on_events is not None:
+                    self.on_events(written)
+                return result
             except StoreError as error:
                 cause = error.__cause__
                 if (

@@ -3,18 +3,17 @@ deleted by the relay (see :mod:`mailsched.producer.relay`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailsched.domain.model import DeliveryStatus
-from mailsched.store.tables import dead_letters, deliveries
+from mailsched.store.tables import dead_letters
+from mailsched.store.transitions import Facts
 
 dl = dead_letters.c
-d = deliveries.c
 
 #: The width of ``dead_letters.reason`` (and of ``deliveries.last_error``).
 _REASON_CHARS = 500
@@ -31,44 +30,31 @@ class DeadLetterRow:
 
 
 async def add_failed(
-    conn: AsyncConnection, owner: str, failed: Sequence[tuple[int, str]], now: datetime
+    conn: AsyncConnection,
+    failed: Sequence[tuple[int, str]],
+    held: Mapping[int, Facts],
+    now: datetime,
 ) -> None:
-    """A dead letter for each ``(delivery id, reason)`` of ``failed`` that ``owner`` still
-    holds (SENDING under its lease), which locks those rows.
+    """A dead letter for each ``(delivery id, reason)`` of ``failed``, in the transaction
+    that records them FAILED.
 
-    Call in the transaction that records the outcomes, before them: the locked
-    rows are then exactly those the outcome write moves to FAILED. A row whose
-    lease was taken over gets none from this late writer: the reaper took it
+    ``held`` are the rows the caller holds locked under its lease
+    (:func:`mailsched.store.transitions.held`): exactly those move to FAILED. A row
+    whose lease was taken over gets none from this late writer: the reaper took it
     back, and the worker that failed it since wrote its dead letter.
     """
-    if not failed:
-        return
-    reasons = dict(failed)
-    held = (
-        await conn.execute(
-            select(d.id, d.campaign_id)
-            .where(
-                d.id.in_(reasons),
-                d.status == DeliveryStatus.SENDING.value,
-                d.lease_owner == owner,
-            )
-            .order_by(d.id)
-            .with_for_update()
-        )
-    ).all()
-    if held:
-        await conn.execute(
-            insert(dead_letters),
-            [
-                {
-                    "delivery_id": row.id,
-                    "campaign_id": row.campaign_id,
-                    "reason": reasons[row.id][:_REASON_CHARS],
-                    "created_at": now,
-                }
-                for row in held
-            ],
-        )
+    rows = [
+        {
+            "delivery_id": did,
+            "campaign_id": held[did].campaign_id,
+            "reason": reason[:_REASON_CHARS],
+            "created_at": now,
+        }
+        for did, reason in failed
+        if did in held
+    ]
+    if rows:
+        await conn.execute(insert(dead_letters), rows)
 
 
 async def oldest(conn: AsyncConnection, limit: int) -> list[DeadLetterRow]:

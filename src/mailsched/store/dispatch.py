@@ -7,11 +7,14 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailsched.domain.model import DeliveryStatus, SendOutcome
+from mailsched.domain.model import DISPATCH, REQUEUE, TAKE_OVER, DeliveryStatus, SendOutcome
 from mailsched.queue import DueDelivery
+from mailsched.store import transitions
 from mailsched.store.tables import deliveries, send_slots
 
 d = deliveries.c
+
+_EXPIRED = "lease expired: the worker stopped before recording the outcome"
 
 
 async def claim_due(
@@ -35,13 +38,13 @@ async def claim_due(
     if not rows:
         return []
     ids = [r.id for r in rows]
-    await conn.execute(
-        update(deliveries).where(d.id.in_(ids)).values(status=DeliveryStatus.QUEUED, queued_at=now)
-    )
+    await transitions.move(conn, DISPATCH, now, ids=ids, values={"queued_at": now})
     return [DueDelivery(delivery_id=r.id, campaign_id=r.campaign_id) for r in rows]
 
 
-async def requeue_stale(conn: AsyncConnection, queued_before: datetime, limit: int) -> int:
+async def requeue_stale(
+    conn: AsyncConnection, queued_before: datetime, limit: int, now: datetime
+) -> int:
     """Put back to SCHEDULED deliveries QUEUED before ``queued_before``: their message was lost
     (a wiped topic, an in-process queue that died with its process). Returns how many."""
     stale = (d.status == DeliveryStatus.QUEUED, d.queued_at < queued_before)
@@ -49,10 +52,7 @@ async def requeue_stale(conn: AsyncConnection, queued_before: datetime, limit: i
     if not ids:
         return 0
     # The condition again: a worker may have moved a row since the select.
-    result = await conn.execute(
-        update(deliveries).where(d.id.in_(ids), *stale).values(status=DeliveryStatus.SCHEDULED)
-    )
-    return result.rowcount
+    return await transitions.move(conn, REQUEUE, now, ids=ids, when=stale[1:])
 
 
 async def expire_leases(conn: AsyncConnection, now: datetime, limit: int) -> int:
@@ -66,33 +66,46 @@ async def expire_leases(conn: AsyncConnection, now: datetime, limit: int) -> int
     ids = await _lock_ids(conn, expired, limit)
     if not ids:
         return 0
-    result = await conn.execute(
-        update(deliveries)
-        .where(d.id.in_(ids), *expired)
-        .values(
-            status=DeliveryStatus.SCHEDULED,
-            scheduled_at=now,
-            lease_owner=None,
-            lease_until=None,
-            last_error="lease expired: the worker stopped before recording the outcome",
-        )
+    facts = await transitions.lock(conn, [d.id.in_(ids), *expired])
+    if not facts:
+        return 0
+    moved = await transitions.move_each(
+        conn,
+        TAKE_OVER,
+        now,
+        {i: (now,) for i in facts},
+        ("scheduled_at",),
+        facts=facts,
+        same={"lease_owner": None, "lease_until": None, "last_error": _EXPIRED},
+        fields={i: {"retryAt": now.isoformat(), "reason": _EXPIRED} for i in facts},
     )
+    slots = send_slots.c
+    open_slots = (
+        await conn.execute(
+            select(slots.delivery_id, slots.seq).where(
+                slots.delivery_id.in_(list(facts)), slots.finished_at.is_(None)
+            )
+        )
+    ).all()
     await conn.execute(
         update(send_slots)
-        .where(send_slots.c.delivery_id.in_(ids), send_slots.c.finished_at.is_(None))
+        .where(slots.delivery_id.in_(list(facts)), slots.finished_at.is_(None))
         .values(finished_at=now, outcome=SendOutcome.ORPHANED)
     )
-    return result.rowcount
-
-
-async def reset_queued(conn: AsyncConnection) -> int:
-    """Put every QUEUED delivery back to SCHEDULED (an in-process queue starts empty)."""
-    result = await conn.execute(
-        update(deliveries)
-        .where(d.status == DeliveryStatus.QUEUED)
-        .values(status=DeliveryStatus.SCHEDULED)
+    transitions.stage_possible_duplicates(
+        conn,
+        now,
+        (
+            (r.delivery_id, facts[r.delivery_id], r.seq, SendOutcome.ORPHANED, _EXPIRED)
+            for r in open_slots
+        ),
     )
-    return result.rowcount
+    return moved
+
+
+async def reset_queued(conn: AsyncConnection, now: datetime) -> int:
+    """Put every QUEUED delivery back to SCHEDULED (an in-process queue starts empty)."""
+    return await transitions.move(conn, REQUEUE, now)
 
 
 async def _lock_ids(

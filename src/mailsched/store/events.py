@@ -12,7 +12,7 @@ autoincrement column (numbered at insert, visible at commit) cannot promise.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +23,32 @@ from mailsched.domain.events import Event, NewEvent
 from mailsched.store.tables import events, relay_cursors, sequences
 
 e = events.c
+
+#: Where a transaction's events wait for :func:`flush`, on its connection.
+_STAGED = "mailsched.staged_events"
+
+
+def stage(conn: AsyncConnection, new: Iterable[NewEvent]) -> None:
+    """Add events to those the transaction writes just before it commits.
+
+    Staged, not written at once: the counter that numbers events must be the last
+    lock a transaction takes, or two transactions that each hold one of a
+    campaign's lock and the counter's would wait for each other.
+    :meth:`Database.run <mailsched.store.db.Database.run>` flushes them.
+    """
+    conn.info.setdefault(_STAGED, []).extend(new)
+
+
+def discard(conn: AsyncConnection) -> None:
+    """Forget what an earlier, rolled-back unit of work on this connection staged."""
+    conn.info.pop(_STAGED, None)
+
+
+async def flush(conn: AsyncConnection) -> list[NewEvent]:
+    """Write the staged events; return them."""
+    staged: list[NewEvent] = conn.info.pop(_STAGED, [])
+    await append(conn, staged)
+    return staged
 
 
 async def append(conn: AsyncConnection, new: Sequence[NewEvent]) -> int:

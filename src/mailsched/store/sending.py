@@ -10,21 +10,42 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailsched.domain.model import CampaignStatus, DeliveryStatus, SendOutcome
+from mailsched.domain.events import timestamp
+from mailsched.domain.model import (
+    CANCEL,
+    CLAIM,
+    FAIL,
+    PAUSE,
+    RELEASE,
+    REQUEUE,
+    RETRY,
+    RETRY_FAILED,
+    SEND,
+    Campaign,
+    CampaignStatus,
+    DeliveryMove,
+    DeliveryStatus,
+    SendOutcome,
+)
 from mailsched.domain.plan import Rules, plan
-from mailsched.store.tables import campaigns, deliveries, send_slots, stored_time
+from mailsched.store import dead_letters, transitions
+from mailsched.store.bulk import UNCACHED, KeyedUpdate
+from mailsched.store.tables import deliveries, send_slots
+from mailsched.store.transitions import CampaignChange, Fields
 
 log = logging.getLogger(__name__)
 
 d = deliveries.c
 s = send_slots.c
+
+_UNCLAIMED_QUEUE = [DeliveryStatus.SCHEDULED.value, DeliveryStatus.QUEUED.value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +123,7 @@ async def slot_times(
         return {}
     rows = await conn.execute(
         select(s.campaign_id, s.seq, s.finished_at).where(or_(*ranges)),
-        execution_options=_UNCACHED,
+        execution_options=UNCACHED,
     )
     times: dict[int, dict[int, datetime]] = {}
     for r in rows:
@@ -116,9 +137,11 @@ async def take_slots(
     now: datetime,
     owner: str,
     lease_until: datetime,
+    starting: Sequence[CampaignChange] = (),
 ) -> None:
     """Record that deliveries start sending now, leased to ``owner``: for each campaign,
-    ``(first_seq, delivery_ids)``, numbered from ``first_seq``."""
+    ``(first_seq, delivery_ids)``, numbered from ``first_seq``. The campaigns of
+    ``starting`` (still SCHEDULED) make their first send: they become RUNNING."""
     await conn.execute(
         insert(send_slots),
         [
@@ -133,22 +156,17 @@ async def take_slots(
             for i, did in enumerate(ids)
         ],
     )
-    # A campaign's first send makes it RUNNING.
-    started = (CampaignStatus.SCHEDULED.value, CampaignStatus.RUNNING.value)
-    await Rows(conn, "campaigns", "id").update(
-        {cid: (first + len(ids) - 1,) for cid, (first, ids) in taken.items()},
-        ("slot_seq",),
-        raw=("status = CASE status WHEN {} THEN {} ELSE status END", started),
+    await KeyedUpdate(conn, "campaigns", "id").update(
+        {cid: (first + len(ids) - 1,) for cid, (first, ids) in taken.items()}, ("slot_seq",)
     )
-    await conn.execute(
-        update(deliveries)
-        .where(d.id.in_([did for _, ids in taken.values() for did in ids]))
-        .values(
-            status=DeliveryStatus.SENDING,
-            attempts=d.attempts + 1,
-            lease_owner=owner,
-            lease_until=lease_until,
-        )
+    if starting:
+        await transitions.move_campaigns(conn, starting, CampaignStatus.RUNNING, now)
+    await transitions.move(
+        conn,
+        CLAIM,
+        now,
+        ids=[did for _, ids in taken.values() for did in ids],
+        values={"attempts": d.attempts + 1, "lease_owner": owner, "lease_until": lease_until},
     )
 
 
@@ -181,47 +199,24 @@ async def recent_finishes(
 
 
 async def hold_back(
-    conn: AsyncConnection, ids: Sequence[int], campaign_status: CampaignStatus
+    conn: AsyncConnection, ids: Sequence[int], campaign_status: CampaignStatus, now: datetime
 ) -> None:
     """Move unclaimed deliveries to PAUSED, or CANCELLED, with their stopped campaign."""
-    target = (
-        DeliveryStatus.PAUSED
-        if campaign_status == CampaignStatus.PAUSED
-        else DeliveryStatus.CANCELLED
-    )
-    await conn.execute(
-        update(deliveries)
-        .where(
-            d.id.in_(ids),
-            d.status.in_([DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED]),
-        )
-        .values(status=target)
+    change = PAUSE if campaign_status == CampaignStatus.PAUSED else CANCEL
+    fields = {"reason": "campaign cancelled"} if change is CANCEL else None
+    await transitions.move(
+        conn, change, now, ids=ids, when=[d.status.in_(_UNCLAIMED_QUEUE)], fields=fields
     )
 
 
-async def release_queued(conn: AsyncConnection, ids: Sequence[int]) -> None:
+async def release_queued(conn: AsyncConnection, ids: Sequence[int], now: datetime) -> None:
     """Hand QUEUED deliveries back to the dispatcher unchanged (a worker is stopping)."""
-    await conn.execute(
-        update(deliveries)
-        .where(d.id.in_(ids), d.status == DeliveryStatus.QUEUED)
-        .values(status=DeliveryStatus.SCHEDULED)
-    )
+    await transitions.move(conn, REQUEUE, now, ids=ids)
 
 
 async def reschedule(conn: AsyncConnection, planned: Sequence[tuple[int, datetime]]) -> None:
     """Move unclaimed deliveries to new planned times; they go back to SCHEDULED."""
-    if not planned:
-        return
-    await conn.execute(
-        update(deliveries)
-        .where(
-            d.id == bindparam("b_id"),
-            # Not IN (...): an expanding parameter cannot go through executemany.
-            or_(d.status == DeliveryStatus.SCHEDULED, d.status == DeliveryStatus.QUEUED),
-        )
-        .values(status=DeliveryStatus.SCHEDULED, scheduled_at=bindparam("b_at")),
-        [{"b_id": did, "b_at": at} for did, at in planned],
-    )
+    await transitions.replan_times(conn, planned)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +230,10 @@ class Retry:
     attempts: int
 
 
+#: An SMTP reply: its code and text, either of them unknown when there was none.
+Reply = tuple[int | None, str | None]
+
+
 @dataclass(frozen=True, slots=True)
 class Outcomes:
     """What happened to a batch of sends."""
@@ -246,141 +245,95 @@ class Outcomes:
     released: Sequence[int] = ()
     #: How each send slot of the batch ended: ``(seq, finished_at, outcome)``.
     finished: Sequence[tuple[int, datetime, SendOutcome]] = ()
+    #: The server's reply to each delivery that had one.
+    replies: Mapping[int, Reply] = field(default_factory=dict)
+    #: Sends that may have reached the server all the same: ``(delivery id, seq)``.
+    in_doubt: Sequence[tuple[int, int]] = ()
 
 
 async def record(
-    conn: AsyncConnection, owner: str, batch: Mapping[int, Outcomes], now: datetime
+    conn: AsyncConnection,
+    owner: str,
+    batch: Mapping[int, Outcomes],
+    now: datetime,
+    users: Mapping[int, int],
 ) -> int:
-    """Write the outcomes of sends leased to ``owner``, by campaign id, in a handful of
-    statements however many campaigns there are; return how many rows it no longer held.
+    """Write the outcomes of sends leased to ``owner``, by campaign id (``users`` maps each
+    to its user), in a handful of statements however many campaigns there are; return
+    how many rows it no longer held.
 
     A row whose lease was taken over (``lease_owner`` changed, or the row left
-    SENDING) is not touched: the newer owner decides it.
+    SENDING) is not touched: the newer owner decides it. Deliveries that failed
+    for good get their dead letter here too.
     """
     every = list(batch.values())
-    held = Rows(
-        conn,
-        "deliveries",
-        "id",
-        "status = {} AND lease_owner = {}",
-        (DeliveryStatus.SENDING.value, owner),
-    )
-    # Per new status: each row's values of ``columns``.
-    changes: list[tuple[DeliveryStatus, tuple[str, ...], dict[int, tuple[object, ...]]]] = [
+    ids = [i for o in every for i in _delivery_ids(o)]
+    facts = await transitions.held(conn, owner, ids, users)
+    replies = {i: r for o in every for i, r in o.replies.items()}
+
+    def said(i: int, **extra: object) -> dict[str, object]:
+        code, text = replies.get(i, (None, None))
+        if code is not None:
+            extra["smtpCode"] = code
+        if text is not None:
+            extra["smtpReply"] = text[:500]
+        return extra
+
+    failed = [(i, err) for o in every for i, err in o.failed]
+    await dead_letters.add_failed(conn, [(i, err) for i, err in failed if i in facts], facts, now)
+    retry = [r for o in every for r in o.retry]
+    # Per move: each row's values of ``columns``, and its event's fields.
+    changes: list[tuple[DeliveryMove, tuple[str, ...], dict[int, tuple[object, ...]], Fields]] = [
         (
-            DeliveryStatus.SENT,
+            SEND,
             ("sent_at", "last_error"),
             {i: (at, None) for o in every for i, at in o.sent},
+            {i: said(i) for o in every for i, _ in o.sent},
         ),
         (
-            DeliveryStatus.SCHEDULED,
+            RETRY,
             ("scheduled_at", "last_error", "attempts"),
-            {r.id: (r.at, r.error[:500], r.attempts) for o in every for r in o.retry},
+            {r.id: (r.at, r.error[:500], r.attempts) for r in retry},
+            {r.id: said(r.id, retryAt=timestamp(r.at), reason=r.error[:500]) for r in retry},
         ),
         (
-            DeliveryStatus.FAILED,
+            FAIL,
             ("last_error",),
-            {i: (err[:500],) for o in every for i, err in o.failed},
+            {i: (err[:500],) for i, err in failed},
+            {i: said(i, reason=err[:500]) for i, err in failed},
         ),
-        (
-            DeliveryStatus.SCHEDULED,
-            ("scheduled_at",),
-            {i: (now,) for o in every for i in o.released},
-        ),
+        (RELEASE, ("scheduled_at",), {i: (now,) for o in every for i in o.released}, {}),
     ]
-    expected = written = 0
-    for status, columns, rows in changes:
-        if rows:
-            expected += len(rows)
-            same = {"status": status.value, "lease_owner": None, "lease_until": None}
-            written += await held.update(rows, columns, same)
+    free = {"lease_owner": None, "lease_until": None}
+    for change, columns, rows, fields in changes:
+        await transitions.move_each(
+            conn, change, now, rows, columns, facts=facts, same=free, fields=fields, owner=owner
+        )
     finished = {
         (cid, seq): (at, o.value) for cid, out in batch.items() for seq, at, o in out.finished
     }
     if finished:
-        slots = Rows(conn, "send_slots", ("campaign_id", "seq"), "finished_at IS NULL")
+        slots = KeyedUpdate(conn, "send_slots", ("campaign_id", "seq"), "finished_at IS NULL")
         await slots.update(finished, ("finished_at", "outcome"))
-    return expected - written
+    doubtful = [(i, seq) for o in every for i, seq in o.in_doubt if i in facts]
+    transitions.stage_possible_duplicates(
+        conn,
+        now,
+        ((i, facts[i], seq, SendOutcome.AMBIGUOUS, _AMBIGUOUS) for i, seq in doubtful),
+    )
+    return len(set(ids)) - len(facts)
 
 
-#: Statements whose shape changes with every batch: SQLAlchemy's compiled cache
-#: would keep each one (the worker's memory grew with every email sent).
-_UNCACHED = {"compiled_cache": None}
+_AMBIGUOUS = "the connection broke after the message was sent: the server may have taken it"
 
 
-class Rows:
-    """``UPDATE`` of many rows by key, each with its own values, in one statement.
-
-    Written as SQL text rather than SQLAlchemy expressions: the outcome updates run
-    many times a second in every worker, with one ``CASE`` branch per row, and
-    compiling them took a fifth of a worker's CPU and held up its event loop (and,
-    since every batch size is another statement, SQLAlchemy's compiled cache grew
-    with every email sent). ``key`` is a column or a composite key's columns;
-    ``where`` holds ``{}`` for each of ``where_params``.
-    """
-
-    def __init__(
-        self,
-        conn: AsyncConnection,
-        table: str,
-        key: str | tuple[str, ...],
-        where: str = "",
-        where_params: Sequence[object] = (),
-    ) -> None:
-        self._conn = conn
-        self._where_params = where_params
-        self._table = table
-        self._key = (key,) if isinstance(key, str) else key
-        self._marker = mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        self._match = " AND ".join(f"{column} = {mark}" for column in self._key)
-        where = where.format(*[mark] * where.count("{}"))
-        self._where = f" AND {where}" if where else ""
-        self._stored = stored_time(conn.dialect)
-
-    async def update(
-        self,
-        rows: Mapping[Any, Sequence[object]],
-        columns: Sequence[str],
-        same: Mapping[str, object] | None = None,
-        raw: tuple[str, Sequence[object]] | None = None,
-    ) -> int:
-        """Set ``columns`` of each row keyed in ``rows`` (a tuple per key with a composite
-        key) to its values, and ``same`` on all of them, where ``where`` holds too; return
-        how many rows changed. ``raw`` is one more assignment as SQL, with ``{}`` for each
-        of its parameters."""
-        mark = self._marker
-        keys = [k if isinstance(k, tuple) else (k,) for k in rows]
-        sets: list[str] = []
-        params: list[object] = []
-        if raw is not None:
-            sets.append(raw[0].format(*[mark] * raw[0].count("{}")))
-            params.extend(raw[1])
-        for name, value in (same or {}).items():
-            sets.append(f"{name} = {mark}")
-            params.append(self._param(value))
-        for index, name in enumerate(columns):
-            values = [self._param(row[index]) for row in rows.values()]
-            if all(v == values[0] for v in values):
-                # One value for all (every send SENT, say): no CASE needed.
-                sets.append(f"{name} = {mark}")
-                params.append(values[0])
-                continue
-            branches = f" WHEN {self._match} THEN {mark}" * len(values)
-            sets.append(f"{name} = CASE{branches} END")
-            for key, value in zip(keys, values, strict=True):
-                params += (*key, value)
-        if len(self._key) == 1:
-            which = f"{self._key[0]} IN ({', '.join([mark] * len(keys))})"
-        else:
-            which = "(" + " OR ".join([f"({self._match})"] * len(keys)) + ")"
-        sql = f"UPDATE {self._table} SET {', '.join(sets)} WHERE {which}{self._where}"
-        params.extend(k for key in keys for k in key)
-        params.extend(self._where_params)
-        result = await self._conn.exec_driver_sql(sql, tuple(params))
-        return result.rowcount
-
-    def _param(self, value: object) -> object:
-        return self._stored(value) if isinstance(value, datetime) else value
+def _delivery_ids(outcomes: Outcomes) -> list[int]:
+    return [
+        *(i for i, _ in outcomes.sent),
+        *(r.id for r in outcomes.retry),
+        *(i for i, _ in outcomes.failed),
+        *outcomes.released,
+    ]
 
 
 async def replan(
@@ -399,21 +352,25 @@ async def replan(
     return len(tail)
 
 
-async def retry_failed(conn: AsyncConnection, campaign_id: int, now: datetime) -> int:
+async def retry_failed(conn: AsyncConnection, campaign: Campaign, now: datetime) -> int:
     """Give the campaign's FAILED deliveries a fresh set of attempts; return how many.
 
     They go back to SCHEDULED (the caller plans them again) and the campaign,
-    if it had completed, runs again.
+    if it had completed, runs again. Call with the campaign locked.
     """
-    result = await conn.execute(
-        update(deliveries)
-        .where(d.campaign_id == campaign_id, d.status == DeliveryStatus.FAILED)
-        .values(status=DeliveryStatus.SCHEDULED, scheduled_at=now, attempts=0)
+    count = await transitions.move(
+        conn,
+        RETRY_FAILED,
+        now,
+        campaign_id=campaign.id,
+        values={"scheduled_at": now, "attempts": 0},
+        fields={"retryAt": timestamp(now), "reason": "an operator retried the failed deliveries"},
     )
-    if result.rowcount:
-        await conn.execute(
-            update(campaigns)
-            .where(campaigns.c.id == campaign_id, campaigns.c.status == CampaignStatus.COMPLETED)
-            .values(status=CampaignStatus.RUNNING, completed_at=None)
+    if count and campaign.status == CampaignStatus.COMPLETED:
+        await transitions.move_campaigns(
+            conn,
+            [transitions.CampaignChange(campaign.id, campaign.user_id, campaign.status)],
+            CampaignStatus.RUNNING,
+            now,
         )
-    return result.rowcount
+    return count

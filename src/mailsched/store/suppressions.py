@@ -12,11 +12,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailsched.domain.model import UNCLAIMED_DELIVERY_STATUSES, CampaignStatus, DeliveryStatus
+from mailsched.domain.model import SUPPRESS, UNCLAIMED_DELIVERY_STATUSES, CampaignStatus
+from mailsched.store import transitions
 from mailsched.store.campaigns import complete_if_done
 from mailsched.store.tables import campaigns, deliveries, suppressions
 
@@ -108,18 +109,14 @@ async def suppressed(conn: AsyncConnection, user_id: int, addresses: Sequence[st
     return {a for a in addresses if normalize(a) in found}
 
 
-async def mark_suppressed(conn: AsyncConnection, delivery_ids: Iterable[int]) -> int:
+async def mark_suppressed(conn: AsyncConnection, delivery_ids: Iterable[int], now: datetime) -> int:
     """Move those of ``delivery_ids`` not yet claimed (SCHEDULED, QUEUED, PAUSED) to
     SUPPRESSED; return how many moved."""
     ids = list(delivery_ids)
     if not ids:
         return 0
-    result = await conn.execute(
-        update(deliveries)
-        .where(d.id.in_(ids), d.status.in_(list(UNCLAIMED_DELIVERY_STATUSES)))
-        .values(status=DeliveryStatus.SUPPRESSED)
-    )
-    return result.rowcount
+    fields = {"reason": "the address was suppressed"}
+    return await transitions.move(conn, SUPPRESS, now, ids=ids, fields=fields)
 
 
 async def suppress_pending(conn: AsyncConnection, user_id: int, address: str, now: datetime) -> int:
@@ -141,7 +138,7 @@ async def suppress_pending(conn: AsyncConnection, user_id: int, address: str, no
         )
     )
     matches = [(r.id, r.campaign_id) for r in rows if normalize(r.recipient) == key]
-    moved = await mark_suppressed(conn, [did for did, _ in matches])
+    moved = await mark_suppressed(conn, [did for did, _ in matches], now)
     for campaign_id in sorted({cid for _, cid in matches}):
         await complete_if_done(conn, campaign_id, now)
     return moved
