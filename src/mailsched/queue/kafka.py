@@ -27,7 +27,12 @@ from mailsched.config import KafkaConfig
 from mailsched.errors import QueueUnavailable
 from mailsched.queue import DeadLetter, DueDelivery, Received
 from mailsched.queue import kafka_codec as codec
-from mailsched.queue.kafka_consumer import KafkaReceived, Subscriber
+from mailsched.queue.kafka_consumer import (
+    KafkaReceived,
+    Subscriber,
+    delivery_record,
+    group_member,
+)
 from mailsched.queue.kafka_errors import TopicMissing
 from mailsched.queue.kafka_logs import client_logging
 from mailsched.queue.kafka_producer import Publisher
@@ -79,23 +84,7 @@ class KafkaQueue:
         }
         self._publisher = Publisher(publisher, timeout=publish_timeout)
         self._subscriber = Subscriber(
-            {
-                **common,
-                "group.id": config.group_id,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "enable.partition.eof": False,
-                "partition.assignment.strategy": "cooperative-sticky",
-                # A worker that dies (kill -9, lost host) hands its partitions on
-                # within this; one that stops cleanly leaves the group at once.
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 1_000,
-                # Rebalance callbacks run inside consume(): a worker busy with
-                # slow SMTP servers must still get back to receive() in time.
-                "max.poll.interval.ms": 600_000,
-            },
-            config.topic,
+            {**common, **group_member(config.group_id)}, config.topic, delivery_record
         )
 
     async def check_writable(self) -> None:

@@ -1,4 +1,8 @@
-"""Reading deliveries from Kafka and committing what the worker has finished.
+"""Reading records from Kafka and committing what the reader has finished.
+
+A :class:`Subscriber` reads one topic; a function given to it turns each record into
+the item it hands out (:func:`delivery_record` for the delivery queue, another for
+the events topic).
 
 The confluent-kafka ``Consumer`` must not be called from two threads at once,
 and its rebalance callbacks run inside whichever call triggered them. So every
@@ -24,7 +28,7 @@ import logging
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -39,6 +43,43 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class Located(Protocol):
+    """An item read from Kafka: where it came from, for the commit."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
+Item = TypeVar("Item", bound=Located)
+
+#: Makes a record's value into an item (given its topic, partition and offset), or
+#: returns ``None`` for a value that is not one.
+Reader = Callable[[bytes | None, str, int, int], Item | None]
+
+
+def group_member(group_id: str) -> dict[str, Any]:
+    """The librdkafka settings of a member of ``group_id`` that commits by hand."""
+    return {
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+        "partition.assignment.strategy": "cooperative-sticky",
+        # A member that dies (kill -9, lost host) hands its partitions on within
+        # this; one that stops cleanly leaves the group at once.
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 1_000,
+        # Rebalance callbacks run inside consume(): a member busy with slow
+        # SMTP servers must still get back to receive() in time.
+        "max.poll.interval.ms": 600_000,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class KafkaReceived:
     """A delivery read from Kafka, with where it came from (for the commit)."""
@@ -51,13 +92,25 @@ class KafkaReceived:
     """When the dispatcher published it (unix seconds), if the record says."""
 
 
-class Subscriber:
-    """A consumer-group member that hands out deliveries and commits acknowledged ones."""
+def delivery_record(
+    value: bytes | None, topic: str, partition: int, offset: int
+) -> KafkaReceived | None:
+    """A delivery record as the worker receives it (a :data:`Reader`)."""
+    decoded = decode(value)
+    if decoded is None:
+        return None
+    return KafkaReceived(decoded.delivery, topic, partition, offset, decoded.dispatched_at)
 
-    def __init__(self, config: dict[str, Any], topic: str) -> None:
-        """``config`` is librdkafka consumer configuration, including ``group.id``."""
+
+class Subscriber(Generic[Item]):
+    """A consumer-group member that hands out items and commits acknowledged ones."""
+
+    def __init__(self, config: dict[str, Any], topic: str, read: Reader[Item]) -> None:
+        """``config`` is librdkafka consumer configuration, including ``group.id``;
+        ``read`` makes each record an item."""
         self._config = config
         self._topic = topic
+        self._read = read
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="mailsched-kafka-consumer")
         self._closed = False
         # Touched only on the executor's thread:
@@ -69,13 +122,13 @@ class Subscriber:
         self,
         max_items: int,
         timeout: float,  # noqa: ASYNC109 - consume() applies it
-    ) -> list[KafkaReceived]:
-        """Up to ``max_items`` deliveries, waiting at most ``timeout`` seconds for the first."""
+    ) -> list[Item]:
+        """Up to ``max_items`` items, waiting at most ``timeout`` seconds for the first."""
         if max_items < 1:
             raise ValueError("max_items must be at least 1")
         return await self._call(self._consume, max_items, timeout)
 
-    async def ack(self, messages: Sequence[KafkaReceived]) -> None:
+    async def ack(self, messages: Sequence[Located]) -> None:
         """Mark messages handled and commit every partition's done prefix that moved."""
         await self._call(self._ack, [(m.topic, m.partition, m.offset) for m in messages])
 
@@ -106,12 +159,12 @@ class Subscriber:
 
     # Everything below runs on the consumer thread.
 
-    def _consume(self, max_items: int, timeout: float) -> list[KafkaReceived]:
+    def _consume(self, max_items: int, timeout: float) -> list[Item]:
         consumer = self._consumer or self._subscribe()
         if self._deferred is not None:
             deferred, self._deferred = self._deferred, None
             raise KafkaException(deferred)
-        received: list[KafkaReceived] = []
+        received: list[Item] = []
         first_error: KafkaError | None = None
         for message in consumer.consume(max_items, timeout):
             error = message.error()
@@ -129,18 +182,18 @@ class Subscriber:
             self._deferred = first_error
         return received
 
-    def _take(self, message: Message) -> KafkaReceived | None:
+    def _take(self, message: Message) -> Item | None:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         if topic is None or partition is None or offset is None:
             raise QueueError("Kafka returned a message without topic, partition or offset")
         self._tracker.received((topic, partition), offset)
-        decoded = decode(message.value())
-        if decoded is None:
+        item = self._read(message.value(), topic, partition, offset)
+        if item is None:
             # Never let one bad record block its partition: skip it as done.
             logger.warning("skipping an undecodable record at %s[%s]@%s", topic, partition, offset)
             self._tracker.ack((topic, partition), offset)
             return None
-        return KafkaReceived(decoded.delivery, topic, partition, offset, decoded.dispatched_at)
+        return item
 
     def _ack(self, offsets: list[tuple[str, int, int]]) -> None:
         for topic, partition, offset in offsets:
