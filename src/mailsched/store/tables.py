@@ -226,3 +226,65 @@ relay_cursors = Table(
     Column("name", String(32), primary_key=True),
     Column("position", BigInteger, nullable=False),
 )
+
+#: Webhook endpoints: where a user's events are POSTed. Rows are never deleted,
+#: only marked ``deleted_at``: an id is never given out twice (SQLite would reuse
+#: the largest), so attempts and messages can never be taken for another endpoint's.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("user_id", BigInteger, nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("description", String(500), nullable=True),
+    # The subscribed event types as a JSON list; NULL for all, including later ones.
+    Column("event_types", Text, nullable=True),
+    # "whsec_" + base64 of 32 random bytes; emptied when the endpoint is deleted.
+    Column("secret", String(100), nullable=False),
+    Column("batch", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("disabled_at", UTCDateTime, nullable=True),
+    Column("disabled_reason", String(200), nullable=True),
+    Column("deleted_at", UTCDateTime, nullable=True),
+    Index("ix_webhook_endpoints_user", "user_id", "id"),
+)
+
+#: One row per (endpoint, event) to deliver. ``due_at`` is when it may next be
+#: claimed: a claim moves it one lease ahead (so a crashed sender's message comes
+#: back by itself), a failure to the next retry. NULL means finished (delivered or
+#: given up): the row stays a day so that an event fanned out twice (a Kafka
+#: redelivery) is not delivered twice. ``batch_key`` fixes a batching endpoint's
+#: request membership at its first attempt, so its retries carry the same webhook-id.
+webhook_messages = Table(
+    "webhook_messages",
+    metadata,
+    Column("endpoint_id", Id, primary_key=True, autoincrement=False),
+    Column("event_id", Id, primary_key=True, autoincrement=False),
+    Column("due_at", UTCDateTime, nullable=True),
+    Column("attempts", SmallInteger, nullable=False, default=0),
+    Column("batch_key", BigInteger, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    # The claim (an endpoint's due rows, oldest first), the backlog per endpoint,
+    # and the endpoints with something due (MIN(due_at) GROUP BY endpoint_id).
+    Index("ix_webhook_messages_due", "endpoint_id", "due_at"),
+    # The prune of finished rows, oldest first.
+    Index("ix_webhook_messages_finished", "finished_at"),
+)
+
+#: Every request made to an endpoint, kept 7 days (see ``store/webhooks.py``).
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("endpoint_id", Id, nullable=False),
+    # The webhook-id header: the event id, or "batch_<key>".
+    Column("message_id", String(64), nullable=False),
+    # The (first) event the request carried, and how many.
+    Column("event_id", Id, nullable=False),
+    Column("event_count", Integer, nullable=False),
+    Column("attempted_at", UTCDateTime, nullable=False),
+    Column("status_code", SmallInteger, nullable=True),
+    Column("duration_ms", Integer, nullable=False),
+    Column("error", String(500), nullable=True),
+    Index("ix_webhook_attempts_endpoint", "endpoint_id", "id"),
+)
