@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from mailsched.producer.api import create_app
 from mailsched.producer.auth import Authenticator, caller_dependency
 from mailsched.producer.campaigns import Campaigns
+from mailsched.producer.events import event_routes
 from mailsched.store import keys
 from mailsched.store.db import Database
 
@@ -43,8 +44,12 @@ async def new_key(db: Database, user_id: int) -> str:
 
 
 def make_app(db: Database, **options: Any) -> FastAPI:
+    """The app as ``mailsched api`` serves it, with the event feed (and ``routers``)."""
     caller = caller_dependency(Authenticator(db, options.pop("requests_per_minute", 6000)))
-    return create_app(Campaigns(db, timedelta(hours=1), lambda: NOW), caller, **options)
+    routers = (event_routes(db, caller), *options.pop("routers", ()))
+    return create_app(
+        Campaigns(db, timedelta(hours=1), lambda: NOW), caller, routers=routers, **options
+    )
 
 
 @asynccontextmanager
