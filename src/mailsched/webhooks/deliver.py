@@ -231,6 +231,10 @@ class WebhookDeliverer:
             # The lease brings the messages back; the request may be repeated.
             log.warning("endpoint %d: outcome not recorded: %s", endpoint_id, exc)
             return True
+        except Exception:
+            # A bug must not end the deliverer: the lease brings the messages back.
+            log.exception("endpoint %d: delivery failed", endpoint_id)
+            return False
         finally:
             self._inflight[endpoint_id] -= 1
             if not self._inflight[endpoint_id]:

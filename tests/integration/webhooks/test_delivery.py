@@ -308,3 +308,36 @@ async def test_the_backlog_is_measured(db: Database) -> None:
     await Upkeep(db, now, metrics).sample(now())
     assert metrics.webhook_backlog.labels(str(endpoint_id))._value.get() == 3
     assert metrics.webhook_oldest_seconds._value.get() >= 0
+
+
+async def test_a_receiver_that_is_down_is_a_failed_attempt(
+    db: Database, deliverer_for: Make
+) -> None:
+    async with Receiver() as receiver:
+        url = receiver.url  # a port nothing listens on once the receiver is gone
+    endpoint_id, _ = await add_endpoint(db, 1, url)
+    await fan_out(db, await add_events(db, 1, 1))
+    deliverer = deliverer_for(retry_schedule=(3600.0,))
+    assert await deliverer.deliver_once() == 1
+    [attempt] = await attempts_of(db, endpoint_id)
+    assert attempt.status_code is None
+    assert attempt.error is not None and "Connect" in attempt.error
+    assert await pending(db) == 1
+
+
+async def test_a_receiver_that_does_not_answer_times_out(db: Database, deliverer_for: Make) -> None:
+    release = asyncio.Event()
+
+    async def hang(_: Request) -> Answer:
+        await release.wait()
+        return Answer(200)
+
+    async with Receiver(hang) as receiver:
+        endpoint_id, _ = await add_endpoint(db, 1, receiver.url)
+        await fan_out(db, await add_events(db, 1, 1))
+        deliverer = deliverer_for(timeout=0.3, retry_schedule=(3600.0,))
+        assert await deliverer.deliver_once() == 1
+        release.set()
+    [attempt] = await attempts_of(db, endpoint_id)
+    assert (attempt.status_code, attempt.error) == (None, "timed out")
+    assert await pending(db) == 1
