@@ -92,6 +92,11 @@ class Metrics:
             ["status_class"],
             registry=r,
         )
+        self.webhook_given_up = Counter(
+            "mailsched_webhook_given_up_total",
+            "Events whose webhook was given up after the last retry",
+            registry=r,
+        )
         self.webhook_seconds = Histogram(
             "mailsched_webhook_seconds",
             "Time for one webhook request",

@@ -308,6 +308,7 @@ class WebhookDeliverer:
         if outcome == "gone":
             log.warning("endpoint %d answered 410: disabled", endpoint_id)
         elif outcome == "given up":
+            self._metrics.webhook_given_up.inc(len(claim.event_ids))
             log.warning(
                 "endpoint %d: message %s given up after %d attempts (%s)",
                 endpoint_id,

@@ -119,6 +119,8 @@ async def test_given_up_after_the_schedule(db: Database, deliverer_for: Make) ->
     assert [a.status_code for a in attempts] == [500, 500, 500]
     assert attempts[0].error is not None and "given up after 3 attempts" in attempts[0].error
     assert attempts[1].error is None
+    registry = deliverer._metrics.registry
+    assert registry.get_sample_value("mailsched_webhook_given_up_total") == 1
 
 
 async def test_410_disables_the_endpoint_and_drops_its_messages(
