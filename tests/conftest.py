@@ -54,6 +54,9 @@ class Stack:
                 "MAILSCHED_KAFKA_DEAD_LETTER_TOPIC": f"{self.kafka_topic}.dlq",
                 "MAILSCHED_KAFKA_GROUP_ID": f"{self.kafka_topic}.workers",
                 "MAILSCHED_KAFKA_PARTITIONS": "6",
+                # Each test's events on a topic of its own, read by a group of its own.
+                "MAILSCHED_KAFKA_EVENTS_TOPIC": f"{self.kafka_topic}.events",
+                "MAILSCHED_WEBHOOK_GROUP_ID": f"{self.kafka_topic}.webhooks",
             }
         return env
 

@@ -13,6 +13,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -21,6 +22,8 @@ from mailsched.config import Settings
 from mailsched.consumer.letters import LetterFactory
 from mailsched.consumer.sender import WorkerDeps
 from mailsched.consumer.worker import Worker
+from mailsched.domain.events import Event
+from mailsched.errors import ConfigError
 from mailsched.mail import Mailer
 from mailsched.mail.message import sender_domain
 from mailsched.mail.outbox import OutboxMailer
@@ -29,7 +32,15 @@ from mailsched.metrics import Metrics
 from mailsched.producer.auth import Authenticator, Caller, caller_dependency
 from mailsched.producer.campaigns import Campaigns
 from mailsched.producer.dispatcher import Dispatcher
-from mailsched.producer.relay import DeadLetterOutbox, Relay
+from mailsched.producer.event_intake import EventIntake
+from mailsched.producer.events import event_routes
+from mailsched.producer.relay import (
+    DeadLetterOutbox,
+    EventOutbox,
+    EventPruner,
+    EventSink,
+    Relay,
+)
 from mailsched.producer.suppressions import suppression_routes, unsubscribe_routes
 from mailsched.queue import DeliveryQueue
 from mailsched.queue.kafka import KafkaQueue
@@ -38,6 +49,12 @@ from mailsched.store import secrets
 from mailsched.store.db import Database
 from mailsched.store.dead_letters import DeadLetterRow
 from mailsched.unsubscribe import UnsubscribeSigner
+from mailsched.webhooks.api import webhook_routes
+from mailsched.webhooks.deliver import WebhookDeliverer
+from mailsched.webhooks.fanout import FanOut
+
+if TYPE_CHECKING:
+    from mailsched.queue.kafka_events import KafkaEventConsumer, KafkaEventSink, ReceivedEvent
 
 Clock = Callable[[], datetime]
 
@@ -66,6 +83,9 @@ class Components:
     metrics: Metrics = field(default_factory=Metrics)
     _mailer: Mailer | None = field(default=None, repr=False)
     _caller: Callable[..., Awaitable[Caller]] | None = field(default=None, repr=False)
+    _kafka_sink: KafkaEventSink | None = field(default=None, repr=False)
+    _event_consumer: KafkaEventConsumer | None = field(default=None, repr=False)
+    _deliverer: WebhookDeliverer | None = field(default=None, repr=False)
 
     def caller(self) -> Callable[..., Awaitable[Caller]]:
         """The API's authentication dependency (one per process: it holds the rate limits)."""
@@ -89,6 +109,66 @@ class Components:
     def relay(self) -> Relay[DeadLetterRow]:
         """The relay of dead letters from their outbox table to the queue (beside a dispatcher)."""
         return Relay("dead-letter", self.db, DeadLetterOutbox(self.queue))
+
+    def event_relay(self) -> Relay[Event]:
+        """The relay of events from their table to :meth:`event_sink` (beside a dispatcher)."""
+        events = self.settings.events()
+        return Relay(
+            "event",
+            self.db,
+            EventOutbox(self.event_sink(), self.metrics, self.clock),
+            batch_size=events.relay_batch_size,
+            interval=events.relay_interval,
+            on_relayed=self._relayed,
+        )
+
+    def _relayed(self, count: int) -> None:
+        self.metrics.relayed.inc(count)
+        if self._deliverer is not None and self.in_process_queue:
+            self._deliverer.wake()  # the relay wrote webhook messages: no need to poll
+
+    def event_pruner(self) -> EventPruner:
+        """Deletes published events after the retention period (beside the relay)."""
+        return EventPruner(self.db, self.settings.events().retention, self.clock)
+
+    def event_sink(self) -> EventSink:
+        """Where the relay publishes: the events topic on Kafka; without Kafka, the
+        webhooks' own table, in the relay's transaction."""
+        kafka = self.settings.kafka()
+        if kafka is None:
+            return FanOut(self.clock)
+        if self._kafka_sink is None:
+            from mailsched.queue.kafka_events import KafkaEventSink
+
+            self._kafka_sink = KafkaEventSink(kafka, self.settings.events(), self.name)
+        return self._kafka_sink
+
+    def event_intake(self) -> EventIntake[ReceivedEvent]:
+        """``mailsched webhooks``' reader of the events topic, in its own consumer group."""
+        kafka = self.settings.kafka()
+        if kafka is None:
+            raise ConfigError("reading the events topic needs MAILSCHED_KAFKA_BOOTSTRAP_SERVERS")
+        from mailsched.queue.kafka_events import KafkaEventConsumer
+
+        if self._event_consumer is None:
+            self._event_consumer = KafkaEventConsumer(
+                kafka, self.settings.events(), self.settings.webhooks().group_id, self.name
+            )
+        return EventIntake(
+            self.db, self._event_consumer, FanOut(self.clock), on_written=self._fanned_out
+        )
+
+    def _fanned_out(self) -> None:
+        if self._deliverer is not None:
+            self._deliverer.wake()
+
+    def webhook_deliverer(self) -> WebhookDeliverer:
+        """The deliverer of webhook messages (``mailsched webhooks``, ``mailsched run``)."""
+        if self._deliverer is None:
+            self._deliverer = WebhookDeliverer(
+                self.db, self.settings.webhooks(), self.clock, self.metrics
+            )
+        return self._deliverer
 
     def readiness_checks(self) -> dict[str, Callable[[], Awaitable[None]]]:
         """What ``/readyz`` asks: the database, and Kafka (can it take writes?) when it is
@@ -117,10 +197,13 @@ class Components:
         return UnsubscribeSigner(bytes.fromhex(await self.db.run(work)))
 
     def public_routes(self, signer: UnsubscribeSigner) -> tuple[APIRouter, ...]:
-        """The routes beside the campaigns': suppressions, and the recipients' unsubscribe."""
+        """The routes beside the campaigns': suppressions, the recipients' unsubscribe,
+        the event feed and the webhook endpoints."""
         return (
             suppression_routes(self.db, self.caller(), self.clock),
             unsubscribe_routes(self.db, signer, self.clock),
+            event_routes(self.db, self.caller()),
+            webhook_routes(self.db, self.caller(), self.clock, self.settings.webhooks()),
         )
 
     def worker(self, signer: UnsubscribeSigner) -> Worker:
@@ -149,6 +232,12 @@ class Components:
             await self.queue.close()
             if self._mailer is not None:
                 await self._mailer.close()
+            if self._deliverer is not None:
+                await self._deliverer.aclose()
+            if self._event_consumer is not None:
+                await self._event_consumer.close()
+            if self._kafka_sink is not None:
+                await self._kafka_sink.close()
         finally:
             await self.db.dispose()
 
@@ -165,6 +254,9 @@ async def build(settings: Settings, clock: Clock = utc_now) -> Components:
         kafka_queue = KafkaQueue(kafka, client_id=name)
         try:
             await kafka_queue.ensure_topics()
+            from mailsched.queue.kafka_events import ensure_events_topic
+
+            await ensure_events_topic(kafka, settings.events(), name)
         except BaseException:
             await kafka_queue.close()
             await db.dispose()

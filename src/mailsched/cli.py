@@ -26,6 +26,7 @@ _ROLES = {
     "api": frozenset({Role.API, Role.DISPATCHER}),
     "worker": frozenset({Role.WORKER}),
     "dispatcher": frozenset({Role.DISPATCHER}),
+    "webhooks": frozenset({Role.WEBHOOKS}),
 }
 
 
@@ -35,10 +36,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mailsched {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("run", help="everything in one process: API, dispatcher and a worker")
+    commands.add_parser(
+        "run", help="everything in one process: API, dispatcher, a worker and webhooks"
+    )
     commands.add_parser("api", help="the producer: REST API and dispatcher (needs Kafka)")
     commands.add_parser("worker", help="the consumer: claims, sends and records (needs Kafka)")
     commands.add_parser("dispatcher", help="only the dispatcher (needs Kafka)")
+    commands.add_parser(
+        "webhooks", help="reads the events topic and delivers webhooks (needs Kafka)"
+    )
     db = commands.add_parser("db", help="database administration")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     db_commands.add_parser("upgrade", help="migrate the schema to the newest revision")

@@ -1,4 +1,4 @@
-"""Run a process's roles (API, dispatcher, worker) until SIGTERM or SIGINT."""
+"""Run a process's roles (API, dispatcher, worker, webhooks) until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from mailsched.bootstrap import Components, build
 from mailsched.config import Settings
 from mailsched.errors import ConfigError
 from mailsched.producer.api import Limits, create_app
+from mailsched.producer.dispatcher import Dispatcher
 from mailsched.store import keys
 from mailsched.store.migrate import upgrade
+from mailsched.unsubscribe import UnsubscribeSigner
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,8 @@ class Role(StrEnum):
     API = "api"
     DISPATCHER = "dispatcher"
     WORKER = "worker"
+    #: Delivers webhooks; on Kafka, also reads the events topic into their table.
+    WEBHOOKS = "webhooks"
 
 
 class _Server(uvicorn.Server):
@@ -75,38 +79,7 @@ async def _run(components: Components, settings: Settings, roles: frozenset[Role
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    signer = await components.unsubscribe_signer()
-    tasks: list[asyncio.Task[None]] = []
-    dispatcher = components.dispatcher() if Role.DISPATCHER in roles else None
-    if dispatcher is not None:
-        if components.in_process_queue:
-            await dispatcher.recover_in_process_queue()
-        tasks.append(asyncio.create_task(dispatcher.run(stop), name="dispatcher"))
-        tasks.append(asyncio.create_task(components.relay().run(stop), name="relay"))
-    if Role.WORKER in roles:
-        tasks.append(asyncio.create_task(components.worker(signer).run(stop), name="worker"))
-        if Role.API not in roles:
-            _serve_metrics(components, settings)
-    server: _Server | None = None
-    if Role.API in roles:
-        app = create_app(
-            components.campaigns(),
-            components.caller(),
-            on_created=dispatcher.wake if dispatcher else None,
-            checks=components.readiness_checks(),
-            metrics=components.metrics,
-            routers=components.public_routes(signer),
-            limits=Limits(
-                max_recipients=settings.max_recipients,
-                max_body_bytes=settings.max_body_bytes,
-                max_request_bytes=settings.max_request_bytes,
-            ),
-        )
-        config = uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_config=None, access_log=False
-        )
-        server = _Server(config)
-        tasks.append(asyncio.create_task(server.serve(), name="api"))
+    tasks, server = await _start(components, settings, roles, stop)
     log.info(
         "%s running (%s) as %s", ", ".join(sorted(roles)), _describe(settings), components.name
     )
@@ -127,8 +100,81 @@ async def _run(components: Components, settings: Settings, roles: frozenset[Role
     log.info("stopped")
 
 
+async def _start(
+    components: Components, settings: Settings, roles: frozenset[Role], stop: asyncio.Event
+) -> tuple[list[asyncio.Task[None]], _Server | None]:
+    """Start the roles' tasks; the API server is returned too, to be told to exit."""
+    signer = await components.unsubscribe_signer()
+    tasks: list[asyncio.Task[None]] = []
+    dispatcher = components.dispatcher() if Role.DISPATCHER in roles else None
+    if dispatcher is not None:
+        if components.in_process_queue:
+            await dispatcher.recover_in_process_queue()
+        tasks.append(asyncio.create_task(dispatcher.run(stop), name="dispatcher"))
+        tasks.extend(_relay_tasks(components, stop))
+    if Role.WORKER in roles:
+        tasks.append(asyncio.create_task(components.worker(signer).run(stop), name="worker"))
+    if Role.WEBHOOKS in roles:
+        tasks.extend(_webhook_tasks(components, stop))
+    if Role.API not in roles and roles & {Role.WORKER, Role.WEBHOOKS}:
+        _serve_metrics(components, settings)
+    server: _Server | None = None
+    if Role.API in roles:
+        server = _api_server(components, settings, signer, dispatcher)
+        tasks.append(asyncio.create_task(server.serve(), name="api"))
+    return tasks, server
+
+
+def _api_server(
+    components: Components,
+    settings: Settings,
+    signer: UnsubscribeSigner,
+    dispatcher: Dispatcher | None,
+) -> _Server:
+    app = create_app(
+        components.campaigns(),
+        components.caller(),
+        on_created=dispatcher.wake if dispatcher else None,
+        checks=components.readiness_checks(),
+        metrics=components.metrics,
+        routers=components.public_routes(signer),
+        limits=Limits(
+            max_recipients=settings.max_recipients,
+            max_body_bytes=settings.max_body_bytes,
+            max_request_bytes=settings.max_request_bytes,
+        ),
+    )
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_config=None, access_log=False
+    )
+    return _Server(config)
+
+
+def _relay_tasks(components: Components, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    """Beside a dispatcher: the relays of dead letters and of events, and the pruner
+    of old events."""
+    return [
+        asyncio.create_task(components.relay().run(stop), name="relay"),
+        asyncio.create_task(components.event_relay().run(stop), name="event-relay"),
+        asyncio.create_task(components.event_pruner().run(stop), name="event-pruner"),
+    ]
+
+
+def _webhook_tasks(components: Components, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    """The webhook deliverer, and on Kafka the reader of the events topic that feeds it
+    (without Kafka, the event relay writes the webhooks' table itself)."""
+    tasks: list[asyncio.Task[None]] = []
+    if not components.in_process_queue:
+        intake = components.event_intake()
+        tasks.append(asyncio.create_task(intake.run(stop), name="event-intake"))
+    deliverer = components.webhook_deliverer()
+    tasks.append(asyncio.create_task(deliverer.run(stop), name="webhooks"))
+    return tasks
+
+
 def _serve_metrics(components: Components, settings: Settings) -> None:
-    """A worker has no API: it serves /metrics on its own port, from a thread."""
+    """A worker or a webhooks process has no API: it serves /metrics on its own port,
+    from a thread."""
     try:
         server, _thread = start_http_server(
             settings.metrics_port, settings.metrics_host, registry=components.metrics.registry

@@ -19,9 +19,11 @@ from mailsched.store.migrate import upgrade
 
 @asynccontextmanager
 async def running(
-    settings: Settings, *, dispatcher: bool = True, worker: bool = True
+    settings: Settings, *, dispatcher: bool = True, worker: bool = True, webhooks: bool = False
 ) -> AsyncIterator[Components]:
-    """Build the components, migrate, and run a dispatcher and a worker until the block ends."""
+    """Build the components, migrate, and run a dispatcher (with its relays and the
+    event pruner), a worker and, if asked, the webhooks (the deliverer, and on Kafka
+    the reader of the events topic) until the block ends."""
     components = await build(settings)
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
@@ -33,9 +35,15 @@ async def running(
                 await d.recover_in_process_queue()
             tasks.append(asyncio.create_task(d.run(stop)))
             tasks.append(asyncio.create_task(components.relay().run(stop)))
+            tasks.append(asyncio.create_task(components.event_relay().run(stop)))
+            tasks.append(asyncio.create_task(components.event_pruner().run(stop)))
         if worker:
             signer = await components.unsubscribe_signer()
             tasks.append(asyncio.create_task(components.worker(signer).run(stop)))
+        if webhooks:
+            if not components.in_process_queue:
+                tasks.append(asyncio.create_task(components.event_intake().run(stop)))
+            tasks.append(asyncio.create_task(components.webhook_deliverer().run(stop)))
         yield components
     finally:
         stop.set()

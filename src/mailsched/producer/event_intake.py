@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Generic, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -68,13 +68,16 @@ class EventIntake(Generic[R]):
         batch_size: int = 500,
         poll: float = 0.5,
         max_backoff: float = 30.0,
+        on_written: Callable[[], None] | None = None,
     ) -> None:
+        """``on_written`` is called after each batch the sink has taken for good."""
         self._db = db
         self._source = source
         self._sink = sink
         self._batch_size = batch_size
         self._poll = poll
         self._max_backoff = max_backoff
+        self._on_written = on_written
 
     async def write(self, batch: Sequence[R]) -> None:
         """Hand ``batch`` to the sink in one transaction, then commit it at the source."""
@@ -84,6 +87,8 @@ class EventIntake(Generic[R]):
             await self._sink.publish(conn, events)
 
         await self._db.run(work)
+        if self._on_written is not None:
+            self._on_written()
         await self._source.commit(batch)
 
     async def run(self, stop: asyncio.Event) -> None:
