@@ -34,7 +34,7 @@ DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "data" / "compose-spec.json"
 
-ROLES = {"producer": ["api"], "consumer": ["worker"]}
+ROLES = {"producer": ["api"], "consumer": ["worker"], "webhooks": ["webhooks"]}
 
 
 # --- loading -------------------------------------------------------------------------
