@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -22,7 +23,7 @@ from mailsched.config import Settings
 from mailsched.consumer.letters import LetterFactory
 from mailsched.consumer.sender import WorkerDeps
 from mailsched.consumer.worker import Worker
-from mailsched.domain.events import Event
+from mailsched.domain.events import Event, NewEvent
 from mailsched.errors import ConfigError
 from mailsched.mail import Mailer
 from mailsched.mail.message import sender_domain
@@ -86,6 +87,13 @@ class Components:
     _kafka_sink: KafkaEventSink | None = field(default=None, repr=False)
     _event_consumer: KafkaEventConsumer | None = field(default=None, repr=False)
     _deliverer: WebhookDeliverer | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.db.on_events = self._count_events
+
+    def _count_events(self, written: Sequence[NewEvent]) -> None:
+        for kind, count in Counter(ev.type.value for ev in written).items():
+            self.metrics.events.labels(kind).inc(count)
 
     def caller(self) -> Callable[..., Awaitable[Caller]]:
         """The API's authentication dependency (one per process: it holds the rate limits)."""

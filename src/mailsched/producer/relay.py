@@ -217,15 +217,10 @@ class EventPruner:
         before, limit = self._clock() - self._retention, self._batch_size
 
         async def work(conn: AsyncConnection) -> tuple[int, bool]:
-            # The relay's position, read without its lock (it only moves forward, so
-            # a stale one is only cautious). events.prune looks at the oldest rows it
-            # is given room for: give it room for published ones only.
+            # The relay's position, read without its lock: it only moves forward, so
+            # a stale one is only cautious.
             published = await events.cursor(conn, EVENT_CURSOR)
-            oldest = await events.after(conn, 0, limit)
-            room = sum(1 for ev in oldest if ev.id <= published)
-            if room == 0:
-                return 0, False
-            deleted = await events.prune(conn, before, room)
+            deleted = await events.prune(conn, before, limit, through=published)
             return deleted, deleted == limit
 
         total = 0

@@ -138,7 +138,8 @@ async def cursor(conn: AsyncConnection, name: str, *, lock: bool = False) -> int
     found = (await conn.execute(query)).scalar_one_or_none()
     if found is not None:
         return int(found)
-    # First run: both relays may try; the loser's duplicate key is retried by db.run.
+    # A relay the migrations did not seed a row for: two may race to make it, and
+    # the loser's duplicate key fails its pass, which its relay tries again.
     await conn.execute(insert(relay_cursors).values(name=name, position=0))
     return 0
 
@@ -153,11 +154,18 @@ async def advance(conn: AsyncConnection, name: str, position: int) -> None:
     )
 
 
-async def prune(conn: AsyncConnection, before: datetime, limit: int) -> int:
-    """Delete up to ``limit`` of the oldest events that happened before ``before``;
-    return how many. A short statement over a primary-key range, so it holds no long
-    lock: call it again until it returns less than ``limit``."""
-    rows = (await conn.execute(select(e.id, e.occurred_at).order_by(e.id).limit(limit))).all()
+async def prune(conn: AsyncConnection, before: datetime, limit: int, through: int) -> int:
+    """Delete up to ``limit`` of the oldest events that happened before ``before``, none
+    after id ``through`` (what the relay has not yet published); return how many.
+
+    A short statement over a primary-key range, so it holds no long lock: call it
+    again until it returns less than ``limit``.
+    """
+    rows = (
+        await conn.execute(
+            select(e.id, e.occurred_at).where(e.id <= through).order_by(e.id).limit(limit)
+        )
+    ).all()
     old = [r.id for r in rows if r.occurred_at < before]
     if not old:
         return 0

@@ -92,7 +92,11 @@ async def test_a_campaign_tells_its_whole_story(settings: Settings, sink: FaultS
         await wait_until(lambda: completed(app, created.campaign_id), within=30)
         story = await feed(app, created.campaign_id)
         rows = await statuses(app, created.campaign_id)
+        written = app.metrics.registry.get_sample_value(
+            "mailsched_events_total", {"type": "delivery.sent"}
+        )
 
+    assert written == 2
     kinds = [e.type for e in story]
     assert kinds[0] == "campaign.scheduled"
     assert kinds[1] == "campaign.started"

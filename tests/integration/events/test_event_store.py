@@ -113,6 +113,23 @@ async def test_the_feed_is_per_user_and_filters(db: Database) -> None:
     }
 
 
+async def test_prune_leaves_what_the_relay_has_not_published(db: Database) -> None:
+    async def write(conn: AsyncConnection) -> None:
+        await events.append(conn, [_event(1, EventType.DELIVERY_SENT) for _ in range(4)])
+
+    await db.run(write)
+
+    async def prune(conn: AsyncConnection) -> int:
+        return await events.prune(conn, T0 + timedelta(days=1), 100, through=2)
+
+    assert await db.run(prune) == 2
+
+    async def left(conn: AsyncConnection) -> list[int]:
+        return [e.id for e in await events.after(conn, 0, 10)]
+
+    assert await db.run(left) == [3, 4]
+
+
 async def test_relay_cursor_starts_at_zero_and_only_moves_forward(db: Database) -> None:
     async def move(conn: AsyncConnection) -> list[int]:
         seen = [await events.cursor(conn, "events", lock=True)]
@@ -135,7 +152,7 @@ async def test_prune_deletes_old_events_in_batches(db: Database) -> None:
     await db.run(write)
 
     async def prune(conn: AsyncConnection) -> int:
-        return await events.prune(conn, T0 + timedelta(days=3), 2)
+        return await events.prune(conn, T0 + timedelta(days=3), 2, through=5)
 
     assert [await db.run(prune) for _ in range(3)] == [2, 1, 0]
 

@@ -36,11 +36,13 @@ def upgrade() -> None:
         sa.Column("value", sa.BigInteger, nullable=False),
     )
     op.bulk_insert(sequences, [{"name": "events", "value": 0}])
-    op.create_table(
+    cursors = op.create_table(
         "relay_cursors",
         sa.Column("name", sa.String(32), primary_key=True),
         sa.Column("position", sa.BigInteger, nullable=False),
     )
+    # Made here, not by the first relay: two relays starting together would race to.
+    op.bulk_insert(cursors, [{"name": "events", "position": 0}])
 
 
 def downgrade() -> None:
