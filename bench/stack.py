@@ -112,6 +112,10 @@ class Stack:
                 "MAILSCHED_KAFKA_TOPIC": self.topic,
                 "MAILSCHED_KAFKA_DEAD_LETTER_TOPIC": self.topic + ".dlq",
                 "MAILSCHED_KAFKA_GROUP_ID": self.topic + ".workers",
+                # The events topic and the webhooks' group, this stack's own too (older
+                # builds, without events, ignore them).
+                "MAILSCHED_KAFKA_EVENTS_TOPIC": self.topic + ".events",
+                "MAILSCHED_WEBHOOK_GROUP_ID": self.topic + ".webhooks",
             }
         return env | self.common | {f"MAILSCHED_{k.upper()}": v for k, v in extra.items()}
 
@@ -139,11 +143,12 @@ class Stack:
 
     def _delete_topics(self) -> None:
         admin = AdminClient({"bootstrap.servers": self.servers.kafka, "log_level": 3})
-        topics = [self.topic, self.topic + ".dlq"]
+        topics = [self.topic, self.topic + ".dlq", self.topic + ".events"]
         for future in admin.delete_topics(topics, operation_timeout=30).values():
             with contextlib.suppress(Exception):
                 future.result(timeout=30)
-        for future in admin.delete_consumer_groups([self.topic + ".workers"]).values():
+        groups = [self.topic + ".workers", self.topic + ".webhooks"]
+        for future in admin.delete_consumer_groups(groups).values():
             with contextlib.suppress(Exception):
                 future.result(timeout=30)
 
