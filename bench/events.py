@@ -8,8 +8,9 @@ Run with the shared servers' settings in the environment::
 
 ``flow`` is :mod:`bench.scenarios.event_flow` (MariaDB + Kafka, then SQLite; a
 single-event endpoint, then a batching one); ``latency`` is
-:mod:`bench.scenarios.webhook_latency` (``burst`` and ``steady``, MariaDB + Kafka, then
-``mailsched run`` on SQLite). Prints a markdown table; writes every figure to
+:mod:`bench.scenarios.webhook_latency` (``burst`` and ``steady`` to a single-event
+endpoint, and ``burst`` to a batching one; MariaDB + Kafka, then ``mailsched run``
+on SQLite). Prints a markdown table; writes every figure to
 ``bench/results/<timestamp>-events.json``.
 """
 
@@ -66,13 +67,20 @@ async def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         sink = SmtpSink(free_port())
         try:
             for sqlite in stacks:
-                for shape in ("burst", "steady"):
+                for shape, batch in (("burst", False), ("steady", False), ("burst", True)):
                     await _step(
                         out["latency"],
                         out["errors"],
                         args.quiet_wait,
                         webhook_latency.run(
-                            servers, work, sink, shape, args.recipients, SETTINGS, sqlite=sqlite
+                            servers,
+                            work,
+                            sink,
+                            shape,
+                            args.recipients,
+                            SETTINGS,
+                            sqlite=sqlite,
+                            batch=batch,
                         ),
                     )
         finally:
@@ -104,7 +112,8 @@ def _summary(r: dict[str, Any]) -> str:
     if "send_to_webhook" in r:
         p = r["send_to_webhook"]
         return (
-            f"{r['stack']} {r['shape']}: {r['webhooks_arrived']:,}/{r['deliveries']:,} webhooks, "
+            f"{r['stack']} {r['shape']}, {r['endpoint']} endpoint: "
+            f"{r['webhooks_arrived']:,}/{r['deliveries']:,} webhooks, "
             f"send→webhook p50 {p['p50_ms']:.0f} ms, p99 {p['p99_ms']:.0f} ms"
         )
     stages = [s for s in ("write", "relay", "intake", "deliver") if s in r]
@@ -141,7 +150,8 @@ def markdown(r: dict[str, Any]) -> str:
     for t in r["latency"]:
         p, late = t["send_to_webhook"], t["sent_at_late"]
         lines.append(
-            f"| {t['stack']} | send → webhook, {t['shape']} ({t['deliveries']:,} deliveries, "
+            f"| {t['stack']} | send → webhook, {t['shape']}, {t['endpoint']} endpoint "
+            f"({t['deliveries']:,} deliveries, "
             f"sent at {t['send_rate_per_s']}/s) | p50 {p['p50_ms']:.0f} ms, "
             f"p99 {p['p99_ms']:.0f} ms, max {p['max_ms']:.0f} ms "
             f"({t['webhooks_arrived']:,} arrived; sends late p99 {late['p99_ms']:.0f} ms) |"

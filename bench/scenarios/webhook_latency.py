@@ -3,7 +3,8 @@
 MariaDB + Kafka: ``mailsched api`` (dispatcher and event relay), ``mailsched worker``
 into the bench's ``smtp-sink``, ``mailsched webhooks`` (joined to its group before
 anything is posted) and :mod:`bench.receiver`. SQLite: ``mailsched run`` alone, with
-the same sink and receiver. The endpoint is made through ``POST /api/v1/webhooks``.
+the same sink and receiver. The endpoint is made through ``POST /api/v1/webhooks``,
+one event per request unless ``batch``.
 
 Two shapes of load:
 
@@ -57,11 +58,13 @@ def bodies(shape: str, recipients: int, base: datetime) -> list[bytes]:
     ]
 
 
-async def add_webhook(client: httpx.AsyncClient, port: int, key: str | None, url: str) -> None:
+async def add_webhook(
+    client: httpx.AsyncClient, port: int, key: str | None, url: str, batch: bool
+) -> None:
     """``POST /api/v1/webhooks`` for ``delivery.sent`` to ``url``."""
     response = await client.post(
         f"http://127.0.0.1:{port}/api/v1/webhooks",
-        json={"url": url, "events": ["delivery.sent"], "description": "bench"},
+        json={"url": url, "events": ["delivery.sent"], "description": "bench", "batch": batch},
         headers={"Authorization": f"Bearer {key}"} if key else {},
     )
     if response.status_code != 201:
@@ -100,6 +103,7 @@ async def run(
     settings: dict[str, str],
     *,
     sqlite: bool,
+    batch: bool = False,
 ) -> dict[str, Any]:
     """Start the processes, subscribe the receiver, post the load, wait for every webhook."""
     common = settings | {"MAILSCHED_WEBHOOK_ALLOW_PRIVATE_URLS": "true"}
@@ -118,7 +122,7 @@ async def run(
                 hooks = stack.start("webhooks")
                 hooks.wait_log("assigned")
                 commands = [api.shell(), worker.shell(), hooks.shell()]
-            await add_webhook(client, port_of(api), stack.api_key, receiver.url)
+            await add_webhook(client, port_of(api), stack.api_key, receiver.url, batch)
             base = datetime.now(UTC) + timedelta(seconds=5)
             loads = bodies(shape, recipients, base)
             total = sum(b.count(b"@example.com") for b in loads)
@@ -134,6 +138,7 @@ async def run(
     return {
         "stack": "sqlite" if sqlite else "mariadb+kafka",
         "shape": shape,
+        "endpoint": "batch" if batch else "single",
         "deliveries": total,
         "sent": span_sent,
         "send_rate_per_s": round(span_sent / span) if span else None,
