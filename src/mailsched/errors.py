@@ -9,6 +9,8 @@ so nothing above an adapter handles a library's exception::
     ├── NotFound                    a campaign that does not exist (for this caller)
     ├── Invalid                     a request breaks a rule only the service can check
     ├── Conflict                    the request contradicts the current state
+    ├── IllegalMove                 a status change the transition table does not allow (a bug)
+    ├── UnsafeUrl                   a webhook URL mailsched will not call (SSRF rules)
     ├── StoreError                  the database refused or failed
     │   ├── StoreUnavailable        the database cannot be reached; try again later
     │   ├── DuplicateKey            a row with that key exists already
@@ -48,6 +50,14 @@ class Invalid(MailschedError):
 
 class Conflict(MailschedError):
     """The request contradicts the current state (a reused idempotency key, a finished campaign)."""
+
+
+class IllegalMove(MailschedError):
+    """A status change the domain's transition table does not allow (a bug in the caller)."""
+
+
+class UnsafeUrl(MailschedError):
+    """A webhook URL mailsched will not call; the message says why, for the user."""
 
 
 class StoreError(MailschedError):

@@ -15,10 +15,10 @@ from mailsched.domain.model import (
     CampaignStatus,
     DeliveryMove,
     DeliveryStatus,
-    IllegalMove,
     campaign_event,
     can_move,
 )
+from mailsched.errors import IllegalMove
 
 S = DeliveryStatus
 

@@ -8,6 +8,7 @@ from enum import StrEnum
 
 from mailsched.domain.events import EventType
 from mailsched.domain.plan import Rules
+from mailsched.errors import IllegalMove
 
 
 class CampaignStatus(StrEnum):
@@ -110,10 +111,6 @@ DELIVERY_TRANSITIONS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
 def can_move(current: DeliveryStatus, new: DeliveryStatus) -> bool:
     """Whether a delivery may go from ``current`` to ``new``."""
     return new in DELIVERY_TRANSITIONS[current]
-
-
-class IllegalMove(ValueError):
-    """A change the transition table does not allow (a bug in the caller)."""
 
 
 @dataclass(frozen=True, slots=True)

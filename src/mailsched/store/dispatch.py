@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from mailsched.domain.events import timestamp
 from mailsched.domain.model import DISPATCH, REQUEUE, TAKE_OVER, DeliveryStatus, SendOutcome
 from mailsched.queue import DueDelivery
 from mailsched.store import transitions
@@ -77,7 +78,7 @@ async def expire_leases(conn: AsyncConnection, now: datetime, limit: int) -> int
         ("scheduled_at",),
         facts=facts,
         same={"lease_owner": None, "lease_until": None, "last_error": _EXPIRED},
-        fields={i: {"retryAt": now.isoformat(), "reason": _EXPIRED} for i in facts},
+        fields={i: {"retryAt": timestamp(now), "reason": _EXPIRED} for i in facts},
     )
     slots = send_slots.c
     open_slots = (

@@ -29,12 +29,12 @@ from mailsched.domain.model import (
     CampaignStatus,
     DeliveryMove,
     DeliveryStatus,
-    IllegalMove,
     SendOutcome,
     campaign_event,
 )
+from mailsched.errors import IllegalMove
 from mailsched.store import events
-from mailsched.store.bulk import UNCACHED, KeyedUpdate
+from mailsched.store.bulk import KeyedUpdate
 from mailsched.store.tables import campaigns, deliveries
 
 d = deliveries.c
@@ -86,8 +86,7 @@ async def move(
         await conn.execute(
             update(deliveries)
             .where(d.id.in_(chunk), d.status.in_(_sources(change)))
-            .values(assignments),
-            execution_options=UNCACHED,
+            .values(assignments)
         )
     same = dict(fields or {})
     stage_deliveries(conn, change.event, now, facts, {i: same for i in facts}, change.target)
@@ -155,8 +154,7 @@ async def lock(conn: AsyncConnection, where: Sequence[ColumnElement[bool]]) -> d
             select(d.id, d.campaign_id, d.recipient, d.attempts)
             .where(*where)
             .order_by(d.id)
-            .with_for_update(),
-            execution_options=UNCACHED,
+            .with_for_update()
         )
     ).all()
     users = await _users(conn, {r.campaign_id for r in rows})
@@ -181,8 +179,7 @@ async def held(
                 d.status == DeliveryStatus.SENDING.value,
                 d.lease_owner == owner,
             )
-            .with_for_update(),
-            execution_options=UNCACHED,
+            .with_for_update()
         )
         for r in rows:
             found[r.id] = Facts(r.campaign_id, users[r.campaign_id], r.recipient, r.attempts)
@@ -269,15 +266,24 @@ async def move_campaigns(
     moved: list[int] = []
     final = target in _FINAL_CAMPAIGN
     for source, group in by_source.items():
-        ids = [g.id for g in group]
-        result = await conn.execute(
+        # Lock first: exactly the locked rows move, and each gets one event (a
+        # campaign another transaction moved meanwhile is not among them).
+        ids = [
+            r.id
+            for r in await conn.execute(
+                select(c.id)
+                .where(c.id.in_([g.id for g in group]), c.status == source.value)
+                .order_by(c.id)
+                .with_for_update()
+            )
+        ]
+        if not ids:
+            continue
+        await conn.execute(
             update(campaigns)
             .where(c.id.in_(ids), c.status == source.value)
             .values(status=target.value, completed_at=now if final else None)
         )
-        if result.rowcount != len(ids):
-            # Rare (the campaign's row was not locked): find which ones moved.
-            ids = await _now_in(conn, ids, target)
         moved += ids
         event = campaign_event(source, target)
         extra = {"status": target.value, "previousStatus": source.value, **(fields or {})}
@@ -318,11 +324,6 @@ def stage_unsubscribed(conn: AsyncConnection, user_id: int, address: str, now: d
             )
         ],
     )
-
-
-async def _now_in(conn: AsyncConnection, ids: Sequence[int], status: CampaignStatus) -> list[int]:
-    rows = await conn.execute(select(c.id).where(c.id.in_(ids), c.status == status.value))
-    return [r.id for r in rows]
 
 
 async def _users(conn: AsyncConnection, campaign_ids: set[int]) -> dict[int, int]:

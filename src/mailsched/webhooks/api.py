@@ -18,7 +18,7 @@ from pydantic import BeforeValidator
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.config import WebhookConfig
-from mailsched.errors import Conflict, Invalid, NotFound
+from mailsched.errors import Conflict, Invalid, NotFound, UnsafeUrl
 from mailsched.producer.auth import Caller
 from mailsched.producer.schemas import ERROR_RESPONSES, MAX_ID
 from mailsched.store import webhooks as store
@@ -129,7 +129,7 @@ def webhook_routes(
         """
         try:
             await urls.check(body.url, config.allow_private_urls)
-        except urls.UnsafeUrl as exc:
+        except UnsafeUrl as exc:
             raise Invalid([("url", str(exc))]) from None
         return await _create(db, who.user_id, body, clock())
 

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.config import WebhookConfig
 from mailsched.domain.events import Event
-from mailsched.errors import StoreError
+from mailsched.errors import StoreError, UnsafeUrl
 from mailsched.metrics import Metrics
 from mailsched.store import webhook_messages as messages
 from mailsched.store import webhooks as endpoints
@@ -44,7 +44,6 @@ from mailsched.store.webhook_messages import Claim, Target
 from mailsched.webhooks import payloads, signing, transport
 from mailsched.webhooks.retries import retry_delay
 from mailsched.webhooks.upkeep import Upkeep
-from mailsched.webhooks.urls import UnsafeUrl
 
 log = logging.getLogger(__name__)
 

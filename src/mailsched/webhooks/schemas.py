@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from mailsched.domain.events import EventType
+from mailsched.errors import UnsafeUrl
 from mailsched.store.webhooks import Attempt, Endpoint
 from mailsched.webhooks import urls
 
@@ -20,7 +21,7 @@ _TYPES = frozenset(t.value for t in EventType)
 def _url(value: str) -> str:
     try:
         urls.parse(value)
-    except urls.UnsafeUrl as exc:
+    except UnsafeUrl as exc:
         raise ValueError(str(exc)) from None
     return value
 

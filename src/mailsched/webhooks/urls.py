@@ -20,7 +20,7 @@ import ipaddress
 import socket
 from urllib.parse import SplitResult, urlsplit
 
-from mailsched.errors import MailschedError
+from mailsched.errors import UnsafeUrl
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -36,10 +36,6 @@ METADATA_ADDRESSES = frozenset(
 )
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-
-class UnsafeUrl(MailschedError):
-    """A webhook URL we will not call; the message says why, for the user."""
 
 
 def parse(url: str) -> SplitResult:

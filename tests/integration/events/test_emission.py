@@ -3,6 +3,7 @@ and the store's rarer paths (lease takeover, a taken-over outcome) on each datab
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from mailsched.bootstrap import Components
 from mailsched.config import Settings
 from mailsched.domain.events import Event
-from mailsched.domain.model import DeliveryStatus, SendOutcome
+from mailsched.domain.model import CampaignStatus, DeliveryStatus, SendOutcome
 from mailsched.producer.schemas import CampaignRequest
-from mailsched.store import dispatch, events, sending
+from mailsched.store import dispatch, events, sending, transitions
 from mailsched.store.campaigns import NewCampaign, NewDelivery, insert_campaign
 from mailsched.store.db import Database
 from mailsched.store.tables import deliveries
@@ -267,3 +268,32 @@ async def test_a_failed_unit_of_work_leaves_no_event(db: Database) -> None:
 
     assert await db.run(write_again) == 0
     assert [e.type for e in await all_events(db)][len(before) :] == ["delivery.sent"]
+
+
+async def test_two_transactions_completing_one_campaign_write_one_event(db: Database) -> None:
+    """The second waits for the first's lock, then finds the campaign moved: it writes
+    neither the change nor an event (before, it wrote a second ``campaign.completed``)."""
+    if db.dialect == "sqlite":
+        pytest.skip("SQLite runs one transaction at a time (BEGIN IMMEDIATE): no overlap")
+    cid, _ = await seed(db, 1)
+    change = transitions.CampaignChange(cid, USER, CampaignStatus.SCHEDULED)
+    first_moved = asyncio.Event()
+    release = asyncio.Event()
+
+    async def first(conn: AsyncConnection) -> list[int]:
+        moved = await transitions.move_campaigns(conn, [change], CampaignStatus.COMPLETED, NOW)
+        first_moved.set()
+        await release.wait()
+        return moved
+
+    async def second(conn: AsyncConnection) -> list[int]:
+        return await transitions.move_campaigns(conn, [change], CampaignStatus.COMPLETED, NOW)
+
+    one = asyncio.create_task(db.run(first))
+    await first_moved.wait()
+    two = asyncio.create_task(db.run(second))
+    await asyncio.sleep(0.2)  # the second is now waiting for the campaign's lock
+    release.set()
+    assert (await one, await two) == ([cid], [])
+    done = [e for e in await all_events(db) if e.type == "campaign.completed"]
+    assert len(done) == 1
