@@ -10,8 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
-from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -23,7 +22,7 @@ from mailsched.config import Settings
 from mailsched.consumer.letters import LetterFactory
 from mailsched.consumer.sender import WorkerDeps
 from mailsched.consumer.worker import Worker
-from mailsched.domain.events import Event, NewEvent
+from mailsched.domain.events import Event
 from mailsched.errors import ConfigError
 from mailsched.mail import Mailer
 from mailsched.mail.message import sender_domain
@@ -91,8 +90,8 @@ class Components:
     def __post_init__(self) -> None:
         self.db.on_events = self._count_events
 
-    def _count_events(self, written: Sequence[NewEvent]) -> None:
-        for kind, count in Counter(ev.type.value for ev in written).items():
+    def _count_events(self, written: Mapping[str, int]) -> None:
+        for kind, count in written.items():
             self.metrics.events.labels(kind).inc(count)
 
     def caller(self) -> Callable[..., Awaitable[Caller]]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -24,7 +24,6 @@ from sqlalchemy import event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from mailsched.domain.events import NewEvent
 from mailsched.errors import DataRefused, DuplicateKey, StoreError, StoreUnavailable
 from mailsched.store import events
 
@@ -129,7 +128,7 @@ class Database:
         self.engine = engine
         self._retries = retries
         #: Told of the events each committed unit of work wrote (the metrics).
-        self.on_events: Callable[[Sequence[NewEvent]], None] | None = None
+        self.on_events: Callable[[Mapping[str, int]], None] | None = None
 
     @classmethod
     def from_url(cls, url: str, pool_size: int = 10) -> Database:

@@ -81,16 +81,31 @@ async def move(
         result = await conn.execute(update(deliveries).where(*where).values(assignments))
         return result.rowcount
     # Lock first: exactly the locked rows move, and each gets its event.
-    facts = await lock(conn, where)
-    for chunk in _chunks(list(facts)):
+    if campaign_id is None:
+        facts = await lock(conn, where)
+        await _update_chunks(conn, change, list(facts), assignments)
+        same = dict(fields or {})
+        stage_deliveries(conn, change.event, now, facts, {i: same for i in facts}, change.target)
+        return len(facts)
+    # A whole campaign (a cancel of 100,000): the events are read from the rows when
+    # written, rather than built here one by one.
+    locked = [r.id for r in await conn.execute(select(d.id).where(*where).with_for_update())]
+    await _update_chunks(conn, change, locked, assignments)
+    user = (await _users(conn, {campaign_id}))[campaign_id] if locked else 0
+    constants = {"status": change.target.value, **(fields or {})}
+    events.stage(conn, [events.DeliveryEvents(change.event, user, locked, now, constants)])
+    return len(locked)
+
+
+async def _update_chunks(
+    conn: AsyncConnection, change: DeliveryMove, ids: list[int], assignments: Mapping[str, Any]
+) -> None:
+    for chunk in _chunks(ids):
         await conn.execute(
             update(deliveries)
             .where(d.id.in_(chunk), d.status.in_(_sources(change)))
             .values(assignments)
         )
-    same = dict(fields or {})
-    stage_deliveries(conn, change.event, now, facts, {i: same for i in facts}, change.target)
-    return len(facts)
 
 
 async def move_each(

@@ -170,6 +170,16 @@ async def test_pause_resume_and_cancel_are_events(settings: Settings, sink: Faul
     assert Counter(kinds[6:]) == Counter({"delivery.cancelled": 5})
     cancelled = {e.data["deliveryId"] for e in story if e.type == "delivery.cancelled"}
     assert cancelled == {i for i, s in rows.items() if s == DeliveryStatus.CANCELLED}
+    one = next(e for e in story if e.type == "delivery.cancelled")
+    assert one.data == {
+        "campaignId": cid,
+        "deliveryId": one.data["deliveryId"],
+        "recipient": one.data["recipient"],
+        "attempt": 0,
+        "status": "CANCELLED",
+        "reason": "campaign cancelled",
+    }
+    assert one.data["recipient"] in recipients
     assert story[3].data["previousStatus"] == "RUNNING"
     assert story[4].data["status"] == "RUNNING"
 
