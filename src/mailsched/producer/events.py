@@ -58,7 +58,9 @@ class EventPage(_Camel):
     """A page of events, oldest first; pass ``nextCursor`` as ``after`` for what follows."""
 
     items: list[EventItem]
-    #: Never null: the last item's id, or the ``after`` given when there were none.
+    #: Never null: where the next page starts. The last item's id on a full page;
+    #: otherwise the last event id looked through (past events of other users or
+    #: types, never past one not yet visible), or the ``after`` given.
     next_cursor: str
 
 
@@ -73,11 +75,11 @@ def parse_types(values: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(types))
 
 
-def page_of(events: Sequence[Event], after: int) -> EventPage:
-    """The answer for ``events`` read after ``after``."""
+def page_of(events: Sequence[Event], cursor: int) -> EventPage:
+    """The answer for ``events``, the next page starting after ``cursor``."""
     return EventPage(
         items=[EventItem.model_validate(ev.item()) for ev in events],
-        next_cursor=str(events[-1].id if events else after),
+        next_cursor=str(cursor),
     )
 
 
@@ -117,13 +119,13 @@ def event_routes(db: Database, caller: Callable[..., Awaitable[Caller]]) -> APIR
         position = int(after or 0)
         wanted = parse_types(types or [])
 
-        async def work(conn: AsyncConnection) -> list[Event]:
+        async def work(conn: AsyncConnection) -> tuple[list[Event], int]:
             if campaign_id is not None:
                 campaign = await campaign_store.get_campaign(conn, campaign_id)
                 if campaign is None or campaign.user_id != who.user_id:
                     raise NotFound(f"campaign {campaign_id} not found")
             return await store.page(conn, who.user_id, position, limit, wanted, campaign_id)
 
-        return page_of(await db.run(work), position)
+        return page_of(*await db.run(work))
 
     return router

@@ -164,6 +164,11 @@ async def _take_ids(conn: AsyncConnection, count: int) -> int:
     return int(result.scalar_one())
 
 
+#: Event ids one feed page looks through at most: a filter that matches nothing
+#: (a type never written) costs a bounded scan per poll, not all of history.
+SCAN = 100_000
+
+
 async def page(
     conn: AsyncConnection,
     user_id: int,
@@ -171,14 +176,29 @@ async def page(
     limit: int,
     types: Sequence[str] = (),
     campaign_id: int | None = None,
-) -> list[Event]:
-    """The user's events after id ``after``, oldest first, at most ``limit``."""
-    query = select(events).where(e.user_id == user_id, e.id > after).order_by(e.id).limit(limit)
+    scan: int = SCAN,
+) -> tuple[list[Event], int]:
+    """The user's events after id ``after``, oldest first, at most ``limit``; and the last
+    id looked through, after which the next page starts.
+
+    It looks at most ``scan`` ids ahead, and never past the last id committed: ids
+    become visible in order, so no event can appear later below the returned cursor.
+    """
+    ceiling = min(after + scan, await last_id(conn))
+    if ceiling <= after:
+        return [], after
+    query = (
+        select(events)
+        .where(e.user_id == user_id, e.id > after, e.id <= ceiling)
+        .order_by(e.id)
+        .limit(limit)
+    )
     if types:
         query = query.where(e.type.in_(list(types)))
     if campaign_id is not None:
         query = query.where(e.campaign_id == campaign_id)
-    return [_event(row) for row in await conn.execute(query)]
+    found = [_event(row) for row in await conn.execute(query)]
+    return found, found[-1].id if len(found) == limit else ceiling
 
 
 async def after(conn: AsyncConnection, position: int, limit: int) -> list[Event]:
@@ -188,7 +208,8 @@ async def after(conn: AsyncConnection, position: int, limit: int) -> list[Event]
 
 
 async def last_id(conn: AsyncConnection) -> int:
-    """The last event id given out."""
+    """The last event id given out and committed (a transaction holding the counter has
+    not committed its own yet: the read sees the value before it)."""
     query = select(sequences.c.value).where(sequences.c.name == "events")
     return int((await conn.execute(query)).scalar_one())
 

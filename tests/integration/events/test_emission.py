@@ -72,7 +72,7 @@ def request(recipients: list[str], delay: int = 0) -> CampaignRequest:
 
 async def feed(app: Components, campaign_id: int | None = None) -> list[Event]:
     async def work(conn: AsyncConnection) -> list[Event]:
-        return await events.page(conn, USER, 0, 1000, campaign_id=campaign_id)
+        return (await events.page(conn, USER, 0, 1000, campaign_id=campaign_id))[0]
 
     return await app.db.run(work)
 

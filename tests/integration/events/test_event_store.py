@@ -85,12 +85,12 @@ async def test_the_feed_is_per_user_and_filters(db: Database) -> None:
 
     async def feed(conn: AsyncConnection) -> dict[str, list[int]]:
         return {
-            "all": [e.id for e in await events.page(conn, 1, 0, 100)],
-            "after": [e.id for e in await events.page(conn, 1, 3, 100)],
-            "limit": [e.id for e in await events.page(conn, 1, 0, 2)],
-            "type": [e.id for e in await events.page(conn, 1, 0, 100, ["delivery.sent"])],
-            "campaign": [e.id for e in await events.page(conn, 1, 0, 100, campaign_id=3)],
-            "other": [e.id for e in await events.page(conn, 2, 0, 100)],
+            "all": [e.id for e in (await events.page(conn, 1, 0, 100))[0]],
+            "after": [e.id for e in (await events.page(conn, 1, 3, 100))[0]],
+            "limit": [e.id for e in (await events.page(conn, 1, 0, 2))[0]],
+            "type": [e.id for e in (await events.page(conn, 1, 0, 100, ["delivery.sent"]))[0]],
+            "campaign": [e.id for e in (await events.page(conn, 1, 0, 100, campaign_id=3))[0]],
+            "other": [e.id for e in (await events.page(conn, 2, 0, 100))[0]],
         }
 
     assert await db.run(feed) == {
@@ -103,7 +103,7 @@ async def test_the_feed_is_per_user_and_filters(db: Database) -> None:
     }
 
     async def first(conn: AsyncConnection) -> dict[str, object]:
-        return (await events.page(conn, 1, 0, 1))[0].item()
+        return (await events.page(conn, 1, 0, 1))[0][0].item()
 
     assert await db.run(first) == {
         "eventId": 1,
@@ -128,6 +128,34 @@ async def test_prune_leaves_what_the_relay_has_not_published(db: Database) -> No
         return [e.id for e in await events.after(conn, 0, 10)]
 
     assert await db.run(left) == [3, 4]
+
+
+async def test_a_page_looks_through_a_bounded_range_and_says_where_it_stopped(
+    db: Database,
+) -> None:
+    """A filter that matches nothing still moves the cursor on, a window at a time,
+    and never past the last id committed."""
+
+    async def write(conn: AsyncConnection) -> None:
+        kinds = [EventType.DELIVERY_SENT] * 9 + [EventType.DELIVERY_FAILED]
+        await events.append(conn, [_event(1, kind) for kind in kinds])
+
+    await db.run(write)
+
+    async def failed(conn: AsyncConnection, after: int) -> tuple[list[int], int]:
+        found, cursor = await events.page(conn, 1, after, 100, ["delivery.failed"], scan=4)
+        return [e.id for e in found], cursor
+
+    assert await db.run(lambda conn: failed(conn, 0)) == ([], 4)
+    assert await db.run(lambda conn: failed(conn, 4)) == ([], 8)
+    assert await db.run(lambda conn: failed(conn, 8)) == ([10], 10)
+    assert await db.run(lambda conn: failed(conn, 10)) == ([], 10)
+
+    async def full(conn: AsyncConnection) -> tuple[list[int], int]:
+        found, cursor = await events.page(conn, 1, 0, 3)
+        return [e.id for e in found], cursor
+
+    assert await db.run(full) == ([1, 2, 3], 3)
 
 
 async def test_relay_cursor_starts_at_zero_and_only_moves_forward(db: Database) -> None:
