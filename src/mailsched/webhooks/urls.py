@@ -16,8 +16,10 @@ it has just checked, so a DNS answer that changes in between cannot slip through
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import SplitResult, urlsplit
 
 from mailsched.errors import UnsafeUrl
@@ -96,6 +98,15 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
     return None
 
 
+@functools.cache
+def _lookup_threads() -> ThreadPoolExecutor:
+    """Threads for name lookups alone, made on first use. getaddrinfo blocks, so it
+    runs off the loop; and a lookup stuck on a silent name server keeps its thread
+    for up to ~30 s after we stop waiting, so it must not take one of the default
+    executor's few threads, which template checks, SMTP and the outbox share."""
+    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="mailsched-dns")
+
+
 async def resolve(host: str, port: int, allow_private: bool) -> list[IPAddress]:
     """The addresses of ``host``, every one checked; raise :class:`UnsafeUrl` if it does
     not resolve, or if any address is refused (unless ``allow_private``)."""
@@ -104,10 +115,10 @@ async def resolve(host: str, port: int, allow_private: bool) -> list[IPAddress]:
         found = [literal]
     else:
         loop = asyncio.get_running_loop()
+        lookup = functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
         try:
             async with asyncio.timeout(RESOLVE_TIMEOUT):
-                # The default executor: getaddrinfo blocks, and must not block the loop.
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                infos = await loop.run_in_executor(_lookup_threads(), lookup)
         except (OSError, TimeoutError, UnicodeError) as exc:
             raise UnsafeUrl(f"the host {host!r} does not resolve") from exc
         found = []
