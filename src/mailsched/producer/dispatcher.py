@@ -21,6 +21,7 @@ from mailsched.errors import MailschedError
 from mailsched.metrics import Metrics
 from mailsched.queue import DeliveryQueue
 from mailsched.store import dispatch
+from mailsched.store.campaigns import complete_stalled
 from mailsched.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class Reaped:
 
     requeued: int
     expired: int
+    #: Campaigns found with nothing left to send, and completed.
+    completed: int = 0
 
 
 class Dispatcher:
@@ -84,12 +87,15 @@ class Dispatcher:
                 conn, now - self._config.requeue_after, limit, now
             )
             expired = await dispatch.expire_leases(conn, now, limit)
-            return Reaped(requeued, expired)
+            completed = await complete_stalled(conn, now, limit)
+            return Reaped(requeued, expired, completed)
 
         reaped = await self._db.run(work)
         self._metrics.requeued.inc(reaped.requeued)
         self._metrics.lease_takeovers.inc(reaped.expired)
         self._metrics.possible_duplicates.inc(reaped.expired)
+        if reaped.completed:
+            log.info("reaper: %d campaigns with nothing left to send completed", reaped.completed)
         if reaped.requeued or reaped.expired:
             log.warning(
                 "reaper: %d lost queue messages re-dispatched, %d expired leases taken over",

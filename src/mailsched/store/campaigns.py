@@ -311,6 +311,29 @@ def _change(row: Any) -> transitions.CampaignChange:
     return transitions.CampaignChange(row.id, row.user_id, CampaignStatus(row.status))
 
 
+async def complete_stalled(conn: AsyncConnection, now: datetime, limit: int) -> int:
+    """Complete live campaigns left with nothing to send; return how many.
+
+    The safety net behind :func:`complete_finished`: a campaign whose every
+    recipient was suppressed at creation has no send to complete it, and two
+    transactions that each finish a campaign's last open delivery (a suppression
+    and a worker's outcome) can each see the other's as still open. One query
+    over the live campaigns, each answered by ``ix_deliveries_campaign_status``.
+    """
+    c = campaigns.c
+    open_ = [s for s in DeliveryStatus if not s.is_final]
+    rows = await conn.execute(
+        select(c.id)
+        .where(
+            c.status.in_([CampaignStatus.SCHEDULED, CampaignStatus.RUNNING]),
+            ~_has_deliveries(open_),
+        )
+        .limit(limit)
+    )
+    ids = [r.id for r in rows]
+    return await complete_finished(conn, ids, now) if ids else 0
+
+
 def _has_deliveries(statuses: Sequence[DeliveryStatus]) -> Exists:
     """Whether the campaign of the enclosing query has deliveries in one of ``statuses``."""
     d = deliveries.c

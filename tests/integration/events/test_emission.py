@@ -19,7 +19,12 @@ from mailsched.domain.events import Event
 from mailsched.domain.model import CampaignStatus, DeliveryStatus, SendOutcome
 from mailsched.producer.schemas import CampaignRequest
 from mailsched.store import dispatch, events, sending, transitions
-from mailsched.store.campaigns import NewCampaign, NewDelivery, insert_campaign
+from mailsched.store.campaigns import (
+    NewCampaign,
+    NewDelivery,
+    complete_stalled,
+    insert_campaign,
+)
 from mailsched.store.db import Database
 from mailsched.store.tables import deliveries
 from tests.conftest import Stack
@@ -310,3 +315,23 @@ async def test_two_transactions_completing_one_campaign_write_one_event(db: Data
     assert (await one, await two) == ([cid], [])
     done = [e for e in await all_events(db) if e.type == "campaign.completed"]
     assert len(done) == 1
+
+
+async def test_a_campaign_with_nothing_to_send_is_completed_by_the_reaper(db: Database) -> None:
+    """Every recipient suppressed at creation: no send will ever complete it, so the
+    reaper's sweep does (before, it stayed SCHEDULED for good)."""
+    live = await seed(db, 1)  # a campaign with a delivery still to send stays as it is
+    new = NewCampaign(USER, "s", "b", NOW, 0, 1000)
+    gone = DeliveryStatus.SUPPRESSED
+    recipients = [NewDelivery(f"u{i}@example.com", NOW, status=gone) for i in range(2)]
+    cid = await db.run(lambda conn: insert_campaign(conn, new, recipients, NOW))
+
+    async def sweep(conn: AsyncConnection) -> int:
+        return await complete_stalled(conn, NOW, 100)
+
+    assert await db.run(sweep) == 1
+    assert await db.run(sweep) == 0
+    kinds = [(e.type, e.campaign_id) for e in await all_events(db)]
+    assert kinds.count(("delivery.suppressed", cid)) == 2
+    assert ("campaign.completed", cid) in kinds
+    assert ("campaign.completed", live[0]) not in kinds
