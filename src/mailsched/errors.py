@@ -10,6 +10,7 @@ so nothing above an adapter handles a library's exception::
     ├── Invalid                     a request breaks a rule only the service can check
     ├── Conflict                    the request contradicts the current state
     ├── IllegalMove                 a status change the transition table does not allow (a bug)
+    ├── LeaseLost                   a batch's outcomes met rows no longer held: write them carefully
     ├── UnsafeUrl                   a webhook URL mailsched will not call (SSRF rules)
     ├── StoreError                  the database refused or failed
     │   ├── StoreUnavailable        the database cannot be reached; try again later
@@ -54,6 +55,11 @@ class Conflict(MailschedError):
 
 class IllegalMove(MailschedError):
     """A status change the domain's transition table does not allow (a bug in the caller)."""
+
+
+class LeaseLost(MailschedError):
+    """Some rows of a batch were no longer held when its outcomes were written: the
+    unit of work is rolled back, to be done again finding out first which rows are."""
 
 
 class UnsafeUrl(MailschedError):

@@ -12,6 +12,7 @@ from mailsched.domain.limits import backoff
 from mailsched.domain.model import Campaign, SendOutcome
 from mailsched.errors import PermanentSendError, SendError, SlowDown
 from mailsched.store.sending import Claimable, Outcomes, Reply, Retry
+from mailsched.store.transitions import Facts
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +59,13 @@ def sort_results(
     ends: list[tuple[int, datetime, SendOutcome]] = []
     replies: dict[int, Reply] = {}
     in_doubt: list[tuple[int, int]] = []
+    facts: dict[int, Facts] = {}
     slow_down_until: datetime | None = None
     for attempt in attempts:
         seq, row, res = attempt.seq, attempt.row, attempt.result
+        campaign = attempt.campaign
+        # The claim counted this attempt: the row holds attempts + 1 now.
+        facts[row.id] = Facts(campaign.id, campaign.user_id, row.recipient, row.attempts + 1)
         if res is None:
             released.append(row.id)
             ends.append((seq, now, SendOutcome.RELEASED))
@@ -96,6 +101,7 @@ def sort_results(
             finished=ends,
             replies=replies,
             in_doubt=in_doubt,
+            facts=facts,
         ),
         slow_down_until,
         counts.get(SendOutcome.AMBIGUOUS, 0),

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -29,7 +29,7 @@ from mailsched.consumer.claim import Claim
 from mailsched.consumer.letters import LetterFactory
 from mailsched.consumer.outcomes import Attempt, SendResult, Sorted, sort_results
 from mailsched.domain.model import Campaign
-from mailsched.errors import SendError, SendExpired, StoreError
+from mailsched.errors import LeaseLost, SendError, SendExpired, StoreError
 from mailsched.mail import Mailer
 from mailsched.metrics import Metrics
 from mailsched.queue import DeliveryQueue
@@ -124,13 +124,31 @@ async def _record(deps: WorkerDeps, attempts: list[Attempt], lease_until: dateti
     verdicts = {
         cid: sort_results(found, deps.config, now, random.random) for cid, found in groups.items()
     }
+    lost = await _write(deps, campaigns, verdicts, lease_until, len(attempts))
+    if lost is None:
+        return
+    if lost:
+        log.warning("%d outcomes not recorded, their lease was taken over", lost)
+    for cid, verdict in verdicts.items():
+        _report(deps, cid, verdict)
 
+
+async def _write(
+    deps: WorkerDeps,
+    campaigns: Mapping[int, Campaign],
+    verdicts: Mapping[int, Sorted],
+    lease_until: datetime,
+    count: int,
+) -> int | None:
+    """Record the verdicts; return how many rows were no longer held, or ``None`` when
+    the database stayed out of reach until the lease ran out."""
     users = {cid: c.user_id for cid, c in campaigns.items()}
+    careful = False
 
     async def work(conn: AsyncConnection) -> int:
         now = deps.clock()
         outcomes = {c: v.outcomes for c, v in verdicts.items()}
-        lost = await record(conn, deps.owner, outcomes, now, users)
+        lost = await record(conn, deps.owner, outcomes, now, users, careful=careful)
         for cid, verdict in verdicts.items():
             if verdict.slow_down_until is not None:
                 # The server asked us to slow down: the whole campaign waits, not just
@@ -142,19 +160,16 @@ async def _record(deps: WorkerDeps, attempts: list[Attempt], lease_until: dateti
 
     while True:
         try:
-            lost = await deps.db.run(work)
-            break
+            return await deps.db.run(work)
+        except LeaseLost:
+            careful = True  # a row was taken over: write again, those still held alone
         except StoreError as exc:
             if deps.clock() >= lease_until:
                 # The reaper takes these over now; their slots count as in doubt.
-                log.error("%d outcomes lost with the lease: %s", len(attempts), exc)
-                return
-            log.warning("recording %d outcomes failed, retrying: %s", len(attempts), exc)
+                log.error("%d outcomes lost with the lease: %s", count, exc)
+                return None
+            log.warning("recording %d outcomes failed, retrying: %s", count, exc)
             await asyncio.sleep(0.5)
-    if lost:
-        log.warning("%d outcomes not recorded, their lease was taken over", lost)
-    for cid, verdict in verdicts.items():
-        _report(deps, cid, verdict)
 
 
 def _report(deps: WorkerDeps, campaign_id: int, verdict: Sorted) -> None:

@@ -35,10 +35,11 @@ from mailsched.domain.model import (
     SendOutcome,
 )
 from mailsched.domain.plan import Rules, plan
+from mailsched.errors import LeaseLost
 from mailsched.store import dead_letters, transitions
 from mailsched.store.bulk import UNCACHED, KeyedUpdate
 from mailsched.store.tables import deliveries, send_slots
-from mailsched.store.transitions import CampaignChange, Fields
+from mailsched.store.transitions import CampaignChange, Facts, Fields
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +250,8 @@ class Outcomes:
     replies: Mapping[int, Reply] = field(default_factory=dict)
     #: Sends that may have reached the server all the same: ``(delivery id, seq)``.
     in_doubt: Sequence[tuple[int, int]] = ()
+    #: What each delivery's event says, as the worker claimed it.
+    facts: Mapping[int, Facts] = field(default_factory=dict)
 
 
 async def record(
@@ -257,6 +260,8 @@ async def record(
     batch: Mapping[int, Outcomes],
     now: datetime,
     users: Mapping[int, int],
+    *,
+    careful: bool = False,
 ) -> int:
     """Write the outcomes of sends leased to ``owner``, by campaign id (``users`` maps each
     to its user), in a handful of statements however many campaigns there are; return
@@ -265,10 +270,18 @@ async def record(
     A row whose lease was taken over (``lease_owner`` changed, or the row left
     SENDING) is not touched: the newer owner decides it. Deliveries that failed
     for good get their dead letter here too.
+
+    Optimistic unless ``careful``: when the outcomes carry every row's facts, the
+    guarded updates alone say whether every row was still held, and they nearly
+    always are; if one was not, this raises :class:`LeaseLost` (the caller rolls
+    back and writes again with ``careful``). Careful, it first locks the rows it
+    still holds, and writes those alone.
     """
     every = list(batch.values())
     ids = [i for o in every for i in _delivery_ids(o)]
-    facts = await transitions.held(conn, owner, ids, users)
+    known = {i: f for o in every for i, f in o.facts.items()}
+    optimistic = not careful and all(i in known for i in ids)
+    facts = known if optimistic else await transitions.held(conn, owner, ids, users)
     replies = {i: r for o in every for i, r in o.replies.items()}
 
     def said(i: int, **extra: object) -> dict[str, object]:
@@ -305,10 +318,13 @@ async def record(
         (RELEASE, ("scheduled_at",), {i: (now,) for o in every for i in o.released}, {}),
     ]
     free = {"lease_owner": None, "lease_until": None}
+    written = 0
     for change, columns, rows, fields in changes:
-        await transitions.move_each(
+        written += await transitions.move_each(
             conn, change, now, rows, columns, facts=facts, same=free, fields=fields, owner=owner
         )
+    if optimistic and written != len(set(ids)):
+        raise LeaseLost(f"{len(set(ids)) - written} of {len(set(ids))} rows no longer held")
     finished = {
         (cid, seq): (at, o.value) for cid, out in batch.items() for seq, at, o in out.finished
     }

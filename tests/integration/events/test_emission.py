@@ -17,8 +17,9 @@ from mailsched.bootstrap import Components
 from mailsched.config import Settings
 from mailsched.domain.events import Event
 from mailsched.domain.model import CampaignStatus, DeliveryStatus, SendOutcome
+from mailsched.errors import LeaseLost
 from mailsched.producer.schemas import CampaignRequest
-from mailsched.store import dispatch, events, sending, transitions
+from mailsched.store import dead_letters, dispatch, events, sending, transitions
 from mailsched.store.campaigns import (
     NewCampaign,
     NewDelivery,
@@ -234,6 +235,8 @@ async def test_a_lease_takeover_is_deferred_and_a_possible_duplicate(db: Databas
 
 
 async def test_an_outcome_whose_lease_was_taken_over_writes_no_event(db: Database) -> None:
+    """Optimistic (the worker's facts), a taken-over row rolls the write back with
+    LeaseLost; careful, the rows still held are written alone, with their events."""
     cid, ids = await seed(db, 2)
 
     async def take_over(conn: AsyncConnection) -> None:
@@ -244,13 +247,24 @@ async def test_an_outcome_whose_lease_was_taken_over_writes_no_event(db: Databas
         sent=[(ids[0], NOW), (ids[1], NOW)],
         finished=[(1, NOW, SendOutcome.SENT), (2, NOW, SendOutcome.SENT)],
         replies={ids[0]: (250, "2.0.0 Ok: queued as A"), ids[1]: (250, "queued as B")},
+        facts={
+            ids[0]: transitions.Facts(cid, USER, "u0@example.com", 1),
+            ids[1]: transitions.Facts(cid, USER, "u1@example.com", 1),
+        },
     )
     users = {cid: USER}
 
-    async def write(conn: AsyncConnection) -> int:
+    async def optimistic(conn: AsyncConnection) -> int:
         return await sending.record(conn, "me", {cid: outcomes}, NOW, users)
 
-    assert await db.run(write) == 1
+    with pytest.raises(LeaseLost):
+        await db.run(optimistic)
+    assert [e for e in await all_events(db) if e.type == "delivery.sent"] == []
+
+    async def careful(conn: AsyncConnection) -> int:
+        return await sending.record(conn, "me", {cid: outcomes}, NOW, users, careful=True)
+
+    assert await db.run(careful) == 1
     sent = [e.data for e in await all_events(db) if e.type == "delivery.sent"]
     assert sent == [
         {
@@ -263,6 +277,40 @@ async def test_an_outcome_whose_lease_was_taken_over_writes_no_event(db: Databas
             "smtpReply": "2.0.0 Ok: queued as A",
         }
     ]
+
+    async def statuses(conn: AsyncConnection) -> list[str]:
+        rows = await conn.execute(select(d.status).where(d.id.in_(ids)).order_by(d.id))
+        return [r.status for r in rows]
+
+    assert await db.run(statuses) == ["SENT", "SENDING"]
+
+
+async def test_the_optimistic_write_records_what_the_careful_one_would(db: Database) -> None:
+    cid, ids = await seed(db, 2)
+    outcomes = sending.Outcomes(
+        sent=[(ids[0], NOW)],
+        failed=[(ids[1], "PermanentSendError: 550 no such user")],
+        finished=[(1, NOW, SendOutcome.SENT), (2, NOW, SendOutcome.FAILED)],
+        replies={ids[1]: (550, "5.1.1 no such user")},
+        facts={
+            ids[0]: transitions.Facts(cid, USER, "u0@example.com", 1),
+            ids[1]: transitions.Facts(cid, USER, "u1@example.com", 1),
+        },
+    )
+
+    async def write(conn: AsyncConnection) -> int:
+        return await sending.record(conn, "me", {cid: outcomes}, NOW, {cid: USER})
+
+    assert await db.run(write) == 0
+    said = [
+        (e.type, e.data.get("deliveryId"), e.data.get("smtpCode")) for e in await all_events(db)
+    ]
+    assert said[-2:] == [("delivery.sent", ids[0], None), ("delivery.failed", ids[1], 550)]
+
+    async def dead(conn: AsyncConnection) -> list[int]:
+        return [r.delivery_id for r in await dead_letters.oldest(conn, 10)]
+
+    assert await db.run(dead) == [ids[1]]
 
 
 async def test_a_failed_unit_of_work_leaves_no_event(db: Database) -> None:
