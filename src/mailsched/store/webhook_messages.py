@@ -92,20 +92,40 @@ async def due_endpoints(
 ) -> list[int]:
     """Endpoints with a message due, the longest-waiting first, leaving out ``busy``.
 
-    ``MIN(due_at) … GROUP BY endpoint_id`` over the (endpoint_id, due_at) index: a
-    loose index scan on MariaDB, about one index probe per endpoint.
+    On MariaDB, ``MIN(due_at) … GROUP BY endpoint_id`` over the (endpoint_id,
+    due_at) index is a loose index scan: about one index probe per endpoint.
+    SQLite has no loose scan and reads the whole index instead (26 ms with 100,000
+    messages waiting, measured, inside its one writer, after every request): there
+    each endpoint's first due time is looked up on its own, one probe each.
     """
-    first = func.min(wm.due_at).label("first")
-    query = (
-        select(wm.endpoint_id, first)
+    if conn.dialect.name == "sqlite":
+        first = (
+            select(func.min(wm.due_at))
+            .where(wm.endpoint_id == we.id, wm.due_at.is_not(None))
+            .scalar_subquery()
+            .label("first")
+        )
+        inner = select(we.id.label("endpoint_id"), first).subquery()
+        query = (
+            select(inner.c.endpoint_id)
+            .where(inner.c.first <= now)
+            .order_by(inner.c.first)
+            .limit(limit)
+        )
+        if busy:
+            query = query.where(inner.c.endpoint_id.not_in(sorted(busy)))
+        return [row.endpoint_id for row in await conn.execute(query)]
+    first_due = func.min(wm.due_at).label("first")
+    grouped = (
+        select(wm.endpoint_id, first_due)
         .where(wm.due_at <= now)
         .group_by(wm.endpoint_id)
-        .order_by(first)
+        .order_by(first_due)
         .limit(limit)
     )
     if busy:
-        query = query.where(wm.endpoint_id.not_in(sorted(busy)))
-    return [row.endpoint_id for row in await conn.execute(query)]
+        grouped = grouped.where(wm.endpoint_id.not_in(sorted(busy)))
+    return [row.endpoint_id for row in await conn.execute(grouped)]
 
 
 async def targets(conn: AsyncConnection, ids: Collection[int]) -> dict[int, Target]:

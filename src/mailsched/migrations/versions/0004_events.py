@@ -29,7 +29,6 @@ def upgrade() -> None:
         sa.Column("data", sa.Text, nullable=False),
     )
     op.create_index("ix_events_user", "events", ["user_id", "id"])
-    op.create_index("ix_events_campaign", "events", ["campaign_id", "id"])
     sequences = op.create_table(
         "sequences",
         sa.Column("name", sa.String(32), primary_key=True),
@@ -48,6 +47,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("relay_cursors")
     op.drop_table("sequences")
-    op.drop_index("ix_events_campaign", "events")
     op.drop_index("ix_events_user", "events")
     op.drop_table("events")
