@@ -123,9 +123,12 @@ async def move_each(
     """Move the deliveries keyed in ``rows`` to ``change.target``, each with its own
     values of ``columns`` and ``same`` on all; return how many moved.
 
-    ``facts`` are the rows the caller holds locked (see :func:`held`): only those
-    are asked to move, so each that moves has its event. With ``owner``, only rows
-    still leased to it move.
+    ``facts`` say what each row's event says, and only rows in it are asked to
+    move: the rows the caller holds locked (see :func:`held`), so each that moves
+    has its event; or, written optimistically, those it believes it holds, when
+    it then compares the count returned with how many it asked for and rolls back
+    on a difference (see :func:`mailsched.store.sending.record`). With ``owner``,
+    only rows still leased to it move.
     """
     mine = {i: v for i, v in rows.items() if i in facts}
     if not mine:
