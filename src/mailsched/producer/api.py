@@ -68,16 +68,18 @@ _CHECK_TIMEOUT = 3.0
 _CURSOR = r"^[0-9]{1,18}$"
 
 
-def _digits(value: object) -> object:
-    # pydantic would read "1.0", "+1" and " 1" as 1: the documented type is an integer.
+def digits(value: object) -> object:
+    """A query or path integer given in digits alone: pydantic would read "1.0", "+1"
+    and " 1" as 1, but the documented type is an integer."""
     if not (isinstance(value, str) and value.isascii() and value.isdigit()):
         raise ValueError("must be an integer, in digits")
     return value
 
 
 #: Ids are 64-bit in the database; anything larger names nothing.
-CampaignId = Annotated[int, Path(ge=1, le=MAX_ID), BeforeValidator(_digits)]
-PageLimit = Annotated[int, Query(ge=1, le=1000), BeforeValidator(_digits)]
+CampaignId = Annotated[int, Path(ge=1, le=MAX_ID), BeforeValidator(digits)]
+PageLimit = Annotated[int, Query(ge=1, le=1000), BeforeValidator(digits)]
+Cursor = Annotated[str | None, Query(pattern=_CURSOR)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +174,7 @@ def _campaign_routes(
         caller: CallerDep,
         status: CampaignStatus | None = None,
         limit: PageLimit = 100,
-        cursor: Annotated[str | None, Query(pattern=_CURSOR)] = None,
+        cursor: Cursor = None,
     ) -> CampaignPage:
         """The caller's campaigns, newest first."""
         before = int(cursor) if cursor else None
@@ -189,7 +191,7 @@ def _campaign_routes(
         caller: CallerDep,
         status: DeliveryStatus | None = None,
         limit: PageLimit = 100,
-        cursor: Annotated[str | None, Query(pattern=_CURSOR)] = None,
+        cursor: Cursor = None,
     ) -> DeliveryPage:
         """Per recipient: planned time, status, attempts, send time and last error."""
         return await campaigns.deliveries(

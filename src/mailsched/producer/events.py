@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.domain.events import Event, EventType
 from mailsched.errors import Invalid, NotFound
-from mailsched.producer.api import PageLimit
+from mailsched.producer.api import PageLimit, digits
 from mailsched.producer.auth import Caller
 from mailsched.producer.schemas import ERROR_RESPONSES, MAX_ID
 from mailsched.store import campaigns as campaign_store
@@ -29,13 +29,6 @@ from mailsched.store import events as store
 from mailsched.store.db import Database
 
 _TYPES = ", ".join(t.value for t in EventType)
-
-
-def _digits(value: object) -> object:
-    # pydantic would read "1.0", "+1" and " 1" as 1: the documented type is an integer.
-    if not (isinstance(value, str) and value.isascii() and value.isdigit()):
-        raise ValueError("must be an integer, in digits")
-    return value
 
 
 class _Camel(BaseModel):
@@ -109,7 +102,7 @@ def event_routes(db: Database, caller: Callable[..., Awaitable[Caller]]) -> APIR
         campaign_id: Annotated[
             int | None,
             Query(alias="campaignId", ge=1, le=MAX_ID, description="Only this campaign's."),
-            BeforeValidator(_digits),
+            BeforeValidator(digits),
         ] = None,
     ) -> EventPage:
         """The caller's events after ``after``, oldest first.

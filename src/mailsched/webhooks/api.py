@@ -13,12 +13,13 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Response, status
 from pydantic import BeforeValidator
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.config import WebhookConfig
 from mailsched.errors import Conflict, Invalid, NotFound, UnsafeUrl
+from mailsched.producer.api import Cursor, PageLimit, digits
 from mailsched.producer.auth import Caller
 from mailsched.producer.schemas import ERROR_RESPONSES, MAX_ID
 from mailsched.store import webhooks as store
@@ -40,19 +41,7 @@ Clock = Callable[[], datetime]
 #: Endpoints per user: each one multiplies the fan-out of every event.
 MAX_ENDPOINTS = 50
 
-_CURSOR = r"^[0-9]{1,18}$"
-
-
-def _digits(value: object) -> object:
-    # pydantic would read "1.0", "+1" and " 1" as 1: the documented type is an integer.
-    if not (isinstance(value, str) and value.isascii() and value.isdigit()):
-        raise ValueError("must be an integer, in digits")
-    return value
-
-
-WebhookId = Annotated[int, Path(ge=1, le=MAX_ID), BeforeValidator(_digits)]
-PageLimit = Annotated[int, Query(ge=1, le=1000), BeforeValidator(_digits)]
-Cursor = Annotated[str | None, Query(pattern=_CURSOR)]
+WebhookId = Annotated[int, Path(ge=1, le=MAX_ID), BeforeValidator(digits)]
 
 
 async def _create(
