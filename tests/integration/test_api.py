@@ -207,6 +207,7 @@ async def test_deliveries_paginate_with_a_cursor(client: httpx.AsyncClient) -> N
         "attempts",
         "sentAt",
         "lastError",
+        "timezone",
     }
 
 

@@ -9,7 +9,10 @@ suppressed after they were planned, reads when the campaign's earlier sends
 really ended (the server's reply, or "now" for one still in flight), asks the
 pure core for a permit, takes send slots for the admitted deliveries, and when
 the campaign has fallen behind its plan, plans the rest of it again from now
-rather than letting it burst.
+rather than letting it burst. Under a sending calendar, a delivery may start
+only while its recipient's window is open: one that comes due after its window
+closed counts as behind its plan, and the campaign is planned again into the
+next openings.
 """
 
 from __future__ import annotations
@@ -100,8 +103,7 @@ async def claim(conn: AsyncConnection, req: ClaimRequest) -> dict[int, Claim]:
     # After the slots are taken: a re-plan counts the sends just admitted as in flight.
     for cid, (rest, next_at) in late.items():
         if next_at > rest[0].scheduled_at + req.hold:
-            rules = live[cid].rules(req.window)
-            results[cid].replanned = await sending.replan(conn, cid, rules, req.now)
+            results[cid].replanned = await sending.replan(conn, live[cid], req.window, req.now)
         else:
             # Queued ahead of its time (an old message): the dispatcher brings it back.
             await sending.reschedule(conn, [(r.id, r.scheduled_at) for r in rest])
@@ -119,7 +121,11 @@ def _decide(
     the rest and when the first of it may start, if that is later (the campaign fell
     behind, or a message came early)."""
     last, refs = history
-    answer = permit(req.now, [r.scheduled_at for r in rows], campaign.rules(req.window), last, refs)
+    floors = {r.id: _floor(campaign, r, req.now) for r in rows}
+    # Those whose window is open now go first, whatever their planned order.
+    rows.sort(key=lambda r: (floors[r.id], r.scheduled_at, r.id))
+    rules = campaign.rules(req.window)
+    answer = permit(req.now, [floors[r.id] for r in rows], rules, last, refs)
     admitted, rest = rows[: answer.admitted], rows[answer.admitted :]
     if admitted:
         result.admitted = admitted
@@ -132,6 +138,15 @@ def _decide(
         result.wait_until = answer.next_at
         return None
     return rest, answer.next_at
+
+
+def _floor(campaign: Campaign, row: Claimable, now: datetime) -> datetime:
+    """The earliest a delivery may start: its planned time, and, under a calendar, the
+    next opening of its recipient's window from then (a delivery that comes due after
+    its window closed waits for the next one, and so is planned again)."""
+    floor = max(now, row.scheduled_at)
+    opening = campaign.opening(row.timezone)
+    return floor if opening is None else opening.next_open(floor)
 
 
 async def _drop_suppressed(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from mailsched.config import WorkerConfig
@@ -78,6 +78,7 @@ def sort_results(
             ends.append((seq, res.finished_at, SendOutcome.SENT))
             continue
         outcome, again = _failure(error, row, config, now, jitter)
+        again = again and _in_window(again, campaign, row)
         if again is None:
             failed.append((row.id, _describe(error)))
         else:
@@ -126,6 +127,12 @@ def _failure(
         return SendOutcome.FAILED, None
     delay = backoff(attempt, config.retry_base, config.retry_cap, jitter())
     return SendOutcome.RETRY, Retry(row.id, now + delay, _describe(error), attempt)
+
+
+def _in_window(retry: Retry, campaign: Campaign, row: Claimable) -> Retry:
+    """A retry waits for its recipient's window to open, like every send."""
+    opening = campaign.opening(row.timezone)
+    return retry if opening is None else replace(retry, at=opening.next_open(retry.at))
 
 
 def _describe(error: Exception) -> str:

@@ -153,8 +153,7 @@ async def _write(
             if verdict.slow_down_until is not None:
                 # The server asked us to slow down: the whole campaign waits, not just
                 # the deliveries it refused.
-                rules = campaigns[cid].rules(deps.window)
-                await replan(conn, cid, rules, verdict.slow_down_until)
+                await replan(conn, campaigns[cid], deps.window, verdict.slow_down_until)
         await complete_finished(conn, list(verdicts), now)
         return lost
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from mailsched.domain.calendar import Calendar, Schedule, calendar
 from mailsched.domain.events import EventType
 from mailsched.domain.plan import Rules
 from mailsched.errors import IllegalMove
@@ -218,6 +219,14 @@ class Campaign:
     html_body: str | None = None
     #: Subject or bodies use template syntax: rendered per recipient.
     templated: bool = False
+    #: When, in local time, sends may start (``None``: whenever the rules allow).
+    schedule: Schedule | None = None
+
+    def opening(self, zone: str | None) -> Calendar | None:
+        """The calendar of a recipient of this campaign (its own ``zone``, if any)."""
+        if self.schedule is None:
+            return None
+        return calendar(self.schedule, self.schedule.zone_of(zone))
 
     def rules(self, window: timedelta) -> Rules:
         """The campaign's sending rules, with the deployment's length of an "hour"."""

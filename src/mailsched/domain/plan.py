@@ -18,9 +18,11 @@ the real times of the sends before them (:func:`next_slots`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import heapq
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from mailsched.errors import MailschedError
 
@@ -114,3 +116,154 @@ def window_refs_for(history: Sequence[datetime], count: int, limit: int) -> list
     return [
         history[n - limit + j] if n - limit + j >= 0 else None for j in range(min(count, limit))
     ]
+
+
+class Opening(Protocol):
+    """When a recipient may be sent to: a :class:`~mailsched.domain.calendar.Calendar`.
+
+    Times are whole microseconds since the POSIX epoch: planning 100,000 sends does
+    its arithmetic on integers, a third of the time ``datetime`` takes.
+    """
+
+    def span_us(self, t: int) -> tuple[int, int]:
+        """The first stretch of sending time that ends after ``t``: ``(start, end)``,
+        ``start <= t`` when ``t`` is sending time."""
+        ...
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def plan_in_windows(
+    openings: Sequence[Opening],
+    not_before: datetime,
+    rules: Rules,
+    history: Sequence[datetime] = (),
+    jitter: timedelta = timedelta(0),
+    draw: Callable[[], float] = lambda: 0.0,
+) -> list[datetime]:
+    """Plan one send per recipient, ``openings[i]`` saying when recipient ``i`` may get
+    it; return the times in the recipients' order.
+
+    The campaign's sends follow the recurrence of :func:`next_slots`; each next send
+    goes to the recipient whose window opens first from the earliest moment the rules
+    allow (ties: the lower index), at that opening. ``draw()`` (in ``[0, 1]``) times
+    ``jitter`` is then added, and the result moved to the recipient's next opening
+    if it fell outside one: jitter delays a send, never breaks a window or a rule.
+
+    Recipients sharing an opening (one object per zone) are taken in index order,
+    so a step weighs one candidate per zone, not per recipient.
+
+    Raises :class:`PastCalendar` when a send would fall after year 9999.
+    """
+    refs = window_refs_for(history, len(openings), rules.limit)
+    times = _plan_in_windows(
+        openings,
+        (not_before - _EPOCH) // _US,
+        (rules.delay // _US, rules.limit, rules.window // _US),
+        None if not history else (history[-1] - _EPOCH) // _US,
+        [None if r is None else (r - _EPOCH) // _US for r in refs],
+        jitter // _US,
+        draw,
+    )
+    try:
+        return [_EPOCH + timedelta(microseconds=t) for t in times]
+    except OverflowError as error:
+        raise PastCalendar("the sends would run past the year 9999") from error
+
+
+@dataclass(slots=True)
+class _Lane:
+    """The recipients of one opening, in index order, and its current interval."""
+
+    opening: Opening
+    number: int
+    members: list[int]
+    pos: int = 0
+    start: int = 0
+    end: int = 0
+
+
+class _Picker:
+    """Which recipient goes next: the one whose window opens first from a moment
+    (ties: the lower index), found among one candidate per opening.
+
+    Two heaps: lanes whose interval starts later, by (start, head), and lanes whose
+    interval has started, by head. A lane's interval is looked up again only when
+    the moment passes its end, so most picks cost two heap operations.
+    """
+
+    def __init__(self, openings: Sequence[Opening], now: int) -> None:
+        lanes: dict[int, _Lane] = {}
+        for i, opening in enumerate(openings):
+            lane = lanes.get(id(opening))
+            if lane is None:
+                lane = lanes[id(opening)] = _Lane(opening, len(lanes), [])
+            lane.members.append(i)
+        self._lanes = list(lanes.values())
+        self._later: list[tuple[int, int, int]] = []
+        self._open: list[tuple[int, int]] = []
+        for lane in self._lanes:
+            lane.start, lane.end = lane.opening.span_us(now)
+            heapq.heappush(self._later, (lane.start, lane.members[0], lane.number))
+
+    def pick(self, earliest: int) -> tuple[int, _Lane]:
+        """The next send's time (at or after ``earliest``) and its lane."""
+        later, open_now = self._later, self._open
+        while later and later[0][0] <= earliest:
+            _, head, n = heapq.heappop(later)
+            heapq.heappush(open_now, (head, n))
+        while open_now:
+            head, n = open_now[0]
+            lane = self._lanes[n]
+            if lane.end > earliest:
+                heapq.heappop(open_now)
+                return earliest, lane
+            heapq.heappop(open_now)  # its interval closed: find its next one
+            lane.start, lane.end = lane.opening.span_us(earliest)
+            if lane.start <= earliest:
+                heapq.heappush(open_now, (head, n))
+            else:
+                heapq.heappush(later, (lane.start, head, n))
+        at, _, n = heapq.heappop(later)
+        return at, self._lanes[n]
+
+    def taken(self, lane: _Lane) -> int:
+        """The index of the recipient ``lane`` sends to; its next one becomes a candidate."""
+        index = lane.members[lane.pos]
+        lane.pos += 1
+        if lane.pos < len(lane.members):
+            heapq.heappush(self._later, (lane.start, lane.members[lane.pos], lane.number))
+        return index
+
+
+def _plan_in_windows(
+    openings: Sequence[Opening],
+    not_before: int,
+    rules: tuple[int, int, int],
+    prev: int | None,
+    refs: list[int | None],
+    jitter: int,
+    draw: Callable[[], float],
+) -> list[int]:
+    delay, limit, window = rules
+    picker = _Picker(openings, not_before)
+    times = [not_before] * len(openings)
+    sent: list[int] = []  # in send order
+    for j in range(len(openings)):
+        earliest = not_before
+        if prev is not None and prev + delay > earliest:
+            earliest = prev + delay
+        ref = sent[j - limit] if j >= limit else (refs[j] if j < len(refs) else None)
+        if ref is not None and ref + window > earliest:
+            earliest = ref + window
+        at, lane = picker.pick(earliest)
+        if jitter:
+            at += int(jitter * draw())
+            if at >= lane.end:  # past its interval: the recipient's next opening
+                at = max(at, lane.opening.span_us(at)[0])
+        times[picker.taken(lane)] = at
+        sent.append(at)
+        prev = at
+    return times

@@ -51,6 +51,7 @@ from mailsched.producer.schemas import (
     CampaignControl,
     CampaignCreated,
     CampaignPage,
+    CampaignPlan,
     CampaignRequest,
     CampaignView,
     DeliveryPage,
@@ -166,6 +167,23 @@ def _campaign_routes(
         result = CampaignCreated.model_validate_json(created.body)
         log.info("campaign %d created: %d recipients", result.campaign_id, result.recipient_count)
         return result
+
+    @creating.post("/campaign/plan")
+    async def plan_campaign(
+        request: CampaignRequest,
+        caller: CallerDep,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+    ) -> CampaignPlan:
+        """A dry run: when each recipient would get the email, were this body created now.
+
+        Stores nothing. Checks the body exactly as a create does, so a request this
+        refuses, a create refuses too. ``deliveries`` lists the first ``limit``
+        planned sends, in the order they would go out.
+        """
+        if request.user_id != caller.user_id:
+            raise Forbidden(f"this API key belongs to user {caller.user_id}")
+        _check_size(request, limits)
+        return await campaigns.plan(request, limit)
 
     router.include_router(creating)
 

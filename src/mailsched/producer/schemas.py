@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -22,6 +22,16 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from mailsched.domain.calendar import (
+    DAY,
+    RECIPIENT,
+    WEEKDAYS,
+    Schedule,
+    Window,
+    clock_seconds,
+    clock_text,
+    zone_names,
+)
 from mailsched.domain.model import CampaignStatus, DeliveryStatus
 from mailsched.mail.headers import header_break, header_text
 from mailsched.producer.addresses import normalize_address
@@ -50,23 +60,42 @@ class Recipient:
     email: str
     name: str | None = None
     vars: dict[str, _Scalar] | None = None
+    #: The recipient's own IANA zone, for a schedule in each recipient's zone.
+    timezone: str | None = None
 
 
 def _recipient(value: object) -> Recipient:
-    """A recipient from either form the API takes: ``"a@b.c"`` or ``{email, name?, vars?}``."""
+    """A recipient from either form the API takes: ``"a@b.c"`` or
+    ``{email, name?, vars?, timezone?}``."""
     if isinstance(value, Recipient):
         return value
     if isinstance(value, str):
         return Recipient(_email(value))
     if not isinstance(value, dict):
         raise ValueError("must be an address, or an object {email, name?, vars?}")
-    unknown = set(value) - {"email", "name", "vars"}
+    unknown = set(value) - {"email", "name", "vars", "timezone"}
     if unknown:
-        raise ValueError(f"unknown fields {sorted(unknown)}; allowed: email, name, vars")
+        raise ValueError(f"unknown fields {sorted(unknown)}; allowed: email, name, vars, timezone")
     address = value.get("email")
     if not isinstance(address, str):
         raise ValueError("email: an address is required")
-    return Recipient(_email(address), _name(value.get("name")), _vars(value.get("vars")))
+    return Recipient(
+        _email(address),
+        _name(value.get("name")),
+        _vars(value.get("vars")),
+        _zone(value.get("timezone"), "timezone: "),
+    )
+
+
+def _zone(value: object, what: str = "") -> str | None:
+    """An IANA zone name the ``tzdata`` package holds, or ``None``."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in zone_names():
+        raise ValueError(
+            f"{what}unknown time zone {value!r}; use an IANA name such as Europe/Berlin"
+        )
+    return value
 
 
 def _name(value: object) -> str | None:
@@ -102,6 +131,7 @@ _RECIPIENT_SCHEMA = {
             "properties": {
                 "email": {"type": "string", "format": "email", "maxLength": 320},
                 "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                "timezone": {"type": "string", "description": "IANA zone, e.g. Europe/Berlin"},
                 "vars": {
                     "type": "object",
                     "maxProperties": _MAX_VARS,
@@ -123,7 +153,13 @@ _RECIPIENT_SCHEMA = {
 RecipientField = Annotated[
     Recipient,
     PlainValidator(_recipient),
-    PlainSerializer(lambda r: r.email if r.name is None and r.vars is None else asdict(r)),
+    PlainSerializer(
+        lambda r: (
+            r.email
+            if r.name is None and r.vars is None and r.timezone is None
+            else {k: v for k, v in asdict(r).items() if k != "timezone" or v is not None}
+        )
+    ),
     WithJsonSchema(_RECIPIENT_SCHEMA),
 ]
 
@@ -155,6 +191,96 @@ class _Camel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
+def _known_zone(value: str) -> str:
+    if value != RECIPIENT:
+        _zone(value)
+    return value
+
+
+def _required_zone(value: str) -> str:
+    _zone(value)
+    return value
+
+
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _date_text(value: object) -> object:
+    if not isinstance(value, str) or not _DATE.fullmatch(value):
+        raise ValueError("must be a date, YYYY-MM-DD")
+    return value
+
+
+def _clock(value: object) -> int:
+    if not isinstance(value, str):
+        raise ValueError("must be a time of day, HH:MM or HH:MM:SS")
+    return clock_seconds(value)
+
+
+ClockTime = Annotated[
+    int,
+    PlainValidator(_clock),
+    PlainSerializer(clock_text),
+    WithJsonSchema({"type": "string", "pattern": r"^([01][0-9]|2[0-4]):[0-5][0-9](:[0-5][0-9])?$"}),
+]
+MAX_WINDOWS = 12
+MAX_EXCLUDED_DATES = 1000
+MAX_JITTER_SECONDS = 86_400
+
+
+class WindowSpec(_Camel):
+    """A daily window, local wall-clock time ``[start, end)``; ``end`` may be ``24:00``."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=False, extra="forbid")
+
+    start: ClockTime
+    end: ClockTime
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> WindowSpec:
+        if self.start == DAY:
+            raise ValueError("start: must be before 24:00")
+        if self.start == self.end:
+            raise ValueError("start and end must differ (00:00 to 24:00 is the whole day)")
+        return self
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_ALL_DAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class ScheduleSpec(_Camel):
+    """When, in local time, the campaign's sends may start."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=False, extra="forbid")
+
+    timezone: Annotated[str, AfterValidator(_known_zone)] = Field(
+        description='An IANA zone for the whole campaign, or "recipient"'
+    )
+    fallback_timezone: Annotated[str, AfterValidator(_required_zone)] | None = None
+    days: list[Weekday] = Field(
+        default_factory=lambda: list(_ALL_DAYS),
+        min_length=1,
+        max_length=7,
+    )
+    windows: list[WindowSpec] = Field(min_length=1, max_length=MAX_WINDOWS)
+    exclude_dates: list[Annotated[date, BeforeValidator(_date_text)]] = Field(
+        default_factory=list, max_length=MAX_EXCLUDED_DATES
+    )
+    jitter_seconds: int = Field(default=0, ge=0, le=MAX_JITTER_SECONDS, strict=True)
+
+    def domain(self) -> Schedule:
+        """The schedule for the planner (``fallbackTimezone`` is checked by the service)."""
+        return Schedule(
+            timezone=self.timezone,
+            windows=tuple(Window(w.start, w.end) for w in self.windows),
+            days=frozenset(WEEKDAYS.index(d) for d in self.days),
+            exclude=frozenset(self.exclude_dates),
+            fallback=self.fallback_timezone,
+            jitter=self.jitter_seconds,
+        )
+
+
 class CampaignRequest(_Camel):
     """``POST /api/v1/email/campaign``: exactly the specification's body."""
 
@@ -170,6 +296,7 @@ class CampaignRequest(_Camel):
     delay_seconds: int = Field(ge=0, le=MAX_DELAY_SECONDS, strict=True)
     hourly_limit: int = Field(ge=1, le=MAX_HOURLY_LIMIT, strict=True)
     recipients: list[RecipientField] = Field(min_length=1)
+    schedule: ScheduleSpec | None = None
 
     _duplicates: int = PrivateAttr(default=0)
 
@@ -223,6 +350,36 @@ class CampaignView(_Camel):
     possible_duplicates: int
     created_at: datetime
     completed_at: datetime | None
+    #: The sending calendar, as given (``None``: send whenever the rules allow).
+    schedule: dict[str, Any] | None = None
+    #: When the last send is planned (recomputed whenever the campaign is planned
+    #: again); the completion time once completed; ``None`` while paused or cancelled.
+    estimated_completion_at: datetime | None = None
+
+
+class PlannedDelivery(_Camel):
+    """One recipient's planned send in a dry-run plan."""
+
+    recipient: str
+    #: The zone whose windows this send follows ("UTC" without a schedule).
+    timezone: str
+    scheduled_at: datetime
+
+
+class CampaignPlan(_Camel):
+    """``POST /api/v1/email/campaign/plan``: what a create would plan, stored nowhere."""
+
+    recipient_count: int
+    duplicates_dropped: int
+    #: Recipients the user suppressed: they would be stored, and never sent to.
+    suppressed: int
+    first_send_at: datetime | None
+    last_send_at: datetime | None
+    #: Sends per local date of the schedule's zone (per UTC date without one, or for
+    #: "recipient"), in date order.
+    per_day: dict[str, int]
+    #: The first ``limit`` planned sends, in the order they go out.
+    deliveries: list[PlannedDelivery]
 
 
 class DeliveryItem(_Camel):
@@ -235,6 +392,8 @@ class DeliveryItem(_Camel):
     attempts: int
     sent_at: datetime | None
     last_error: str | None
+    #: The recipient's own zone, under a schedule in each recipient's zone.
+    timezone: str | None = None
 
 
 class DeliveryPage(_Camel):

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from mailsched.domain.calendar import plan_sends
 from mailsched.domain.events import timestamp
 from mailsched.domain.model import (
     CANCEL,
@@ -34,7 +36,6 @@ from mailsched.domain.model import (
     DeliveryStatus,
     SendOutcome,
 )
-from mailsched.domain.plan import Rules, plan
 from mailsched.errors import LeaseLost
 from mailsched.store import dead_letters, transitions
 from mailsched.store.bulk import UNCACHED, KeyedUpdate
@@ -60,6 +61,8 @@ class Claimable:
     #: Personalization: the recipient's name and template variables.
     name: str | None = None
     vars: Mapping[str, Any] | None = None
+    #: The recipient's own zone, under a "recipient" calendar.
+    timezone: str | None = None
 
 
 async def queued(conn: AsyncConnection, ids: Sequence[int]) -> dict[int, list[Claimable]]:
@@ -72,7 +75,7 @@ async def queued(conn: AsyncConnection, ids: Sequence[int]) -> dict[int, list[Cl
     """
     rows = await conn.execute(
         select(d.id, d.campaign_id, d.status, d.recipient, d.scheduled_at, d.attempts)
-        .add_columns(d.name, d.vars)
+        .add_columns(d.name, d.vars, d.timezone)
         .where(d.id.in_(ids))
         .with_for_update()
     )
@@ -81,7 +84,13 @@ async def queued(conn: AsyncConnection, ids: Sequence[int]) -> dict[int, list[Cl
         if r.status == DeliveryStatus.QUEUED:
             found.setdefault(r.campaign_id, []).append(
                 Claimable(
-                    r.id, r.recipient, r.scheduled_at, r.attempts, r.name, _variables(r.id, r.vars)
+                    r.id,
+                    r.recipient,
+                    r.scheduled_at,
+                    r.attempts,
+                    r.name,
+                    _variables(r.id, r.vars),
+                    r.timezone,
                 )
             )
     for claimable in found.values():
@@ -171,10 +180,13 @@ async def take_slots(
     )
 
 
-async def pending_tail(conn: AsyncConnection, campaign_id: int) -> list[tuple[int, datetime]]:
-    """The campaign's deliveries not yet claimed (SCHEDULED or QUEUED), in planned order."""
+async def pending_tail(
+    conn: AsyncConnection, campaign_id: int
+) -> list[tuple[int, datetime, str | None]]:
+    """The campaign's deliveries not yet claimed (SCHEDULED or QUEUED), in planned order:
+    id, planned time and the recipient's own zone."""
     rows = await conn.execute(
-        select(d.id, d.scheduled_at)
+        select(d.id, d.scheduled_at, d.timezone)
         .where(
             d.campaign_id == campaign_id,
             d.status.in_([DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED]),
@@ -182,7 +194,7 @@ async def pending_tail(conn: AsyncConnection, campaign_id: int) -> list[tuple[in
         .order_by(d.scheduled_at, d.id)
         .with_for_update()
     )
-    return [(r.id, r.scheduled_at) for r in rows]
+    return [(r.id, r.scheduled_at, r.timezone) for r in rows]
 
 
 async def recent_finishes(
@@ -353,18 +365,21 @@ def _delivery_ids(outcomes: Outcomes) -> list[int]:
 
 
 async def replan(
-    conn: AsyncConnection, campaign_id: int, rules: Rules, not_before: datetime
+    conn: AsyncConnection, campaign: Campaign, window: timedelta, not_before: datetime
 ) -> int:
-    """Plan every unclaimed delivery of the campaign again, as early as the rules allow
-    from ``not_before``, given its real sends. Call with the campaign locked."""
-    tail = await pending_tail(conn, campaign_id)
+    """Plan every unclaimed delivery of the campaign again, as early as its rules and its
+    calendar allow from ``not_before``, given its real sends. Call with the campaign
+    locked."""
+    tail = await pending_tail(conn, campaign.id)
     if not tail:
         return 0
+    rules = campaign.rules(window)
     history = await recent_finishes(
-        conn, campaign_id, rules.limit, not_before - rules.window, not_before
+        conn, campaign.id, rules.limit, not_before - rules.window, not_before
     )
-    times = plan(len(tail), not_before, rules, history)
-    await reschedule(conn, [(did, at) for (did, _), at in zip(tail, times, strict=True)])
+    zones = [zone for _, _, zone in tail]
+    times = plan_sends(campaign.schedule, zones, not_before, rules, history, random.random)
+    await reschedule(conn, [(did, at) for (did, _, _), at in zip(tail, times, strict=True)])
     return len(tail)
 
 

@@ -86,6 +86,8 @@ campaigns = Table(
     Column("completed_at", UTCDateTime, nullable=True),
     Column("html_body", Text().with_variant(mysql.MEDIUMTEXT(), "mysql"), nullable=True),
     Column("templated", Boolean, nullable=False, default=False),
+    # The sending calendar as JSON (``Schedule.to_json``), NULL for none.
+    Column("schedule", Text, nullable=True),
     Index("ix_campaigns_user", "user_id", "id"),
 )
 
@@ -106,6 +108,8 @@ deliveries = Table(
     Column("queued_at", UTCDateTime, nullable=True),
     Column("sent_at", UTCDateTime, nullable=True),
     Column("last_error", String(500), nullable=True),
+    # The recipient's own zone, for a "recipient" calendar; NULL: the campaign's.
+    Column("timezone", String(64), nullable=True),
     # The dispatcher's claim: due rows of one status, oldest first.
     Index("ix_deliveries_due", "status", "scheduled_at"),
     # A campaign's rows by status: counts, the re-plan of its tail, completion.
