@@ -168,7 +168,9 @@ class Schedule:
 def clock_seconds(text: str) -> int:
     """``HH:MM`` or ``HH:MM:SS`` (up to ``24:00``) as seconds after midnight."""
     parts = text.split(":")
-    if len(parts) not in (2, 3) or not all(len(p) == 2 and p.isdigit() for p in parts):
+    if len(parts) not in (2, 3) or not all(
+        len(p) == 2 and p.isascii() and p.isdigit() for p in parts
+    ):
         raise ValueError(f"{text!r} is not HH:MM or HH:MM:SS")
     h, m, s = (int(p) for p in (*parts, "00")[:3])
     if m > 59 or s > 59 or h > 24 or (h == 24 and (m or s)):
@@ -321,7 +323,12 @@ class Calendar:
         return segments
 
     def _offset(self, s: int) -> int:
-        local = datetime.fromtimestamp(s, UTC).astimezone(self.zone)
+        try:
+            local = datetime.fromtimestamp(s, UTC).astimezone(self.zone)
+        except OverflowError:
+            # East of UTC, the last hours of year 9999 are local times in year 10000,
+            # which no datetime holds; the offset of two days before serves.
+            return self._offset(s - 2 * DAY)
         delta = local.utcoffset()
         return 0 if delta is None else delta // timedelta(seconds=1)
 
