@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 
@@ -19,20 +21,53 @@ def campaign_body(
     delay: int = 0,
     hourly_limit: int = HUGE_LIMIT,
     tag: str = "c",
+    zones: Sequence[str] = (),
 ) -> bytes:
-    """A ``POST /api/v1/email/campaign`` body; ``start`` ``None`` means now (a past time)."""
+    """A ``POST /api/v1/email/campaign`` body; ``start`` ``None`` means now (a past time).
+
+    With ``zones``, a sending calendar in each recipient's zone (office hours on
+    weekdays, with jitter), the recipients' zones taken from ``zones`` in turn.
+    """
     when = start or datetime(2020, 1, 1, tzinfo=UTC)
-    return json.dumps(
-        {
-            "userId": 1,
-            "subject": f"Benchmark {tag}",
-            "body": "Hello,\n\nthis is a benchmark email of about a hundred bytes of plain text.\n",
-            "startTime": when.isoformat(),
-            "delaySeconds": delay,
-            "hourlyLimit": hourly_limit,
-            "recipients": [f"user{i}.{tag}@example.com" for i in range(recipients)],
-        }
-    ).encode()
+    body: dict[str, Any] = {
+        "userId": 1,
+        "subject": f"Benchmark {tag}",
+        "body": "Hello,\n\nthis is a benchmark email of about a hundred bytes of plain text.\n",
+        "startTime": when.isoformat(),
+        "delaySeconds": delay,
+        "hourlyLimit": hourly_limit,
+        "recipients": [f"user{i}.{tag}@example.com" for i in range(recipients)],
+    }
+    if zones:
+        body["recipients"] = [
+            {"email": address, "timezone": zones[i % len(zones)]}
+            for i, address in enumerate(body["recipients"])
+        ]
+        body["schedule"] = OFFICE_HOURS
+    return json.dumps(body).encode()
+
+
+#: The calendar of a zoned benchmark campaign.
+OFFICE_HOURS = {
+    "timezone": "recipient",
+    "fallbackTimezone": "Europe/Berlin",
+    "days": ["mon", "tue", "wed", "thu", "fri"],
+    "windows": [{"start": "09:00", "end": "12:00"}, {"start": "13:00", "end": "17:30"}],
+    "excludeDates": ["2026-12-24", "2026-12-25", "2027-01-01"],
+    "jitterSeconds": 120,
+}
+
+#: Thirty zones from UTC-10 to UTC+14, with half- and quarter-hour offsets and DST
+#: in both hemispheres.
+THIRTY_ZONES = (
+    "Pacific/Honolulu", "America/Anchorage", "America/Los_Angeles", "America/Denver",
+    "America/Chicago", "America/New_York", "America/Halifax", "America/St_Johns",
+    "America/Sao_Paulo", "America/Santiago", "Atlantic/Azores", "Europe/London",
+    "Europe/Berlin", "Europe/Athens", "Africa/Cairo", "Europe/Moscow", "Asia/Tehran",
+    "Asia/Dubai", "Asia/Kabul", "Asia/Karachi", "Asia/Kolkata", "Asia/Kathmandu",
+    "Asia/Dhaka", "Asia/Bangkok", "Asia/Shanghai", "Asia/Tokyo", "Australia/Adelaide",
+    "Australia/Lord_Howe", "Pacific/Chatham", "Pacific/Kiritimati",
+)  # fmt: skip
 
 
 def far_future() -> datetime:

@@ -197,19 +197,17 @@ class Campaigns:
             )
         except PastCalendar as error:
             raise Invalid([("startTime", f"too late for these rules: {error}")]) from error
-        rows = [
-            store.NewDelivery(
-                recipient=r.email,
-                scheduled_at=start if r.email in suppressed else next(times),
-                name=r.name,
-                vars=json.dumps(r.vars) if r.vars else None,
-                status=DeliveryStatus.SUPPRESSED
-                if r.email in suppressed
-                else DeliveryStatus.SCHEDULED,
-                timezone=schedule.zone_of(r.timezone) if schedule and zones else None,
-            )
-            for r in request.recipients
-        ]
+        # The recipient's own zone is stored (the fallback resolved) for a worker's claim.
+        fallback = schedule.fallback if schedule and zones else None
+        rows = []
+        for r in request.recipients:
+            if r.email in suppressed:
+                at, status = start, DeliveryStatus.SUPPRESSED
+            else:
+                at, status = next(times), DeliveryStatus.SCHEDULED
+            zone = (r.timezone or fallback) if fallback else None
+            variables = json.dumps(r.vars) if r.vars else None
+            rows.append(store.NewDelivery(r.email, at, r.name, variables, status, zone))
         return _Planned(rows, templated, schedule, now, start)
 
     async def _suppressed(self, request: CampaignRequest) -> set[str]:
