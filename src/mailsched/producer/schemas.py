@@ -221,7 +221,13 @@ ClockTime = Annotated[
     int,
     PlainValidator(_clock),
     PlainSerializer(clock_text),
-    WithJsonSchema({"type": "string", "pattern": r"^([01][0-9]|2[0-4]):[0-5][0-9](:[0-5][0-9])?$"}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^(([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?|24:00(:00)?)$",
+            "examples": ["09:00", "17:30", "24:00"],
+        }
+    ),
 ]
 MAX_WINDOWS = 12
 MAX_EXCLUDED_DATES = 1000
