@@ -80,6 +80,7 @@ def digits(value: object) -> object:
 #: Ids are 64-bit in the database; anything larger names nothing.
 CampaignId = Annotated[int, Path(ge=1, le=MAX_ID), BeforeValidator(digits)]
 PageLimit = Annotated[int, Query(ge=1, le=1000), BeforeValidator(digits)]
+PlanLimit = Annotated[int, Query(ge=1, le=100_000), BeforeValidator(digits)]
 Cursor = Annotated[str | None, Query(pattern=_CURSOR)]
 
 
@@ -172,7 +173,7 @@ def _campaign_routes(
     async def plan_campaign(
         request: CampaignRequest,
         caller: CallerDep,
-        limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+        limit: PlanLimit = 1000,
     ) -> CampaignPlan:
         """A dry run: when each recipient would get the email, were this body created now.
 

@@ -302,7 +302,8 @@ class Campaigns:
         )
 
     async def resume(self, user_id: int, campaign_id: int) -> CampaignControl:
-        """Send the rest of a paused campaign, planned again from now under its rules."""
+        """Send the rest of a paused campaign, planned again from now (never before its
+        start) under its rules and calendar."""
 
         async def work(conn: AsyncConnection) -> CampaignControl:
             campaign = await _owned(conn, user_id, campaign_id, lock=True)
@@ -312,7 +313,7 @@ class Campaigns:
             status = CampaignStatus.RUNNING if campaign.slot_seq else CampaignStatus.SCHEDULED
             await store.set_status(conn, campaign, status, now)
             await store.move_unclaimed(conn, campaign_id, RESUME, now)
-            await sending.replan(conn, campaign, self._window, now)
+            await sending.replan(conn, campaign, self._window, max(now, campaign.start_time))
             in_flight = await store.count_status(conn, campaign_id, DeliveryStatus.SENDING)
             await store.complete_if_done(conn, campaign_id, now)
             return CampaignControl(campaign_id=campaign_id, status=status, in_flight=in_flight)
@@ -353,7 +354,8 @@ class Campaigns:
             now = self._clock()
             count = await sending.retry_failed(conn, campaign, now)
             if count:
-                await sending.replan(conn, campaign, self._window, now)
+                start = max(now, campaign.start_time)
+                await sending.replan(conn, campaign, self._window, start)
             return count
 
         return RetryStarted(campaign_id=campaign_id, retried=await self._db.run(work))
@@ -464,15 +466,17 @@ def _without_sending_time(
     """A problem for each zone the request uses in which ``schedule`` never opens within
     the horizon, naming the field that brought the zone in."""
     zones = {r.timezone for r in request.recipients} if schedule.per_recipient else {None}
+    closed = calendar.closed_zones(schedule, zones, now)
+    days = calendar.HORIZON.days
+    if closed and len(closed) == len({schedule.zone_of(z) for z in zones}):
+        # Closed everywhere: the days, windows and dates are at fault, not a zone.
+        return [("schedule", f"no sending time in the next {days} days in any zone it uses")]
     problems = []
-    for name in calendar.closed_zones(schedule, zones, now):
-        where = "schedule"
-        if schedule.per_recipient and name == schedule.fallback:
-            where = "schedule.fallbackTimezone"
-        elif schedule.per_recipient:
+    for name in closed:
+        where = "schedule.fallbackTimezone"
+        if name != schedule.fallback:
             i = next(i for i, r in enumerate(request.recipients) if r.timezone == name)
             where = f"recipients.{i}.timezone"
-        days = calendar.HORIZON.days
         problems.append((where, f"no sending time in {name} in the next {days} days"))
     return problems
 
