@@ -248,6 +248,9 @@ def _plan_in_windows(
     draw: Callable[[], float],
 ) -> list[int]:
     delay, limit, window = rules
+    if not delay and not jitter and limit >= len(openings) and all(r is None for r in refs):
+        # Nothing binds: each send is at its recipient's own next opening.
+        return _each_at_its_opening(openings, max(not_before, prev or not_before))
     picker = _Picker(openings, not_before)
     times = [not_before] * len(openings)
     sent: list[int] = []  # in send order
@@ -266,4 +269,17 @@ def _plan_in_windows(
         times[picker.taken(lane)] = at
         sent.append(at)
         prev = at
+    return times
+
+
+def _each_at_its_opening(openings: Sequence[Opening], earliest: int) -> list[int]:
+    """The plan when no rule binds (no delay, a limit above the count, no jitter): every
+    recipient at the first opening from ``earliest``. One lookup per zone."""
+    starts: dict[int, int] = {}
+    times = []
+    for opening in openings:
+        at = starts.get(id(opening))
+        if at is None:
+            at = starts[id(opening)] = opening.span_us(earliest)[0]
+        times.append(at)
     return times
