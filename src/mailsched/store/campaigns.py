@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import repeat
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Exists, Row, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -42,9 +42,9 @@ class NewCampaign:
     schedule: Schedule | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class NewDelivery:
-    """One recipient of a new campaign, planned."""
+class NewDelivery(NamedTuple):
+    """One recipient of a new campaign, planned. (A tuple: a create builds 100,000 of
+    them, and a frozen dataclass takes three times as long to make.)"""
 
     recipient: str
     scheduled_at: datetime
