@@ -340,10 +340,21 @@ async def test_recipients_get_mail_in_their_own_morning(client: httpx.AsyncClien
 # 4. Every refused schedule names its field, on both routes, and stores nothing.
 
 
-def _mondays() -> list[str]:
-    """Every Monday from NOW for 420 days: more than the 400 a schedule must open within."""
-    first = NOW.date() + timedelta(days=-NOW.weekday() % 7)
-    return [(first + timedelta(weeks=i)).isoformat() for i in range(60)]
+#: When the refused requests below would start sending.
+REFUSED_START = "2027-01-08T16:58:00+01:00"
+
+
+def _mondays(weeks: int = 60) -> list[str]:
+    """Every Monday from the requests' start for ``weeks`` weeks (60: 420 days, more than
+    the 400 a schedule must open within, counted from when sending may begin)."""
+    start = datetime.fromisoformat(REFUSED_START).date()
+    first = start + timedelta(days=-start.weekday() % 7)
+    return [(first + timedelta(weeks=i)).isoformat() for i in range(weeks)]
+
+
+def _mondays_after_one_open() -> list[str]:
+    """One Monday open at the start, then 60 excluded: a gap of more than 400 days."""
+    return _mondays(61)[1:]
 
 
 def _with(**changes: Any) -> dict[str, Any]:
@@ -436,6 +447,11 @@ INVALID: list[Any] = [
         ["schedule"],
         id="never-open-in-any-zone",
     ),
+    pytest.param(
+        _with(days=["mon"], excludeDates=_mondays_after_one_open()),
+        ["schedule.excludeDates"],
+        id="a-gap-of-more-than-400-days",
+    ),
     pytest.param(_with(holidays=["2026-12-24"]), ["schedule.holidays"], id="unknown-key"),
     pytest.param(_with(time_zone=BERLIN), ["schedule.time_zone"], id="snake-case-key"),
     pytest.param(
@@ -451,7 +467,7 @@ INVALID: list[Any] = [
 async def test_refused_schedule_names_the_field_on_both_routes(
     client: httpx.AsyncClient, db: Database, changes: dict[str, Any], fields: list[str]
 ) -> None:
-    body = request(None, addresses(2), "2027-01-08T16:58:00+01:00") | changes
+    body = request(None, addresses(2), REFUSED_START) | changes
     created = await client.post(URL, json=body)
     planned = await client.post(PLAN, json=body)
     assert created.status_code == 422, created.text

@@ -45,7 +45,8 @@ def reference_plan(
 ) -> list[datetime]:
     """The planner's contract, step by step: send ``j`` may start at ``earliest_j``; it goes
     to the unplanned recipient whose calendar opens first from there (ties: the lowest
-    index), at that opening, plus ``jitter * draw()`` moved to the recipient's next opening."""
+    index), at that opening, plus ``jitter * draw()``, the jitter cut to what is left of
+    the recipient's window."""
     sent = list(history)
     times: dict[int, datetime] = {}
     for _ in openings:
@@ -57,8 +58,12 @@ def reference_plan(
         opens = {id(cal): cal.next_open(earliest) for cal in openings}
         at, index = min((opens[id(cal)], i) for i, cal in enumerate(openings) if i not in times)
         if jitter:
-            extra = timedelta(microseconds=int(jitter // US * draw()))
-            at = openings[index].next_open(at + extra)
+            cal = openings[index]
+            close = cal.interval(at)[1]
+            while close <= at + jitter and cal.is_open(close):
+                close = cal.interval(close)[1]
+            cap = min(jitter // US, (close - at) // US - 1)
+            at += timedelta(microseconds=int(cap * draw()))
         times[index] = at
         sent.append(at)
     return [times[i] for i in range(len(openings))]
@@ -273,7 +278,7 @@ def test_a_window_opening_in_a_few_seconds() -> None:
     assert times == [u("2027-06-07 12:00:05")] * 3 + [u("2027-06-07 12:01:05")]
 
 
-def test_jitter_past_the_window_moves_to_the_next_opening() -> None:
+def test_jitter_never_leaves_the_window() -> None:
     ten_minutes = Schedule("UTC", (Window(clock(12), clock(12, 10)),))
     cal = calendar(ten_minutes, "UTC")
     times = plan_in_windows(
@@ -281,10 +286,32 @@ def test_jitter_past_the_window_moves_to_the_next_opening() -> None:
         u("2027-06-07 12:00"),
         Rules(s(0), 100, s(HOUR)),
         jitter=s(600),
-        draw=draws([0.5, 0.5, 0.0]),
+        draw=draws([0.5, 0.5, 1.0]),
     )
-    # 12:00 + 5 min; 12:05 + 5 min is the window's end: the next day's 12:00; then + 0.
-    assert times == [u("2027-06-07 12:05"), u("2027-06-08 12:00"), u("2027-06-08 12:00")]
+    # The jitter is cut to what is left of the window, less a microsecond (the end is not
+    # in it): 12:00 + half of 10 min; + half of the 5 min left; then to the window's last
+    # microsecond.
+    assert times == [
+        u("2027-06-07 12:04:59.999999"),
+        u("2027-06-07 12:07:29.999999"),
+        u("2027-06-07 12:09:59.999999"),
+    ]
+
+
+def test_jitter_at_a_window_end_keeps_other_zones_going() -> None:
+    """A Tokyo send jittered near its window's close stays that day, so Kolkata, whose
+    window is open, is not held back behind a Tokyo send the next morning."""
+    office = Schedule(RECIPIENT, (Window(clock(9), clock(17)),), fallback="UTC")
+    tokyo, kolkata = calendar(office, "Asia/Tokyo"), calendar(office, "Asia/Kolkata")
+    times = plan_in_windows(
+        [tokyo, kolkata],
+        u("2027-01-04 07:59:30"),
+        Rules(s(60), 100, s(HOUR)),
+        jitter=s(120),
+        draw=draws([1.0, 1.0]),
+    )
+    assert times[0] < u("2027-01-04 08:00")  # Tokyo: 16:59:30 local, plus at most 30 s
+    assert times[1] < u("2027-01-04 08:05")  # Kolkata: 13:30 local, the same hour
 
 
 def test_recipients_after_history() -> None:

@@ -78,13 +78,14 @@ def sort_results(
             ends.append((seq, res.finished_at, SendOutcome.SENT))
             continue
         outcome, again = _failure(error, row, config, now, jitter)
-        again = again and _in_window(again, campaign, row)
         if again is None:
             failed.append((row.id, _describe(error)))
         else:
-            retry.append(again)
+            # The campaign waits for the server, not for this recipient's window: the
+            # re-plan after a slow-down puts each zone's sends in its own windows.
             if outcome == SendOutcome.SLOWED:
                 slow_down_until = max(again.at, slow_down_until or again.at)
+            retry.append(_in_window(again, campaign, row))
         if isinstance(error, SendError):
             if error.code is not None or error.reply is not None:
                 replies[row.id] = (error.code, error.reply)

@@ -409,3 +409,34 @@ def closed_zones(schedule: Schedule, zones: Iterable[str | None], now: datetime)
         for name in names
         if begin >= end or calendar(schedule, name).first_within(begin, end - begin) is None
     ]
+
+
+def long_gap(schedule: Schedule, start: date) -> tuple[date, date] | None:
+    """Two allowed local dates more than :data:`HORIZON` apart with none between them,
+    after ``start``, made by the excluded dates; ``None`` if there are none.
+
+    Zone-independent, and looks only around the excluded dates, however far apart
+    they are. (Without this, a schedule that opens soon and then not for years would
+    pass the first check and make the planner scan those years, zone by zone.)
+    """
+    step = timedelta(days=1)
+
+    def allowed_after(day: date, direction: timedelta) -> date:
+        day += direction
+        while day.weekday() not in schedule.days:
+            day += direction
+        return day
+
+    floor = start - step
+    excluded = sorted(d for d in schedule.exclude if d.weekday() in schedule.days and d >= floor)
+    i = 0
+    while i < len(excluded):
+        j = i
+        while j + 1 < len(excluded) and excluded[j + 1] == allowed_after(excluded[j], step):
+            j += 1
+        before = max(allowed_after(excluded[i], -step), floor)
+        after = allowed_after(excluded[j], step)
+        if after - before > HORIZON:
+            return before, after
+        i = j + 1
+    return None

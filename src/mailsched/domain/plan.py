@@ -149,8 +149,8 @@ def plan_in_windows(
     The campaign's sends follow the recurrence of :func:`next_slots`; each next send
     goes to the recipient whose window opens first from the earliest moment the rules
     allow (ties: the lower index), at that opening. ``draw()`` (in ``[0, 1]``) times
-    ``jitter`` is then added, and the result moved to the recipient's next opening
-    if it fell outside one: jitter delays a send, never breaks a window or a rule.
+    ``jitter`` is then added, the jitter cut to the time left in the window: jitter
+    delays a send, never moves it out of its window, never breaks a rule.
 
     Recipients sharing an opening (one object per zone) are taken in index order,
     so a step weighs one candidate per zone, not per recipient.
@@ -263,13 +263,25 @@ def _plan_in_windows(
             earliest = ref + window
         at, lane = picker.pick(earliest)
         if jitter:
-            at += int(jitter * draw())
-            if at >= lane.end:  # past its interval: the recipient's next opening
-                at = max(at, lane.opening.span_us(at)[0])
+            # Never past the window's close: moving this send to another day would hold
+            # back every other zone's sends behind it.
+            room = _close(lane.opening, lane.end, at + jitter) - 1 - at
+            at += int(min(jitter, room) * draw())
         times[picker.taken(lane)] = at
         sent.append(at)
         prev = at
     return times
+
+
+def _close(opening: Opening, end: int, enough: int) -> int:
+    """Where the stretch of sending time that ends at ``end`` really closes (the index
+    may cut one stretch in pieces), or any point of it after ``enough``."""
+    while end <= enough:
+        start, after = opening.span_us(end)
+        if start > end:
+            return end
+        end = after
+    return end
 
 
 def _each_at_its_opening(openings: Sequence[Opening], earliest: int) -> list[int]:

@@ -175,7 +175,7 @@ class Campaigns:
         """Check ``request`` as a create does, and plan each recipient's send."""
         # Rendering every recipient's templates can take a second: not on the event loop.
         templated = await asyncio.to_thread(_check_templates, request, self._max_body_bytes)
-        schedule = _check_schedule(request, self._clock())
+        schedule = _check_schedule(request, max(request.start_time, self._clock()))
         suppressed = await self._suppressed(request)
         now = self._clock()
         start = max(request.start_time, now)
@@ -440,8 +440,9 @@ def _estimated_completion(campaign: Campaign, summary: store.Summary) -> datetim
     return None
 
 
-def _check_schedule(request: CampaignRequest, now: datetime) -> Schedule | None:
-    """The request's calendar; :class:`Invalid`, naming the field, if it cannot be used."""
+def _check_schedule(request: CampaignRequest, start: datetime) -> Schedule | None:
+    """The request's calendar; :class:`Invalid`, naming the field, if it cannot be used
+    from ``start`` (when sending may begin) on."""
     spec = request.schedule
     per_recipient = spec is not None and spec.timezone == calendar.RECIPIENT
     if spec is not None and per_recipient and spec.fallback_timezone is None:
@@ -454,7 +455,12 @@ def _check_schedule(request: CampaignRequest, now: datetime) -> Schedule | None:
     if spec is None:
         return None
     schedule = spec.domain()
-    problems = _without_sending_time(request, schedule, now)
+    problems = _without_sending_time(request, schedule, start)
+    gap = None if problems else calendar.long_gap(schedule, start.date())
+    if gap is not None:
+        days = calendar.HORIZON.days
+        message = f"no sending day between {gap[0]} and {gap[1]}: more than {days} days"
+        problems.append(("schedule.excludeDates", message))
     if problems:
         raise Invalid(problems[:_MAX_PROBLEMS])
     return schedule
@@ -482,7 +488,11 @@ def _without_sending_time(
 
 
 def _fingerprint(request: CampaignRequest) -> str:
-    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True)
+    data = request.model_dump(mode="json")
+    if data.get("schedule") is None:
+        # As before schedules existed: a retry across an upgrade still matches its key.
+        data.pop("schedule", None)
+    canonical = json.dumps(data, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

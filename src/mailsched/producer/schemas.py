@@ -279,7 +279,8 @@ class ScheduleSpec(_Camel):
         """The schedule for the planner (``fallbackTimezone`` is checked by the service)."""
         return Schedule(
             timezone=self.timezone,
-            windows=tuple(Window(w.start, w.end) for w in self.windows),
+            # A window ending at 00:00 ends at midnight: 24:00.
+            windows=tuple(Window(w.start, w.end or DAY) for w in self.windows),
             days=frozenset(WEEKDAYS.index(d) for d in self.days),
             exclude=frozenset(self.exclude_dates),
             fallback=self.fallback_timezone,
