@@ -23,6 +23,9 @@ from mailsched.store.db import Database, create_engine
 from mailsched.store.migrate import upgrade
 from tests.support.smtp_sink import SmtpSink
 
+#: Fixtures shared across the suite: the real browser.
+pytest_plugins = ["tests.support.browser"]
+
 
 def real_setting(name: str) -> str:
     """A real-stack setting from the environment; skip (laptop) or fail (CI) without it."""

@@ -44,6 +44,7 @@ from mailsched.errors import (
 from mailsched.metrics import Metrics
 from mailsched.producer.auth import Caller, TooManyRequests
 from mailsched.producer.campaigns import Campaigns
+from mailsched.producer.docs import install_docs
 from mailsched.producer.limits import BodySizeLimit, TooLarge
 from mailsched.producer.schemas import (
     ERROR_RESPONSES,
@@ -119,7 +120,10 @@ def create_app(
         title="mailsched",
         version=__version__,
         description="Schedule email campaigns; delivered on time, within their limits.",
+        docs_url=None,  # served from the package by install_docs, not from a CDN
+        redoc_url=None,
     )
+    install_docs(app)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_request_bytes)
     on_created = on_created or (lambda: None)
     app.include_router(_campaign_routes(campaigns, caller, on_created, limits))
