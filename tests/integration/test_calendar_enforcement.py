@@ -17,8 +17,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any
@@ -27,17 +26,16 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailsched.bootstrap import Components, build
+from mailsched.bootstrap import Components
 from mailsched.config import Settings
 from mailsched.consumer.claim import Claim, ClaimRequest, claim
 from mailsched.producer.campaigns import Campaigns
 from mailsched.producer.schemas import CampaignCreated, CampaignRequest, DeliveryItem
 from mailsched.store import dispatch
 from mailsched.store.db import Database
-from mailsched.store.migrate import upgrade
 from mailsched.store.tables import send_slots
 from tests.conftest import Stack
-from tests.support.running import completed, create, wait_until
+from tests.support.running import completed, create, running, wait_until
 from tests.support.smtp_sink import Arrival, SmtpSink
 
 USER = 7
@@ -120,33 +118,6 @@ def settings(stack: Stack, smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch)
     return Settings.load()
 
 
-@asynccontextmanager
-async def running(
-    settings: Settings, clock: Clock, *, dispatcher: bool = True, worker: bool = True
-) -> AsyncIterator[Components]:
-    """``tests.support.running.running``, on the test's clock: a dispatcher (with the
-    dead-letter relay) and a worker until the block ends."""
-    components = await build(settings, clock)
-    stop = asyncio.Event()
-    tasks: list[asyncio.Task[None]] = []
-    try:
-        await upgrade(components.db)
-        if dispatcher:
-            d = components.dispatcher()
-            if components.in_process_queue:
-                await d.recover_in_process_queue()
-            tasks.append(asyncio.create_task(d.run(stop)))
-            tasks.append(asyncio.create_task(components.relay().run(stop)))
-        if worker:
-            signer = await components.unsubscribe_signer()
-            tasks.append(asyncio.create_task(components.worker(signer).run(stop)))
-        yield components
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks)
-        await components.aclose()
-
-
 async def warmed_up(app: Components) -> None:
     """Send a campaign without a calendar and wait for it: the worker then owns its
     partitions (on Kafka), so what follows is claimed on time."""
@@ -225,7 +196,7 @@ async def test_deliveries_that_come_due_after_their_window_closed_wait_for_the_n
     recipients = [f"user{i}@example.com" for i in range(4)]
     clock = Clock()
     clock.jump(opens - timedelta(seconds=5))
-    async with running(settings, clock, dispatcher=False, worker=False) as app:
+    async with running(settings, clock=clock, dispatcher=False, worker=False) as app:
         created = await create(
             app, request(recipients, clock(), delay=2, windows=[(opens, length)])
         )
@@ -233,7 +204,7 @@ async def test_deliveries_that_come_due_after_their_window_closed_wait_for_the_n
     # No dispatcher, no worker while the window was open: every send is now overdue.
     clock.jump(opens + length + timedelta(seconds=30))
     tomorrow = opens + DAY
-    async with running(settings, clock) as app:
+    async with running(settings, clock=clock) as app:
 
         async def handled() -> bool:
             items = await deliveries(app, created.campaign_id)
@@ -289,7 +260,7 @@ async def test_a_retry_due_after_the_window_closed_waits_for_the_next_opening(
     tomorrow = opens + DAY
     clock = Clock()
     clock.jump(opens - timedelta(minutes=10))
-    async with running(settings, clock) as app:
+    async with running(settings, clock=clock) as app:
         await warmed_up(app)
         clock.jump(opens - timedelta(seconds=2))
         created = await create(
@@ -342,7 +313,7 @@ async def test_a_resumed_campaign_is_planned_into_the_windows(
     recipients = [f"user{i}@example.com" for i in range(4)]
     clock = Clock()
     clock.jump(opens - timedelta(minutes=10))
-    async with running(settings, clock) as app:
+    async with running(settings, clock=clock) as app:
         await warmed_up(app)
         clock.jump(opens - timedelta(seconds=30))
         created = await create(
@@ -388,7 +359,7 @@ async def test_retried_failures_are_planned_into_the_next_window(
     tomorrow = opens + DAY
     clock = Clock()
     clock.jump(opens - timedelta(minutes=10))
-    async with running(settings, clock) as app:
+    async with running(settings, clock=clock) as app:
         await warmed_up(app)
         clock.jump(opens - timedelta(seconds=2))
         created = await create(

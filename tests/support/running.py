@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailsched.bootstrap import Components, build
+from mailsched.bootstrap import Clock, Components, build, utc_now
 from mailsched.config import Settings
 from mailsched.domain.model import Campaign, CampaignStatus
 from mailsched.producer.schemas import CampaignCreated, CampaignRequest
@@ -19,12 +19,17 @@ from mailsched.store.migrate import upgrade
 
 @asynccontextmanager
 async def running(
-    settings: Settings, *, dispatcher: bool = True, worker: bool = True, webhooks: bool = False
+    settings: Settings,
+    *,
+    dispatcher: bool = True,
+    worker: bool = True,
+    webhooks: bool = False,
+    clock: Clock = utc_now,
 ) -> AsyncIterator[Components]:
-    """Build the components, migrate, and run a dispatcher (with its relays and the
-    event pruner), a worker and, if asked, the webhooks (the deliverer, and on Kafka
-    the reader of the events topic) until the block ends."""
-    components = await build(settings)
+    """Build the components (on ``clock``), migrate, and run a dispatcher (with its
+    relays and the event pruner), a worker and, if asked, the webhooks (the deliverer,
+    and on Kafka the reader of the events topic) until the block ends."""
+    components = await build(settings, clock)
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     try:
