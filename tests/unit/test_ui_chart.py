@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 
@@ -248,16 +247,14 @@ def test_a_single_moment_still_has_a_time_axis() -> None:
     assert polyline(root, "sent")[-1] == (56, 32)
 
 
-def test_100k_sends_stay_small_and_quick() -> None:
+def test_100k_sends_stay_small() -> None:
+    """The lines keep two points per pixel column, whatever the number of sends (how fast
+    that is belongs in bench/, not in a test's clock)."""
     planned = [T0 + s(36 * i) for i in range(100_000)]
     # Unordered, and a few microseconds off the plan, as real sends are.
     sent = [t + timedelta(microseconds=i % 997) for i, t in enumerate(reversed(planned[:70_000]))]
-    started = time.perf_counter()
     svg = sends_chart(planned, sent, 100, 36, now=sent[0] + HOUR)
-    elapsed = time.perf_counter() - started
     assert len(svg.encode()) < 60_000
-    # Measured at about 0.05 s; the bound catches a quadratic step, not a slow machine.
-    assert elapsed < 1.0
     root = parse(svg)
     assert len(polyline(root, "sent")) <= 2 * 648 + 2
     assert polyline(root, "sent")[-1][1] == pytest.approx(216 - 0.7 * 184, abs=0.05)
