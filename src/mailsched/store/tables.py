@@ -293,3 +293,19 @@ webhook_attempts = Table(
     Column("error", String(500), nullable=True),
     Index("ix_webhook_attempts_endpoint", "endpoint_id", "id"),
 )
+
+#: Dashboard sign-ins (``mailsched.ui``). The browser holds a random token; only its
+#: SHA-256 is stored, so a copy of this table signs nobody in. ``key_id`` ties the
+#: session to the API key it was opened with: a revoked key ends it.
+ui_sessions = Table(
+    "ui_sessions",
+    metadata,
+    Column("token_digest", String(64), primary_key=True),
+    Column("user_id", BigInteger, nullable=False),
+    Column("key_id", Id, ForeignKey("api_keys.id"), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    # The prune of expired sessions.
+    Index("ix_ui_sessions_expires", "expires_at"),
+)
