@@ -48,6 +48,7 @@ from mailsched.queue.memory import MemoryQueue
 from mailsched.store import secrets
 from mailsched.store.db import Database
 from mailsched.store.dead_letters import DeadLetterRow
+from mailsched.ui.routes import ui_routes
 from mailsched.unsubscribe import UnsubscribeSigner
 from mailsched.webhooks.api import webhook_routes
 from mailsched.webhooks.deliver import WebhookDeliverer
@@ -82,6 +83,7 @@ class Components:
     in_process_queue: bool
     metrics: Metrics = field(default_factory=Metrics)
     _mailer: Mailer | None = field(default=None, repr=False)
+    _auth: Authenticator | None = field(default=None, repr=False)
     _caller: Callable[..., Awaitable[Caller]] | None = field(default=None, repr=False)
     _kafka_sink: KafkaEventSink | None = field(default=None, repr=False)
     _event_consumer: KafkaEventConsumer | None = field(default=None, repr=False)
@@ -97,10 +99,14 @@ class Components:
     def caller(self) -> Callable[..., Awaitable[Caller]]:
         """The API's authentication dependency (one per process: it holds the rate limits)."""
         if self._caller is None:
-            self._caller = caller_dependency(
-                Authenticator(self.db, self.settings.requests_per_minute)
-            )
+            self._caller = caller_dependency(self.authenticator())
         return self._caller
+
+    def authenticator(self) -> Authenticator:
+        """The key checker the API and the dashboard share (one per process)."""
+        if self._auth is None:
+            self._auth = Authenticator(self.db, self.settings.requests_per_minute)
+        return self._auth
 
     def campaigns(self) -> Campaigns:
         return Campaigns(
@@ -205,12 +211,15 @@ class Components:
 
     def public_routes(self, signer: UnsubscribeSigner) -> tuple[APIRouter, ...]:
         """The routes beside the campaigns': suppressions, the recipients' unsubscribe,
-        the event feed and the webhook endpoints."""
+        the event feed, the webhook endpoints and the dashboard under ``/ui/``."""
         return (
             suppression_routes(self.db, self.caller(), self.clock),
             unsubscribe_routes(self.db, signer, self.clock),
             event_routes(self.db, self.caller()),
             webhook_routes(self.db, self.caller(), self.clock, self.settings.webhooks()),
+            ui_routes(
+                self.campaigns(), self.authenticator(), self.db, self.settings.base_url, self.clock
+            ),
         )
 
     def worker(self, signer: UnsubscribeSigner) -> Worker:

@@ -1,0 +1,57 @@
+// mailsched dashboard: draws the progress bars and, while a listed campaign is
+// scheduled or running, polls /ui/data/progress every 2 s to move them.
+// The width is set through element.style (CSSOM), which the page's CSP allows.
+"use strict";
+(function () {
+  var POLL_MS = 2000;
+
+  function draw(bar) {
+    var fill = bar.querySelector(".fill");
+    if (fill) fill.style.width = bar.getAttribute("aria-valuenow") + "%";
+  }
+
+  function text(row, field, value) {
+    var cell = row.querySelector('[data-field="' + field + '"]');
+    if (cell) cell.textContent = value;
+  }
+
+  function update(row, c) {
+    var bar = row.querySelector('[role="progressbar"]');
+    bar.setAttribute("aria-valuenow", String(c.percent));
+    draw(bar);
+    text(row, "percent", c.percent + "%");
+    text(row, "status", c.status);
+    text(row, "sent", c.sent + "/" + c.total);
+    text(row, "rate", c.rate);
+    text(row, "completion", c.completion);
+    row.setAttribute("data-active", c.active ? "true" : "false");
+  }
+
+  function rows() {
+    return Array.prototype.slice.call(document.querySelectorAll("tr[data-campaign]"));
+  }
+
+  function poll() {
+    var active = rows().filter(function (r) { return r.getAttribute("data-active") === "true"; });
+    if (active.length === 0) return;
+    var ids = active.map(function (r) { return r.getAttribute("data-campaign"); });
+    fetch("/ui/data/progress?ids=" + ids.join(","), { credentials: "same-origin" })
+      .then(function (response) {
+        if (!response.ok) throw new Error("progress: HTTP " + response.status);
+        return response.json();
+      })
+      .then(function (data) {
+        data.campaigns.forEach(function (c) {
+          var row = document.querySelector('tr[data-campaign="' + c.id + '"]');
+          if (row) update(row, c);
+        });
+      })
+      .catch(function () { /* a missed poll is retried on the next tick */ })
+      .then(function () { window.setTimeout(poll, POLL_MS); });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll('[role="progressbar"]').forEach(draw);
+    window.setTimeout(poll, POLL_MS);
+  });
+})();
