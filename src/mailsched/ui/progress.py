@@ -65,6 +65,7 @@ class Progress:
             "rate": rate_text(self.rate, self.active and self.view.first_sent_at is not None),
             "completion": when(self.view.estimated_completion_at),
             "active": self.active,
+            "counts": {status.value: self.view.counts.get(status, 0) for status in DeliveryStatus},
         }
 
 
@@ -99,9 +100,14 @@ async def progress(
     return rows
 
 
+async def rate_in(conn: AsyncConnection, now: datetime, campaign_id: int) -> int:
+    """Sends of the campaign that finished in the minute before ``now`` (at most the cap)."""
+    since = now - timedelta(minutes=1)
+    return len(await sending.recent_finishes(conn, campaign_id, RATE_CAP, since, now))
+
+
 async def _rate(db: Database, now: datetime, campaign_id: int) -> int:
     async def work(conn: AsyncConnection) -> int:
-        since = now - timedelta(minutes=1)
-        return len(await sending.recent_finishes(conn, campaign_id, RATE_CAP, since, now))
+        return await rate_in(conn, now, campaign_id)
 
     return await db.run(work)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 import importlib.resources
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -22,11 +22,12 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from mailsched.domain.model import CampaignStatus, DeliveryStatus
-from mailsched.errors import NotFound
+from mailsched.errors import Conflict, NotFound
 from mailsched.producer.auth import Authenticator
 from mailsched.producer.campaigns import Campaigns
 from mailsched.store.db import Database
 from mailsched.store.ui_sessions import UiSession
+from mailsched.ui import campaign_page
 from mailsched.ui.progress import progress, when
 from mailsched.ui.sessions import LIFETIME, Sessions
 
@@ -65,16 +66,24 @@ def ui_routes(
     db: Database,
     public_url: str,
     clock: Callable[[], datetime],
+    *,
+    window: timedelta = timedelta(hours=1),
+    on_resumed: Callable[[], None] | None = None,
 ) -> APIRouter:
     """The dashboard, over the API's own services. ``public_url`` decides whether the
-    cookie is ``Secure`` (an https public URL)."""
+    cookie is ``Secure`` (an https public URL); ``window`` is the deployment's rate
+    window (the chart's limit line); ``on_resumed`` wakes the dispatcher after a
+    resume or a retry, as the API's routes do."""
     pages = _Pages(campaigns, Sessions(db, auth, clock), db, public_url, clock)
+    controls = _Controls(pages, campaigns, on_resumed or (lambda: None))
+    pages.window = window
     router = APIRouter(prefix="/ui", include_in_schema=False)
     router.add_api_route("", pages.bare, methods=["GET"])
     router.add_api_route("/", pages.index, methods=["GET"])
     router.add_api_route("/sign-in", pages.sign_in, methods=["POST"])
     router.add_api_route("/sign-out", pages.sign_out, methods=["POST"])
     router.add_api_route("/campaigns/{campaign_id}", pages.campaign, methods=["GET"])
+    router.add_api_route("/campaigns/{campaign_id}/{action}", controls.act, methods=["POST"])
     router.add_api_route("/data/progress", pages.progress, methods=["GET"])
     router.add_api_route("/static/{name}", pages.static, methods=["GET"])
     return router
@@ -96,15 +105,24 @@ class _Pages:
         self._db = db
         self._clock = clock
         self._secure = public_url.lower().startswith("https://")
+        self.window = timedelta(hours=1)
         self._templates = Environment(
             loader=FileSystemLoader(str(_HERE / "templates")),
             autoescape=select_autoescape(default=True, default_for_string=True),
         )
         self._templates.globals["when"] = when
 
+    def page(self, name: str, status_code: int = 200, **context: Any) -> Response:
+        """A rendered template with the security headers."""
+        return self._page(name, status_code, **context)
+
     def _page(self, name: str, status_code: int = 200, **context: Any) -> Response:
         html = self._templates.get_template(name).render(**context)
         return _secured(HTMLResponse(html, status_code=status_code))
+
+    async def signed_in(self, request: Request) -> UiSession | None:
+        """The request's live session, if any."""
+        return await self._signed_in(request)
 
     async def _signed_in(self, request: Request) -> UiSession | None:
         return await self._sessions.find(request.cookies.get(COOKIE))
@@ -167,17 +185,41 @@ class _Pages:
         )
         return response
 
-    async def campaign(self, request: Request, campaign_id: str) -> Response:
-        """One campaign's status and counts; another user's is as absent as a missing one."""
+    async def campaign(
+        self,
+        request: Request,
+        campaign_id: str,
+        status: str = "",
+        recipient: str = "",
+        after: str = "",
+        notice: str = "",
+    ) -> Response:
+        """One campaign: counts, chart, next sends, errors, deliveries and controls;
+        another user's is as absent as a missing one."""
         session = await self._signed_in(request)
         if session is None:
             return _home()
+        wanted = campaign_page.Filter.parse(status, recipient, after)
         try:
-            view = await self._campaigns.get(session.user_id, int(campaign_id))
+            page = await campaign_page.load(
+                self._campaigns,
+                self._db,
+                session.user_id,
+                int(campaign_id),
+                wanted,
+                self.window,
+                self._clock(),
+            )
         except (NotFound, ValueError):
             return self._page("not_found.html", 404, session=session)
         return self._page(
-            "campaign.html", session=session, view=view, statuses=list(DeliveryStatus)
+            "campaign.html",
+            session=session,
+            page=page,
+            view=page.view,
+            wanted=wanted,
+            notice=_NOTICES.get(notice),
+            statuses=list(DeliveryStatus),
         )
 
     async def progress(self, request: Request, ids: str = "") -> Response:
@@ -194,6 +236,49 @@ class _Pages:
         if name not in _STATIC:
             return self._page("not_found.html", 404, session=None)
         return _secured(FileResponse(_HERE / "static" / name, media_type=_STATIC[name]))
+
+
+_NOTICES = {
+    "pause": "Paused.",
+    "resume": "Resumed.",
+    "cancel": "Cancelled.",
+    "retry-failed": "The failed deliveries will be sent again.",
+    "conflict": "That is not possible in the campaign's current status.",
+}
+
+
+class _Controls:
+    """Pause, Resume, Cancel and Retry failed: POST forms with the CSRF token, each
+    calling the service method the API calls, then 303 back to the page."""
+
+    def __init__(self, pages: _Pages, campaigns: Campaigns, on_resumed: Callable[[], None]) -> None:
+        self._pages = pages
+        self._campaigns = campaigns
+        self._on_resumed = on_resumed
+
+    async def act(self, request: Request, campaign_id: str, action: str) -> Response:
+        session = await self._pages.signed_in(request)
+        if session is None or not _csrf_ok(session, (await _form(request)).get("csrf")):
+            return self._pages.page("forbidden.html", 403, session=None)
+        if action not in campaign_page.CONTROLS or not campaign_id.isdigit():
+            return self._pages.page("not_found.html", 404, session=session)
+        user_id, ident = session.user_id, int(campaign_id)
+        try:
+            if action == "pause":
+                await self._campaigns.pause(user_id, ident)
+            elif action == "cancel":
+                await self._campaigns.cancel(user_id, ident)
+            elif action == "resume":
+                await self._campaigns.resume(user_id, ident)
+                self._on_resumed()
+            else:
+                await self._campaigns.retry_failed(user_id, ident)
+                self._on_resumed()
+        except NotFound:
+            return self._pages.page("not_found.html", 404, session=session)
+        except Conflict:
+            action = "conflict"
+        return _secured(RedirectResponse(f"/ui/campaigns/{ident}?notice={action}", 303))
 
 
 class _Paging:

@@ -1,5 +1,6 @@
-// mailsched dashboard: draws the progress bars and, while a listed campaign is
-// scheduled or running, polls /ui/data/progress every 2 s to move them.
+// mailsched dashboard: draws the progress bars and, while a listed campaign (or the
+// campaign of a campaign page) is scheduled or running, polls /ui/data/progress
+// every 2 s to move them and its counts; opens the Cancel confirmation dialog.
 // The width is set through element.style (CSSOM), which the page's CSP allows.
 "use strict";
 (function () {
@@ -25,10 +26,14 @@
     text(row, "rate", c.rate);
     text(row, "completion", c.completion);
     row.setAttribute("data-active", c.active ? "true" : "false");
+    Object.keys(c.counts || {}).forEach(function (status) {
+      var cell = row.querySelector('[data-count="' + status + '"]');
+      if (cell) cell.textContent = String(c.counts[status]);
+    });
   }
 
   function rows() {
-    return Array.prototype.slice.call(document.querySelectorAll("tr[data-campaign]"));
+    return Array.prototype.slice.call(document.querySelectorAll("[data-campaign]"));
   }
 
   function poll() {
@@ -42,7 +47,7 @@
       })
       .then(function (data) {
         data.campaigns.forEach(function (c) {
-          var row = document.querySelector('tr[data-campaign="' + c.id + '"]');
+          var row = document.querySelector('[data-campaign="' + c.id + '"]');
           if (row) update(row, c);
         });
       })
@@ -50,8 +55,18 @@
       .then(function () { window.setTimeout(poll, POLL_MS); });
   }
 
+  function confirmCancel() {
+    var open = document.getElementById("cancel-open");
+    var dialog = document.getElementById("cancel-dialog");
+    var keep = document.getElementById("cancel-keep");
+    if (!open || !dialog || !keep) return;
+    open.addEventListener("click", function () { dialog.showModal(); });
+    keep.addEventListener("click", function () { dialog.close(); });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll('[role="progressbar"]').forEach(draw);
+    confirmCancel();
     window.setTimeout(poll, POLL_MS);
   });
 })();

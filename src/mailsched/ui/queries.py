@@ -1,0 +1,132 @@
+"""Read-only queries of one campaign's deliveries for its dashboard page.
+
+The store has no function for these (its ``list_deliveries`` pages by id only),
+so they live here, beside their one user. None of them checks ownership: the
+caller does that first through :meth:`Campaigns.get`. Each is one statement
+served by the ``(campaign_id, status, scheduled_at)`` index or a scan of the
+campaign's own rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mailsched.domain.model import DeliveryStatus
+from mailsched.store.tables import deliveries
+
+#: What "due next" means: deliveries that have not started sending.
+_WAITING = (DeliveryStatus.SCHEDULED.value, DeliveryStatus.QUEUED.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """One of the next sends."""
+
+    delivery_id: int
+    recipient: str
+    scheduled_at: datetime
+    status: DeliveryStatus
+
+
+async def send_times(
+    conn: AsyncConnection, campaign_id: int
+) -> tuple[list[datetime], list[datetime]]:
+    """The campaign's planned times (every delivery's ``scheduled_at``) and real send
+    times (``sent_at`` where set), for the chart.
+
+    Cost: one query reading two columns of every delivery of the campaign, so
+    about 100,000 pairs of datetimes (a few MB in Python, well under a second)
+    for the largest campaign; the page reads it once per load, never per poll.
+    """
+    d = deliveries.c
+    rows = await conn.execute(select(d.scheduled_at, d.sent_at).where(d.campaign_id == campaign_id))
+    planned: list[datetime] = []
+    sent: list[datetime] = []
+    for scheduled_at, sent_at in rows:
+        planned.append(scheduled_at)
+        if sent_at is not None:
+            sent.append(sent_at)
+    return planned, sent
+
+
+async def next_due(conn: AsyncConnection, campaign_id: int, limit: int) -> list[Due]:
+    """The first ``limit`` SCHEDULED or QUEUED deliveries by planned time."""
+    d = deliveries.c
+    query = (
+        select(d.id, d.recipient, d.scheduled_at, d.status)
+        .where(d.campaign_id == campaign_id, d.status.in_(_WAITING))
+        .order_by(d.scheduled_at, d.id)
+        .limit(limit)
+    )
+    return [
+        Due(r.id, r.recipient, r.scheduled_at, DeliveryStatus(r.status))
+        for r in await conn.execute(query)
+    ]
+
+
+async def top_errors(conn: AsyncConnection, campaign_id: int, limit: int) -> list[tuple[str, int]]:
+    """The campaign's most frequent ``last_error`` values (SMTP replies), with counts."""
+    d = deliveries.c
+    count = func.count().label("n")
+    query = (
+        select(d.last_error, count)
+        .where(d.campaign_id == campaign_id, d.last_error.is_not(None))
+        .group_by(d.last_error)
+        .order_by(count.desc(), d.last_error)
+        .limit(limit)
+    )
+    return [(str(r.last_error), int(r.n)) for r in await conn.execute(query)]
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A line of the deliveries table."""
+
+    delivery_id: int
+    recipient: str
+    status: DeliveryStatus
+    scheduled_at: datetime
+    sent_at: datetime | None
+    attempts: int
+    last_error: str | None
+
+
+async def find_deliveries(
+    conn: AsyncConnection,
+    campaign_id: int,
+    status: DeliveryStatus | None,
+    recipient: str,
+    after_id: int,
+    limit: int,
+) -> list[Row]:
+    """A page of deliveries in id order after ``after_id``, optionally of one status
+    and whose address contains ``recipient`` (a scan of the campaign's rows; the
+    page stops it after ``limit`` matches)."""
+    d = deliveries.c
+    query = (
+        select(d.id, d.recipient, d.status, d.scheduled_at, d.sent_at, d.attempts, d.last_error)
+        .where(d.campaign_id == campaign_id, d.id > after_id)
+        .order_by(d.id)
+        .limit(limit)
+    )
+    if status is not None:
+        query = query.where(d.status == status.value)
+    if recipient:
+        pattern = recipient.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(d.recipient.like(f"%{pattern}%", escape="\\"))
+    return [
+        Row(
+            r.id,
+            r.recipient,
+            DeliveryStatus(r.status),
+            r.scheduled_at,
+            r.sent_at,
+            r.attempts,
+            r.last_error,
+        )
+        for r in await conn.execute(query)
+    ]
