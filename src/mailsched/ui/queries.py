@@ -39,8 +39,9 @@ async def send_times(
     times (``sent_at`` where set), for the chart.
 
     Cost: one query reading two columns of every delivery of the campaign, so
-    about 100,000 pairs of datetimes (a few MB in Python, well under a second)
-    for the largest campaign; the page reads it once per load, never per poll.
+    100,000 pairs of datetimes for the largest one: the whole page then took
+    0.8-1.1 s on SQLite and MariaDB. The page reads it once per load; the
+    polls read only the counts.
     """
     d = deliveries.c
     rows = await conn.execute(select(d.scheduled_at, d.sent_at).where(d.campaign_id == campaign_id))
