@@ -209,16 +209,25 @@ class Components:
 
         return UnsubscribeSigner(bytes.fromhex(await self.db.run(work)))
 
-    def public_routes(self, signer: UnsubscribeSigner) -> tuple[APIRouter, ...]:
+    def public_routes(
+        self, signer: UnsubscribeSigner, on_created: Callable[[], None] | None = None
+    ) -> tuple[APIRouter, ...]:
         """The routes beside the campaigns': suppressions, the recipients' unsubscribe,
-        the event feed, the webhook endpoints and the dashboard under ``/ui/``."""
+        the event feed, the webhook endpoints and the dashboard under ``/ui/``.
+        ``on_created`` wakes the dispatcher when the dashboard makes work due."""
         return (
             suppression_routes(self.db, self.caller(), self.clock),
             unsubscribe_routes(self.db, signer, self.clock),
             event_routes(self.db, self.caller()),
             webhook_routes(self.db, self.caller(), self.clock, self.settings.webhooks()),
             ui_routes(
-                self.campaigns(), self.authenticator(), self.db, self.settings.base_url, self.clock
+                self.campaigns(),
+                self.authenticator(),
+                self.db,
+                self.settings.base_url,
+                self.clock,
+                window=self.settings.rate_window,
+                on_resumed=on_created,
             ),
         )
 

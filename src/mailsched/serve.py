@@ -137,7 +137,7 @@ def _api_server(
         on_created=dispatcher.wake if dispatcher else None,
         checks=components.readiness_checks(),
         metrics=components.metrics,
-        routers=components.public_routes(signer),
+        routers=components.public_routes(signer, dispatcher.wake if dispatcher else None),
         limits=Limits(
             max_recipients=settings.max_recipients,
             max_body_bytes=settings.max_body_bytes,
