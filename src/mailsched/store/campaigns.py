@@ -273,8 +273,11 @@ async def list_deliveries(
     status: DeliveryStatus | None,
     after_id: int,
     limit: int,
+    recipient: str = "",
 ) -> list[DeliveryView]:
-    """A page of a campaign's deliveries in id order, starting after ``after_id``."""
+    """A page of a campaign's deliveries in id order, starting after ``after_id``;
+    with ``recipient``, only those whose address contains it (a scan of the
+    campaign's rows, stopped by the page's ``limit``)."""
     d = deliveries.c
     query = (
         select(d.id, d.recipient, d.scheduled_at, d.status, d.attempts, d.sent_at, d.last_error)
@@ -285,6 +288,9 @@ async def list_deliveries(
     )
     if status is not None:
         query = query.where(d.status == status)
+    if recipient:
+        pattern = recipient.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(d.recipient.like(f"%{pattern}%", escape="\\"))
     return [
         DeliveryView(
             id=r.id,

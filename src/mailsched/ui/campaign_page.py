@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from mailsched.domain.model import CampaignStatus, DeliveryStatus
 from mailsched.producer.campaigns import Campaigns
 from mailsched.producer.schemas import CampaignView
+from mailsched.store import campaigns as store
 from mailsched.store.db import Database
 from mailsched.ui import queries
 from mailsched.ui.chart import describe, sends_chart
@@ -68,7 +69,7 @@ class CampaignPage:
     chart_text: str
     next_due: list[queries.Due]
     errors: list[tuple[str, int]]
-    rows: list[queries.Row]
+    rows: list[store.DeliveryView]
     next_after: int | None
     controls: list[str]
 
@@ -103,20 +104,20 @@ async def load(
         tuple[list[datetime], list[datetime]],
         list[queries.Due],
         list[tuple[str, int]],
-        list[queries.Row],
+        list[store.DeliveryView],
         int,
     ]:
         return (
             await queries.send_times(conn, campaign_id),
             await queries.next_due(conn, campaign_id, NEXT_DUE),
             await queries.top_errors(conn, campaign_id, TOP_ERRORS),
-            await queries.find_deliveries(
+            await store.list_deliveries(
                 conn,
                 campaign_id,
                 wanted.status,
-                wanted.recipient,
                 wanted.after,
                 DELIVERY_PAGE + 1,
+                wanted.recipient,
             ),
             await rate_in(conn, now, campaign_id),
         )
@@ -132,6 +133,6 @@ async def load(
         next_due=due,
         errors=errors,
         rows=rows,
-        next_after=rows[-1].delivery_id if more and rows else None,
+        next_after=rows[-1].id if more and rows else None,
         controls=controls(view),
     )

@@ -1,7 +1,7 @@
 """Read-only queries of one campaign's deliveries for its dashboard page.
 
-The store has no function for these (its ``list_deliveries`` pages by id only),
-so they live here, beside their one user. None of them checks ownership: the
+The store has no function for these (the deliveries table itself pages through
+the store's ``list_deliveries``), so they live here, beside their one user. None of them checks ownership: the
 caller does that first through :meth:`Campaigns.get`. Each is one statement
 served by the ``(campaign_id, status, scheduled_at)`` index or a scan of the
 campaign's own rows.
@@ -81,53 +81,3 @@ async def top_errors(conn: AsyncConnection, campaign_id: int, limit: int) -> lis
         .limit(limit)
     )
     return [(str(r.last_error), int(r.n)) for r in await conn.execute(query)]
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    """A line of the deliveries table."""
-
-    delivery_id: int
-    recipient: str
-    status: DeliveryStatus
-    scheduled_at: datetime
-    sent_at: datetime | None
-    attempts: int
-    last_error: str | None
-
-
-async def find_deliveries(
-    conn: AsyncConnection,
-    campaign_id: int,
-    status: DeliveryStatus | None,
-    recipient: str,
-    after_id: int,
-    limit: int,
-) -> list[Row]:
-    """A page of deliveries in id order after ``after_id``, optionally of one status
-    and whose address contains ``recipient`` (a scan of the campaign's rows; the
-    page stops it after ``limit`` matches)."""
-    d = deliveries.c
-    query = (
-        select(d.id, d.recipient, d.status, d.scheduled_at, d.sent_at, d.attempts, d.last_error)
-        .where(d.campaign_id == campaign_id, d.id > after_id)
-        .order_by(d.id)
-        .limit(limit)
-    )
-    if status is not None:
-        query = query.where(d.status == status.value)
-    if recipient:
-        pattern = recipient.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(d.recipient.like(f"%{pattern}%", escape="\\"))
-    return [
-        Row(
-            r.id,
-            r.recipient,
-            DeliveryStatus(r.status),
-            r.scheduled_at,
-            r.sent_at,
-            r.attempts,
-            r.last_error,
-        )
-        for r in await conn.execute(query)
-    ]
