@@ -1,10 +1,10 @@
 """Read-only queries of one campaign's deliveries for its dashboard page.
 
 The store has no function for these (the deliveries table itself pages through
-the store's ``list_deliveries``), so they live here, beside their one user. None of them checks ownership: the
-caller does that first through :meth:`Campaigns.get`. Each is one statement
-served by the ``(campaign_id, status, scheduled_at)`` index or a scan of the
-campaign's own rows.
+the store's ``list_deliveries``), so they live here, beside their one user. None
+of them checks ownership: the caller does that first through
+:meth:`Campaigns.get`. Each is one statement served by the
+``(campaign_id, status, scheduled_at)`` index or a scan of the campaign's own rows.
 """
 
 from __future__ import annotations
