@@ -228,6 +228,7 @@ class Components:
                 self.clock,
                 window=self.settings.rate_window,
                 on_resumed=on_created,
+                allow_private_urls=self.settings.webhooks().allow_private_urls,
             ),
         )
 
