@@ -29,6 +29,7 @@ from mailsched.mail.message import sender_domain
 from mailsched.mail.outbox import OutboxMailer
 from mailsched.mail.smtp import SmtpMailer
 from mailsched.metrics import Metrics
+from mailsched.producer.api import Limits
 from mailsched.producer.auth import Authenticator, Caller, caller_dependency
 from mailsched.producer.campaigns import Campaigns
 from mailsched.producer.dispatcher import Dispatcher
@@ -114,6 +115,14 @@ class Components:
             self.settings.rate_window,
             self.clock,
             max_body_bytes=self.settings.max_body_bytes,
+        )
+
+    def limits(self) -> Limits:
+        """How big a request, or a campaign made in the dashboard, may be."""
+        return Limits(
+            max_recipients=self.settings.max_recipients,
+            max_body_bytes=self.settings.max_body_bytes,
+            max_request_bytes=self.settings.max_request_bytes,
         )
 
     def dispatcher(self) -> Dispatcher:
@@ -229,6 +238,7 @@ class Components:
                 window=self.settings.rate_window,
                 on_resumed=on_created,
                 allow_private_urls=self.settings.webhooks().allow_private_urls,
+                limits=self.limits(),
             ),
         )
 

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from mailsched.bootstrap import Components, build
 from mailsched.config import Settings
 from mailsched.errors import ConfigError
-from mailsched.producer.api import Limits, create_app
+from mailsched.producer.api import create_app
 from mailsched.producer.dispatcher import Dispatcher
 from mailsched.store import keys
 from mailsched.store.migrate import upgrade
@@ -138,11 +138,7 @@ def _api_server(
         checks=components.readiness_checks(),
         metrics=components.metrics,
         routers=components.public_routes(signer, dispatcher.wake if dispatcher else None),
-        limits=Limits(
-            max_recipients=settings.max_recipients,
-            max_body_bytes=settings.max_body_bytes,
-            max_request_bytes=settings.max_request_bytes,
-        ),
+        limits=components.limits(),
     )
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, access_log=False

@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from mailsched.domain.model import CampaignStatus, DeliveryStatus
 from mailsched.errors import Conflict, NotFound
+from mailsched.producer.api import Limits
 from mailsched.producer.auth import Authenticator
 from mailsched.producer.campaigns import Campaigns
 from mailsched.store.db import Database
@@ -56,12 +57,14 @@ def ui_routes(
     window: timedelta = timedelta(hours=1),
     on_resumed: Callable[[], None] | None = None,
     allow_private_urls: bool = False,
+    limits: Limits | None = None,
 ) -> APIRouter:
     """The dashboard, over the API's own services. ``public_url`` decides whether the
     cookie is ``Secure`` (an https public URL); ``window`` is the deployment's rate
     window (the chart's limit line); ``on_resumed`` wakes the dispatcher after a
     create, a resume or a retry, as the API's routes do; ``allow_private_urls`` lets
-    webhook endpoints be on private addresses, as the API's setting does."""
+    webhook endpoints be on private addresses, as the API's setting does; ``limits``
+    bound a campaign made in the form as they bound the API's."""
     pages = Pages(Sessions(db, auth, clock), public_url, clock)
     pages.window = window
     wake = on_resumed or (lambda: None)
@@ -73,7 +76,7 @@ def ui_routes(
     router.add_api_route("/sign-in", views.sign_in, methods=["POST"])
     router.add_api_route("/sign-out", views.sign_out, methods=["POST"])
     # Before /campaigns/{campaign_id}, which would take "new" for an id.
-    router.include_router(compose.compose_routes(pages, campaigns, wake))
+    router.include_router(compose.compose_routes(pages, campaigns, wake, limits or Limits()))
     router.add_api_route("/campaigns/{campaign_id}", views.campaign, methods=["GET"])
     router.add_api_route("/campaigns/{campaign_id}/{action}", controls.act, methods=["POST"])
     router.add_api_route("/data/progress", views.progress, methods=["GET"])
