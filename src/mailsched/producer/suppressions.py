@@ -1,7 +1,8 @@
 """The suppression list API, and the unsubscribe links recipients follow.
 
 Two router factories, mounted by the app factory: :func:`suppression_routes` (a
-caller manages their own list, behind the API key) and :func:`unsubscribe_routes`
+caller manages their own list, behind the API key, through :class:`Suppressions`,
+which the dashboard calls too) and :func:`unsubscribe_routes`
 (public: the signed token in the URL is the credential). Both suppress the
 address's deliveries not yet claimed, in every campaign of the user, in the same
 transaction as the suppression itself.
@@ -105,27 +106,21 @@ async def _suppress(
     return await db.run(work)
 
 
-def suppression_routes(
-    db: Database, caller: Callable[..., Awaitable[Caller]], clock: Clock
-) -> APIRouter:
-    """``/api/v1/email/suppressions``: list, add and remove the caller's suppressed addresses."""
-    router = APIRouter(
-        prefix="/api/v1/email/suppressions", tags=["suppressions"], responses=ERROR_RESPONSES
-    )
-    CallerDep = Annotated[Caller, Depends(caller)]
+class Suppressions:
+    """The caller's suppression list, for the API's routes and the dashboard alike:
+    each method is one transaction."""
 
-    @router.get("")
-    async def list_suppressions(
-        who: CallerDep,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        cursor: Annotated[str | None, Query(min_length=1, max_length=320)] = None,
-    ) -> SuppressionPage:
-        """The caller's suppressed addresses, in address order."""
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def page(self, user_id: int, cursor: str | None, limit: int) -> SuppressionPage:
+        """The user's suppressed addresses in address order, after ``cursor``."""
 
         async def work(conn: AsyncConnection) -> list[store.Suppression]:
-            return await store.page(conn, who.user_id, cursor, limit + 1)
+            return await store.page(conn, user_id, cursor, limit + 1)
 
-        rows = await db.run(work)
+        rows = await self._db.run(work)
         more = len(rows) > limit
         rows = rows[:limit]
         return SuppressionPage(
@@ -136,6 +131,49 @@ def suppression_routes(
             next_cursor=rows[-1].address if more else None,
         )
 
+    async def add(self, user_id: int, body: SuppressionRequest) -> tuple[bool, SuppressionAdded]:
+        """Suppress the address; whether it is new, and what was done. The address's
+        deliveries not yet claimed by a worker, in every campaign of the user, become
+        SUPPRESSED in the same transaction."""
+        now = self._clock()
+        added, moved = await _suppress(self._db, user_id, body.address, MANUAL, now)
+        log.info("user %d: suppression added, %d deliveries suppressed", user_id, moved)
+        return added, SuppressionAdded(
+            address=store.normalize(body.address),
+            reason=MANUAL,
+            created_at=now,
+            suppressed_deliveries=moved,
+        )
+
+    async def remove(self, user_id: int, address: str) -> bool:
+        """Allow mail to ``address`` again; false if it was not suppressed."""
+        key = _stored_form(address)
+
+        async def work(conn: AsyncConnection) -> bool:
+            return await store.remove(conn, user_id, key)
+
+        return await self._db.run(work)
+
+
+def suppression_routes(
+    db: Database, caller: Callable[..., Awaitable[Caller]], clock: Clock
+) -> APIRouter:
+    """``/api/v1/email/suppressions``: list, add and remove the caller's suppressed addresses."""
+    router = APIRouter(
+        prefix="/api/v1/email/suppressions", tags=["suppressions"], responses=ERROR_RESPONSES
+    )
+    CallerDep = Annotated[Caller, Depends(caller)]
+    suppressions = Suppressions(db, clock)
+
+    @router.get("")
+    async def list_suppressions(
+        who: CallerDep,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: Annotated[str | None, Query(min_length=1, max_length=320)] = None,
+    ) -> SuppressionPage:
+        """The caller's suppressed addresses, in address order."""
+        return await suppressions.page(who.user_id, cursor, limit)
+
     @router.post("", status_code=status.HTTP_201_CREATED)
     async def add_suppression(
         body: SuppressionRequest, who: CallerDep, response: Response
@@ -145,17 +183,10 @@ def suppression_routes(
         The address's deliveries not yet claimed by a worker, in every campaign of
         the caller, become SUPPRESSED.
         """
-        now = clock()
-        added, moved = await _suppress(db, who.user_id, body.address, MANUAL, now)
+        added, answer = await suppressions.add(who.user_id, body)
         if not added:
             response.status_code = status.HTTP_200_OK
-        log.info("user %d: suppression added, %d deliveries suppressed", who.user_id, moved)
-        return SuppressionAdded(
-            address=store.normalize(body.address),
-            reason=MANUAL,
-            created_at=now,
-            suppressed_deliveries=moved,
-        )
+        return answer
 
     @router.delete(
         # :path, because a local part may hold a "/".
@@ -165,12 +196,7 @@ def suppression_routes(
     )
     async def remove_suppression(address: str, who: CallerDep) -> Response:
         """Allow mail to this address again (deliveries already SUPPRESSED stay so)."""
-        key = _stored_form(address)
-
-        async def work(conn: AsyncConnection) -> bool:
-            return await store.remove(conn, who.user_id, key)
-
-        if not await db.run(work):
+        if not await suppressions.remove(who.user_id, address):
             return _not_found("this address is not suppressed")
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
