@@ -58,6 +58,7 @@ from mailsched.producer.schemas import (
     DeliveryPage,
     RetryStarted,
 )
+from mailsched.ui.headers import UiHeaders
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,8 @@ def create_app(
     )
     install_docs(app)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_request_bytes)
+    # Outside BodySizeLimit, so a 413 under /ui carries the dashboard's headers too.
+    app.add_middleware(UiHeaders)
     on_created = on_created or (lambda: None)
     app.include_router(_campaign_routes(campaigns, caller, on_created, limits))
     app.include_router(_control_routes(campaigns, caller, on_created))
