@@ -1,6 +1,7 @@
 // mailsched dashboard: draws the progress bars and, while a listed campaign (or the
 // campaign of a campaign page) is scheduled or running, polls /ui/data/progress
-// every 2 s to move them and its counts; opens the Cancel confirmation dialog.
+// every 2 s to move them and its counts; opens the Cancel confirmation dialog;
+// reads a CSV file into the new-campaign form.
 // The width is set through element.style (CSSOM), which the page's CSP allows.
 "use strict";
 (function () {
@@ -64,9 +65,25 @@
     keep.addEventListener("click", function () { dialog.close(); });
   }
 
+  // The new-campaign form: a chosen CSV file is read into the Recipients field,
+  // where it is sent and checked with the rest of the form.
+  function readCsv() {
+    var input = document.getElementById("csv");
+    var target = document.getElementById("recipients");
+    if (!input || !target) return;
+    input.addEventListener("change", function () {
+      var file = input.files && input.files[0];
+      if (!file) return;
+      var reader = new FileReader();
+      reader.onload = function () { target.value = String(reader.result); };
+      reader.readAsText(file);
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll('[role="progressbar"]').forEach(draw);
     confirmCancel();
+    readCsv();
     window.setTimeout(poll, POLL_MS);
   });
 })();
