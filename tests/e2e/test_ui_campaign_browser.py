@@ -1,6 +1,7 @@
 """A campaign's dashboard page in a real browser, on each stack: Pause stops the
 sends (none reach the sink while it stays paused), Resume finishes them, and
-Cancel asks first (Keep changes nothing, Cancel campaign cancels); no console
+the page follows the campaign to its end by itself (controls, next sends, chart),
+and Cancel asks first (Keep changes nothing, Cancel campaign cancels); no console
 error and no request to another host.
 
 With ``MAILSCHED_UI_SCREENSHOTS=1`` it also saves the page at 1280x800 as
@@ -74,8 +75,16 @@ async def test_pause_resume_and_cancel_from_the_campaign_page(
         await page.get_by_role("button", name="Resume").click()
         await page.get_by_role("button", name="Pause").wait_for()
         assert await _status(api, running) in ("SCHEDULED", "RUNNING")
+        await page.evaluate("() => { window.notReloaded = true; }")
         await api.completed(running, within=90)
         assert _arrived(smtp_sink, running) == 20
+        # The page follows by itself: the controls, the next sends and the chart.
+        await page.get_by_role("button", name="Pause").wait_for(state="detached", timeout=15_000)
+        await page.locator("#campaign").get_by_text("COMPLETED").wait_for()
+        await page.locator("#due").get_by_text("Nothing waiting.").wait_for()
+        chart = page.locator("#chart")
+        assert "20 of 20 sent" in await chart.inner_text(), await chart.inner_text()
+        assert await page.evaluate("() => window.notReloaded") is True
 
         await page.goto(f"{app.base_url}/ui/campaigns/{later}")
         dialog = page.get_by_role("dialog")

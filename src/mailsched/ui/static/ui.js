@@ -1,11 +1,18 @@
-// mailsched dashboard: draws the progress bars and, while a listed campaign (or the
-// campaign of a campaign page) is scheduled or running, polls /ui/data/progress
-// every 2 s to move them and its counts; opens the Cancel confirmation dialog;
-// reads a CSV file into the new-campaign form.
-// The width is set through element.style (CSSOM), which the page's CSP allows.
+// mailsched dashboard. While a listed campaign (or the campaign of a campaign
+// page) is scheduled or running, polls /ui/data/progress every 2 s to move its
+// progress bar and numbers. On a campaign page, when those numbers change, the
+// page's live parts ([data-live]: the overview and controls, the chart, the next
+// sends and the deliveries) are fetched again and swapped in, at most every 5 s,
+// without reloading the page. Also: the Cancel confirmation dialog, and reading a
+// CSV file into the new-campaign form. Widths are set through element.style
+// (CSSOM), which the page's CSP allows.
 "use strict";
 (function () {
   var POLL_MS = 2000;
+  var REFRESH_MS = 5000;
+  var seen = {};
+  var refreshedAt = 0;
+  var refreshTimer = null;
 
   function draw(bar) {
     var fill = bar.querySelector(".fill");
@@ -37,6 +44,41 @@
     return Array.prototype.slice.call(document.querySelectorAll("[data-campaign]"));
   }
 
+  // A campaign page's live parts, from a fresh copy of the same page. A part that
+  // holds the keyboard focus or an open dialog is left as it is.
+  function refresh() {
+    refreshTimer = null;
+    refreshedAt = Date.now();
+    fetch(window.location.href, { credentials: "same-origin" })
+      .then(function (response) {
+        if (!response.ok) throw new Error("page: HTTP " + response.status);
+        return response.text();
+      })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        fresh.querySelectorAll("[data-live][id]").forEach(function (part) {
+          var old = document.getElementById(part.id);
+          if (!old || old.contains(document.activeElement) || old.querySelector("dialog[open]")) return;
+          old.replaceWith(document.importNode(part, true));
+        });
+        bind(document);
+      })
+      .catch(function () { /* the next change tries again */ });
+  }
+
+  function changed(c) {
+    var signature = JSON.stringify([c.status, c.counts]);
+    var before = seen[c.id];
+    seen[c.id] = signature;
+    return before !== undefined && before !== signature;
+  }
+
+  function scheduleRefresh() {
+    if (refreshTimer !== null) return;
+    var wait = Math.max(0, refreshedAt + REFRESH_MS - Date.now());
+    refreshTimer = window.setTimeout(refresh, wait);
+  }
+
   function poll() {
     var active = rows().filter(function (r) { return r.getAttribute("data-active") === "true"; });
     if (active.length === 0) return;
@@ -49,18 +91,21 @@
       .then(function (data) {
         data.campaigns.forEach(function (c) {
           var row = document.querySelector('[data-campaign="' + c.id + '"]');
-          if (row) update(row, c);
+          if (!row) return;
+          update(row, c);
+          if (changed(c) && document.getElementById("campaign")) scheduleRefresh();
         });
       })
       .catch(function () { /* a missed poll is retried on the next tick */ })
       .then(function () { window.setTimeout(poll, POLL_MS); });
   }
 
-  function confirmCancel() {
-    var open = document.getElementById("cancel-open");
-    var dialog = document.getElementById("cancel-dialog");
-    var keep = document.getElementById("cancel-keep");
-    if (!open || !dialog || !keep) return;
+  function confirmCancel(root) {
+    var open = root.getElementById("cancel-open");
+    var dialog = root.getElementById("cancel-dialog");
+    var keep = root.getElementById("cancel-keep");
+    if (!open || !dialog || !keep || open.hasAttribute("data-bound")) return;
+    open.setAttribute("data-bound", "");
     open.addEventListener("click", function () { dialog.showModal(); });
     keep.addEventListener("click", function () { dialog.close(); });
   }
@@ -80,9 +125,13 @@
     });
   }
 
+  function bind(root) {
+    root.querySelectorAll('[role="progressbar"]').forEach(draw);
+    confirmCancel(root);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
-    document.querySelectorAll('[role="progressbar"]').forEach(draw);
-    confirmCancel();
+    bind(document);
     readCsv();
     window.setTimeout(poll, POLL_MS);
   });
