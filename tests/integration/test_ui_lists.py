@@ -33,6 +33,8 @@ SUPPRESSIONS = "/api/v1/email/suppressions"
 WEBHOOKS = "/api/v1/webhooks"
 PUBLIC = "http://93.184.215.14/hook"  # a literal: no DNS needed
 SECRET = re.compile(r'value="(whsec_[^"]+)"')
+#: A suppressed address in the table.
+ROW = re.compile(r'<td data-label="Address">([^<]+)</td>')
 
 
 @pytest.fixture
@@ -140,7 +142,9 @@ async def test_adding_an_address_suppresses_its_pending_deliveries_as_the_api_do
     theirs = await new_key(db, 2)
     api = await _api(app, theirs, "POST", SUPPRESSIONS, json={"address": "Bob@Example.ORG"})
     assert await _suppressed(app, user) == [api.json()["address"]] == ["bob@example.org"]
-    assert "<td>bob@example.org</td><td>manual</td>" in page
+    assert (
+        '<td data-label="Address">bob@example.org</td><td data-label="Reason">manual</td>' in page
+    )
     assert await _statuses(db, campaign_id) == {
         "bob@example.org": "SUPPRESSED",
         "carol@example.org": "SCHEDULED",
@@ -209,8 +213,12 @@ async def test_suppressions_are_paged_in_address_order(
     first = (await browser.get("/ui/suppressions")).text
     second = (await browser.get(_link(first, "next"))).text
 
-    assert re.findall(r"<td>(u\d\d)@", first) == [f"u{i:02}" for i in range(20)]
-    assert re.findall(r"<td>(u\d\d)@", second) == [f"u{i:02}" for i in range(20, 25)]
+    assert re.findall(r'<td data-label="Address">(u\d\d)@', first) == [
+        f"u{i:02}" for i in range(20)
+    ]
+    assert re.findall(r'<td data-label="Address">(u\d\d)@', second) == [
+        f"u{i:02}" for i in range(20, 25)
+    ]
     assert 'rel="first"' not in first and _link(second, "first").startswith("/ui/suppressions")
     assert 'rel="next"' not in second
 
@@ -374,7 +382,7 @@ async def test_an_endpoints_recent_attempts(
     page = (await browser.get(f"/ui/webhooks?attempts={mine}")).text
 
     assert f"Recent attempts to endpoint {mine}" in page
-    rows = re.findall(r"<tr><td>[^<]*</td><td>([^<]*)</td><td>(\d+)</td>", page)
+    rows = re.findall(r'<td data-label="Status">([^<]*)</td><td data-label="Events">(\d+)<', page)
     assert rows == [("none", "3"), ("503", "1")]
     assert "timed out &lt;after 5 s&gt;" in page
     assert (await browser.get(f"/ui/webhooks?attempts={other}")).status_code == 404
