@@ -1,9 +1,9 @@
 """The new-campaign form's recipients: pasted one per line, or a CSV file (pure).
 
-A text whose first line is a CSV header naming an ``email`` column is read as CSV:
-``email``, ``name`` and ``timezone`` fill those fields of a recipient object and
-every other column becomes one of its template ``vars``; an empty cell is left
-out. Any other text holds one address per line. Blank lines are skipped either
+A text whose first line is a CSV header naming an ``email`` column (or is just
+``email``) is read as CSV: ``email``, ``name`` and ``timezone`` fill those fields
+of a recipient object and every other column becomes one of its template
+``vars``; an empty cell is left out. Any other text holds one address per line. Blank lines are skipped either
 way, and each recipient remembers its line, so that an error about
 ``recipients.N`` can name the line the person sees.
 """
@@ -47,6 +47,8 @@ def read_recipients(text: str, most: int) -> Recipients:
 def _header(line: str) -> tuple[str, list[str]] | None:
     """The delimiter and column names, when ``line`` is a CSV header with an email column."""
     line = line.rstrip("\r\n")
+    if line.strip().lower() == "email":  # a file of one column
+        return ",", ["email"]
     for delimiter in _DELIMITERS:
         if delimiter not in line:
             continue
