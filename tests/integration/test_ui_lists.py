@@ -155,6 +155,9 @@ async def test_adding_an_address_suppresses_its_pending_deliveries_as_the_api_do
     assert again.headers["location"] == "/ui/suppressions?notice=again&count=0"
     notice = (await browser.get(again.headers["location"])).text
     assert "That address was already suppressed; 0 pending deliveries suppressed." in notice
+    for count in ("\u00b2", "9" * 30, "x"):
+        odd = await browser.get("/ui/suppressions", params={"notice": "added", "count": count})
+        assert odd.status_code == 200 and 'class="notice"' not in odd.text
 
 
 @pytest.mark.parametrize("address", ["not-an-address", "", "bob@example.org\r\nBcc: e@x.org"])
@@ -348,11 +351,14 @@ async def test_delete_only_the_callers_own_endpoint(
     token = await _signed_in(browser, user)
 
     refused = await browser.post(f"/ui/webhooks/{other}/delete", data={"csrf": token})
-    missing = await browser.post("/ui/webhooks/x1/delete", data={"csrf": token})
+    missing = [
+        await browser.post(f"/ui/webhooks/{ident}/delete", data={"csrf": token})
+        for ident in ("x1", "\u00b2", "9" * 30)
+    ]
     deleted = await browser.post(f"/ui/webhooks/{mine}/delete", data={"csrf": token})
     again = await browser.post(f"/ui/webhooks/{mine}/delete", data={"csrf": token})
 
-    assert refused.status_code == 404 and missing.status_code == 404 and again.status_code == 404
+    assert [a.status_code for a in (refused, *missing, again)] == [404] * 5
     assert PUBLIC not in refused.text
     assert deleted.status_code == 303
     assert deleted.headers["location"] == "/ui/webhooks?notice=deleted"
@@ -386,5 +392,7 @@ async def test_an_endpoints_recent_attempts(
     assert rows == [("none", "3"), ("503", "1")]
     assert "timed out &lt;after 5 s&gt;" in page
     assert (await browser.get(f"/ui/webhooks?attempts={other}")).status_code == 404
-    assert (await browser.get("/ui/webhooks?attempts=x")).status_code == 404
+    for wrong in ("x", "\u00b2", "9" * 30):
+        assert (await browser.get("/ui/webhooks", params={"attempts": wrong})).status_code == 404
+        assert (await browser.get("/ui/webhooks", params={"after": wrong})).status_code == 200
     assert "Recent attempts" not in (await browser.get("/ui/webhooks")).text

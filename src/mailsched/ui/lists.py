@@ -10,6 +10,7 @@ itself (never in a URL; ``Cache-Control: no-store`` keeps it out of caches).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -31,6 +32,9 @@ PAGE_SIZE = 20
 ATTEMPTS = 20
 #: The longest cursor a page link carries (an address has at most 320 characters).
 _MAX_CURSOR = 320
+
+#: An id as the API's cursors and paths take it.
+_ID = re.compile(r"[0-9]{1,18}")
 
 _NOTICES = {
     "removed": "The address is no longer suppressed: mail may be sent to it again.",
@@ -73,6 +77,12 @@ def _problems(exc: ValidationError) -> dict[str, str]:
 
 def _cursor(after: str) -> str | None:
     return after[:_MAX_CURSOR] or None
+
+
+def _ident(text: str) -> int | None:
+    """An endpoint id given in ASCII digits, within the API's bounds (``"²"`` is a
+    digit to ``str.isdigit`` but not to ``int``)."""
+    return int(text) if _ID.fullmatch(text) else None
 
 
 class _SuppressionPages:
@@ -140,7 +150,7 @@ class _SuppressionPages:
 
 def _added(notice: str, count: str) -> str | None:
     """The notice after an add: how many waiting deliveries it suppressed."""
-    if notice not in ("added", "again") or not count.isdigit():
+    if notice not in ("added", "again") or _ident(count) is None:
         return None
     n = int(count)
     moved = f"{n} pending {'delivery' if n == 1 else 'deliveries'} suppressed."
@@ -163,14 +173,12 @@ class _WebhookPages:
         session = await self._pages.signed_in(request)
         if session is None:
             return home()
-        recent = None
+        recent, of = None, _ident(attempts)
         if attempts:
-            if not attempts.isdigit():
+            if of is None:
                 return self._pages.not_found(session)
             try:
-                recent = await self._webhooks.attempts(
-                    session.user_id, int(attempts), None, ATTEMPTS
-                )
+                recent = await self._webhooks.attempts(session.user_id, of, None, ATTEMPTS)
             except NotFound:
                 return self._pages.not_found(session)
         return await self._render(
@@ -178,7 +186,7 @@ class _WebhookPages:
             after,
             notice=_NOTICES.get(notice),
             attempts=recent,
-            attempts_of=int(attempts) if recent is not None else None,
+            attempts_of=of,
         )
 
     async def create(self, request: Request) -> Response:
@@ -210,10 +218,11 @@ class _WebhookPages:
         if posted is None:
             return self._pages.forbidden()
         session, _fields = posted
-        if not webhook_id.isdigit():
+        ident = _ident(webhook_id)
+        if ident is None:
             return self._pages.not_found(session)
         try:
-            await self._webhooks.delete(session.user_id, int(webhook_id))
+            await self._webhooks.delete(session.user_id, ident)
         except NotFound:
             return self._pages.not_found(session)
         return see_other("/ui/webhooks?notice=deleted")
@@ -232,7 +241,7 @@ class _WebhookPages:
         attempts: AttemptPage | None = None,
         attempts_of: int | None = None,
     ) -> Response:
-        cursor = _cursor(after) if after.isdigit() else None
+        cursor = after if _ident(after) is not None else None
         listing = await self._webhooks.page(session.user_id, cursor, PAGE_SIZE)
         return self._pages.page(
             "webhooks.html",
