@@ -1,0 +1,104 @@
+"""The dashboard with the keyboard alone, in a real browser, on each stack: sign in,
+reach a campaign, open the Cancel dialog (its safe button has the focus), leave
+it with Escape, then cancel; every page's fields have a label, and at a phone's
+width no page is wider than the screen.
+
+With ``MAILSCHED_UI_SCREENSHOTS=1`` it also saves a campaign's page at a phone's
+width as ``docs/ui/campaign-phone.png``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Stack
+from tests.e2e.test_ui_browser import _create, _shot, _watch
+from tests.support.browser import Watched
+from tests.support.deployment import deployed
+from tests.support.smtp_sink import SmtpSink
+
+pytestmark = pytest.mark.e2e
+
+#: Every visible field without a label, and every button without a name.
+UNLABELLED = """() => Array.from(document.querySelectorAll(
+    'input:not([type=hidden]), select, textarea, button'))
+  .filter(e => e.offsetParent !== null || e.closest('dialog'))
+  .filter(e => e.tagName === 'BUTTON'
+    ? !(e.textContent.trim() || e.getAttribute('aria-label'))
+    : !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
+  .map(e => e.outerHTML)"""
+
+
+async def _tab_to(page: Any, text: str, most: int = 60) -> None:
+    """Press Tab until the focused element's text (or label) is ``text``."""
+    for _ in range(most):
+        await page.keyboard.press("Tab")
+        focused = await page.evaluate(
+            "() => (document.activeElement.textContent || '').trim()"
+            " || document.activeElement.getAttribute('aria-label') || ''"
+        )
+        if focused == text:
+            return
+    raise AssertionError(f"{text!r} cannot be reached with Tab")
+
+
+async def _focused(page: Any) -> str:
+    return str(await page.evaluate("() => document.activeElement.textContent.trim()"))
+
+
+async def test_the_dashboard_works_with_the_keyboard_alone(
+    stack: Stack, smtp_sink: SmtpSink, tmp_path: Path, browser: Any
+) -> None:
+    async with deployed(stack, {"MAILSCHED_SMTP_URL": smtp_sink.url}, tmp_path) as (app, api):
+        later = await _create(api, "Keyboard campaign", datetime.now(UTC) + timedelta(days=3), 2)
+        watched = Watched(app.base_url)
+        page = await browser.new_page(viewport={"width": 1280, "height": 800})
+        _watch(page, watched)
+        await page.goto(f"{app.base_url}/ui/")
+        # The key field has the focus from the start.
+        await page.keyboard.type(app.key)
+        await page.keyboard.press("Enter")
+        await page.get_by_role("heading", name="Campaigns").wait_for()
+
+        await _tab_to(page, "Keyboard campaign")
+        await page.keyboard.press("Enter")
+        await page.get_by_role("heading", name="Keyboard campaign").wait_for()
+        assert page.url.endswith(f"/ui/campaigns/{later}")
+
+        await _tab_to(page, "Cancel")
+        await page.keyboard.press("Enter")
+        dialog = page.get_by_role("dialog")
+        await dialog.wait_for()
+        assert await _focused(page) == "Keep"
+        await page.keyboard.press("Escape")
+        await dialog.wait_for(state="hidden")
+        await page.keyboard.press("Enter")  # the focus is back on Cancel
+        await dialog.wait_for()
+        await page.keyboard.press("Shift+Tab")
+        assert await _focused(page) == "Cancel campaign"
+        await page.keyboard.press("Enter")
+        await page.get_by_text("Cancelled.").wait_for()
+        view = (await api.client.get(f"/api/v1/email/campaign/{later}")).json()
+        assert view["status"] == "CANCELLED"
+
+        for path in (
+            "/ui/",
+            f"/ui/campaigns/{later}",
+            "/ui/campaigns/new",
+            "/ui/suppressions",
+            "/ui/webhooks",
+        ):
+            await page.set_viewport_size({"width": 1280, "height": 800})
+            await page.goto(f"{app.base_url}{path}")
+            assert await page.evaluate(UNLABELLED) == [], path
+            await page.set_viewport_size({"width": 390, "height": 844})
+            width = await page.evaluate("() => document.documentElement.scrollWidth")
+            assert width <= 390, f"{path} is {width} px wide at a phone's width"
+            if path == f"/ui/campaigns/{later}":
+                await _shot(page, "campaign-phone.png")
+        await page.close()
+    assert watched.errors == [], watched.errors
+    assert watched.foreign() == []
