@@ -76,6 +76,27 @@ def page_of(events: Sequence[Event], cursor: int) -> EventPage:
     )
 
 
+async def feed(
+    db: Database,
+    user_id: int,
+    after: int,
+    limit: int,
+    types: Sequence[str] = (),
+    campaign_id: int | None = None,
+) -> EventPage:
+    """The user's events after ``after`` (of ``campaign_id`` only, if given: another
+    user's campaign is :class:`NotFound`)."""
+
+    async def work(conn: AsyncConnection) -> tuple[list[Event], int]:
+        if campaign_id is not None:
+            campaign = await campaign_store.get_campaign(conn, campaign_id)
+            if campaign is None or campaign.user_id != user_id:
+                raise NotFound(f"campaign {campaign_id} not found")
+        return await store.page(conn, user_id, after, limit, types, campaign_id)
+
+    return page_of(*await db.run(work))
+
+
 def event_routes(db: Database, caller: Callable[..., Awaitable[Caller]]) -> APIRouter:
     """``/api/v1/events``: the caller's event feed."""
     router = APIRouter(prefix="/api/v1/events", tags=["events"], responses=ERROR_RESPONSES)
@@ -109,16 +130,7 @@ def event_routes(db: Database, caller: Callable[..., Awaitable[Caller]]) -> APIR
 
         A campaign that is not the caller's is a 404, as everywhere else.
         """
-        position = int(after or 0)
         wanted = parse_types(types or [])
-
-        async def work(conn: AsyncConnection) -> tuple[list[Event], int]:
-            if campaign_id is not None:
-                campaign = await campaign_store.get_campaign(conn, campaign_id)
-                if campaign is None or campaign.user_id != who.user_id:
-                    raise NotFound(f"campaign {campaign_id} not found")
-            return await store.page(conn, who.user_id, position, limit, wanted, campaign_id)
-
-        return page_of(*await db.run(work))
+        return await feed(db, who.user_id, int(after or 0), limit, wanted, campaign_id)
 
     return router

@@ -201,6 +201,26 @@ async def page(
     return found, found[-1].id if len(found) == limit else ceiling
 
 
+async def latest(
+    conn: AsyncConnection, user_id: int, campaign_id: int, limit: int, scan: int = SCAN
+) -> tuple[list[Event], int]:
+    """The campaign's last ``limit`` events among the user's last ``scan`` ids, newest
+    first; and the last id committed, after which :func:`page` finds what follows."""
+    ceiling = await last_id(conn)
+    query = (
+        select(events)
+        .where(
+            e.user_id == user_id,
+            e.campaign_id == campaign_id,
+            e.id > ceiling - scan,
+            e.id <= ceiling,
+        )
+        .order_by(e.id.desc())
+        .limit(limit)
+    )
+    return [_event(row) for row in await conn.execute(query)], ceiling
+
+
 async def after(conn: AsyncConnection, position: int, limit: int) -> list[Event]:
     """Every user's events after id ``position``, oldest first: what a relay reads."""
     query = select(events).where(e.id > position).order_by(e.id).limit(limit)
