@@ -3,9 +3,9 @@
 A text whose first line is a CSV header naming an ``email`` column (or is just
 ``email``) is read as CSV: ``email``, ``name`` and ``timezone`` fill those fields
 of a recipient object and every other column becomes one of its template
-``vars``; an empty cell is left out. Any other text holds one address per line. Blank lines are skipped either
-way, and each recipient remembers its line, so that an error about
-``recipients.N`` can name the line the person sees.
+``vars``; an empty cell is left out. Any other text holds one address per line.
+Blank lines are skipped either way, and each recipient remembers its line, so
+that an error about ``recipients.N`` can name the line the person sees.
 """
 
 from __future__ import annotations
