@@ -1,26 +1,38 @@
 """The dashboard with the keyboard alone, in a real browser, on each stack: sign in,
 reach a campaign, open the Cancel dialog (its safe button has the focus), leave
-it with Escape, then cancel; every page's fields have a label, and at a phone's
-width no page is wider than the screen.
+it with Escape, then cancel. Another user's campaign is a 404; every page's
+fields have a label, and at a phone's width no page is wider than the screen.
 
 With ``MAILSCHED_UI_SCREENSHOTS=1`` it also saves a campaign's page at a phone's
 width as ``docs/ui/campaign-phone.png``."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import Stack
 from tests.e2e.test_ui_browser import _create, _shot, _watch
 from tests.support.browser import Watched
-from tests.support.deployment import deployed
+from tests.support.deployment import Api, deployed
+from tests.support.processes import auth, create_key
 from tests.support.smtp_sink import SmtpSink
 
 pytestmark = pytest.mark.e2e
+
+_BODY = {
+    "subject": "Not yours",
+    "body": "Hello.",
+    "startTime": "2030-01-01T00:00:00Z",
+    "delaySeconds": 0,
+    "hourlyLimit": 10,
+    "recipients": ["someone@example.com"],
+}
 
 #: Every visible field without a label, and every button without a name.
 UNLABELLED = """() => Array.from(document.querySelectorAll(
@@ -84,6 +96,15 @@ async def test_the_dashboard_works_with_the_keyboard_alone(
         view = (await api.client.get(f"/api/v1/email/campaign/{later}")).json()
         assert view["status"] == "CANCELLED"
 
+        # Another user's campaign is as absent as a missing one.
+        other_key = await asyncio.to_thread(create_key, app.env, app.cwd, 2)
+        other = Api(httpx.AsyncClient(base_url=app.base_url, headers=auth(other_key), timeout=10))
+        async with other.client:
+            theirs = (await other.campaign({**_BODY, "userId": 2}))["campaignId"]
+        answer = await page.goto(f"{app.base_url}/ui/campaigns/{theirs}")
+        assert answer is not None and answer.status == 404
+        await page.get_by_role("heading", name="Not found").wait_for()
+
         for path in (
             "/ui/",
             f"/ui/campaigns/{later}",
@@ -100,5 +121,8 @@ async def test_the_dashboard_works_with_the_keyboard_alone(
             if path == f"/ui/campaigns/{later}":
                 await _shot(page, "campaign-phone.png")
         await page.close()
-    assert watched.errors == [], watched.errors
+    # The other user's campaign is a 404, which Chromium logs; nothing else.
+    assert watched.errors == [
+        "Failed to load resource: the server responded with a status of 404 (Not Found)"
+    ], watched.errors
     assert watched.foreign() == []
