@@ -123,6 +123,56 @@ class EventsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedbackConfig:
+    """What bounces and complaints do (``mailsched.inbound``)."""
+
+    #: Soft bounces in a row, across campaigns, after which an address is suppressed.
+    soft_bounce_limit: int
+    #: How long a bounce's suppression lasts; ``None``: for ever.
+    bounce_suppression: timedelta | None
+    #: The circuit breaker: a campaign pauses by itself past these rates, once it
+    #: has made at least ``breaker_min_sends`` sends.
+    breaker_min_sends: int
+    breaker_bounce_rate: float
+    breaker_complaint_rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class InboundConfig:
+    """The bounce mailbox's SMTP server, ``mailsched inbound``."""
+
+    #: The VERP return path's base, ``bounces@bounce.example.com``.
+    bounce_address: str
+    host: str
+    port: int
+    max_message_bytes: int
+    max_connections: int
+
+    @property
+    def domain(self) -> str:
+        """The bounce domain: mail for any other is refused."""
+        return self.bounce_address.rsplit("@", 1)[1].lower()
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """The credentials that authenticate each provider's event webhook at
+    ``POST /inbound/{provider}``; a provider without them is refused (401)."""
+
+    #: SendGrid's verification key: the base64 DER of its ECDSA P-256 public key.
+    sendgrid_public_key: str | None
+    #: Mailgun's HTTP webhook signing key.
+    mailgun_signing_key: str | None
+    #: The basic-auth user and password set on Postmark's webhook URL.
+    postmark_user: str | None
+    postmark_password: str | None
+    #: The PEM of the certificate Amazon SNS signs with (never fetched at run time),
+    #: and the topic ARNs accepted.
+    ses_certificate: str | None
+    ses_topic_arns: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class WebhookConfig:
     """How webhooks are delivered."""
 
@@ -189,6 +239,23 @@ class Settings(BaseSettings):
     webhook_group_id: str = "mailsched-webhooks"
     webhook_concurrency: int = Field(32, ge=1, le=1024)
 
+    bounce_address: str | None = None
+    inbound_host: str = "127.0.0.1"
+    inbound_port: int = Field(2526, ge=0, le=65535)
+    inbound_max_message_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    inbound_max_connections: int = Field(64, ge=1, le=10_000)
+    soft_bounce_limit: int = Field(3, ge=1, le=100)
+    bounce_suppression_days: float | None = Field(None, gt=0)
+    breaker_min_sends: int = Field(100, ge=1)
+    breaker_bounce_rate: float = Field(0.05, gt=0, le=1)
+    breaker_complaint_rate: float = Field(0.003, gt=0, le=1)
+    sendgrid_public_key: SecretStr | None = None
+    mailgun_signing_key: SecretStr | None = None
+    postmark_webhook_user: str | None = None
+    postmark_webhook_password: SecretStr | None = None
+    ses_certificate_file: Path | None = None
+    ses_topic_arns: str = ""
+
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9108, ge=0, le=65535)
 
@@ -202,6 +269,17 @@ class Settings(BaseSettings):
         # (mailsched@localhost), so this checks the shape, not deliverability.
         if not _ADDRESS.fullmatch(value):
             raise ValueError("must be a plain address such as news@example.com")
+        return value
+
+    @field_validator("bounce_address")
+    @classmethod
+    def _bounce_address_is_an_address(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not _ADDRESS.fullmatch(value) or "+" in value.split("@", 1)[0]:
+            raise ValueError(
+                "must be a plain address without '+', such as bounces@bounce.example.com"
+            )
         return value
 
     @field_validator("smtp_url")
@@ -285,6 +363,49 @@ class Settings(BaseSettings):
             group_id=self.webhook_group_id,
             concurrency=self.webhook_concurrency,
             max_batch=500,
+        )
+
+    def feedback(self) -> FeedbackConfig:
+        days = self.bounce_suppression_days
+        return FeedbackConfig(
+            soft_bounce_limit=self.soft_bounce_limit,
+            bounce_suppression=None if days is None else timedelta(days=days),
+            breaker_min_sends=self.breaker_min_sends,
+            breaker_bounce_rate=self.breaker_bounce_rate,
+            breaker_complaint_rate=self.breaker_complaint_rate,
+        )
+
+    def inbound(self) -> InboundConfig | None:
+        """The bounce mailbox, or ``None`` without ``MAILSCHED_BOUNCE_ADDRESS``."""
+        if self.bounce_address is None:
+            return None
+        return InboundConfig(
+            bounce_address=self.bounce_address,
+            host=self.inbound_host,
+            port=self.inbound_port,
+            max_message_bytes=self.inbound_max_message_bytes,
+            max_connections=self.inbound_max_connections,
+        )
+
+    def providers(self) -> ProviderConfig:
+        """Reads ``MAILSCHED_SES_CERTIFICATE_FILE`` (a :class:`ConfigError` if unreadable)."""
+        certificate = None
+        if self.ses_certificate_file is not None:
+            try:
+                certificate = self.ses_certificate_file.read_text(encoding="ascii")
+            except (OSError, UnicodeError) as exc:
+                raise ConfigError(f"MAILSCHED_SES_CERTIFICATE_FILE: cannot read it: {exc}") from exc
+
+        def secret(value: SecretStr | None) -> str | None:
+            return None if value is None else value.get_secret_value() or None
+
+        return ProviderConfig(
+            sendgrid_public_key=secret(self.sendgrid_public_key),
+            mailgun_signing_key=secret(self.mailgun_signing_key),
+            postmark_user=self.postmark_webhook_user or None,
+            postmark_password=secret(self.postmark_webhook_password),
+            ses_certificate=certificate,
+            ses_topic_arns=tuple(a for a in self.ses_topic_arns.split() if a),
         )
 
     def dispatcher(self) -> DispatcherConfig:
