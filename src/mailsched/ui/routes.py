@@ -21,7 +21,7 @@ from mailsched.producer.campaigns import Campaigns
 from mailsched.store.db import Database
 from mailsched.ui import campaign_page, compose, lists
 from mailsched.ui.progress import progress
-from mailsched.ui.sessions import LIFETIME, Sessions
+from mailsched.ui.sessions import LIFETIME, Sessions, TooManySignIns
 from mailsched.ui.web import (
     COOKIE,
     HEADERS,
@@ -126,7 +126,15 @@ class _Views:
     async def sign_in(self, request: Request) -> Response:
         """Exchange a key for a session cookie; a refused key sets nothing."""
         key = (await form_fields(request)).get("key", "").strip()
-        opened = await self._pages.sessions.sign_in(key)
+        client = request.client.host if request.client else ""
+        try:
+            opened = await self._pages.sessions.sign_in(key, client)
+        except TooManySignIns as limited:
+            wait = int(limited.retry_after)
+            error = f"Too many failed sign-ins from your address. Try again in {wait} s."
+            response = self._pages.page("sign_in.html", 429, error=error)
+            response.headers["Retry-After"] = str(wait)
+            return response
         if opened is None:
             return self._pages.page("sign_in.html", 401, error="That API key is not valid.")
         response = home()
