@@ -82,6 +82,7 @@ async def test_pause_resume_and_cancel_from_the_campaign_page(
         await page.get_by_role("button", name="Pause").wait_for(state="detached", timeout=15_000)
         await page.locator("#campaign").get_by_text("COMPLETED").wait_for()
         await page.locator("#due").get_by_text("Nothing waiting.").wait_for()
+        await page.locator("#events").get_by_text("campaign.completed").wait_for()
         chart = page.locator("#chart")
         assert "20 of 20 sent" in await chart.inner_text(), await chart.inner_text()
         assert await page.evaluate("() => window.notReloaded") is True

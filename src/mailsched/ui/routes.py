@@ -19,7 +19,7 @@ from mailsched.producer.api import Limits
 from mailsched.producer.auth import Authenticator
 from mailsched.producer.campaigns import Campaigns
 from mailsched.store.db import Database
-from mailsched.ui import campaign_page, compose, lists
+from mailsched.ui import campaign_page, compose, lists, live
 from mailsched.ui.progress import progress
 from mailsched.ui.sessions import LIFETIME, Sessions, TooManySignIns
 from mailsched.ui.web import (
@@ -80,6 +80,7 @@ def ui_routes(
     router.add_api_route("/campaigns/{campaign_id}", views.campaign, methods=["GET"])
     router.add_api_route("/campaigns/{campaign_id}/{action}", controls.act, methods=["POST"])
     router.add_api_route("/data/progress", views.progress, methods=["GET"])
+    router.include_router(live.live_routes(pages, db))
     router.add_api_route("/static/{name}", views.static, methods=["GET"])
     router.include_router(lists.list_routes(pages, db, allow_private_urls=allow_private_urls))
     return router
@@ -188,8 +189,10 @@ class _Views:
             )
         except (NotFound, ValueError):
             return self._pages.not_found(session)
+        recent = await live.recent(self._db, session.user_id, page.view.campaign_id)
         return self._pages.page(
             "campaign.html",
+            recent=recent,
             section="campaigns",
             session=session,
             page=page,
@@ -216,6 +219,7 @@ class _Views:
 
 
 _NOTICES = {
+    "created": "Created.",
     "pause": "Paused.",
     "resume": "Resumed.",
     "cancel": "Cancelled.",

@@ -1,16 +1,17 @@
 // mailsched dashboard. While a listed campaign (or the campaign of a campaign
 // page) is scheduled or running, polls /ui/data/progress every 2 s to move its
-// progress bar and numbers. On a campaign page, when those numbers change, the
-// page's live parts ([data-live]: the overview and controls, the chart, the next
-// sends and the deliveries) are fetched again and swapped in, at most every 5 s,
-// without reloading the page. Also: the Cancel confirmation dialog, and reading a
+// progress bar and numbers. A campaign page also follows the campaign's events in
+// the event feed (/ui/data/events) until it ends; when new ones arrive, the page's
+// live parts ([data-live]: the overview and controls, the chart, the next sends,
+// the events and the deliveries) are fetched again and swapped in, at most every
+// 5 s, without reloading the page. Also: the Cancel confirmation dialog, and reading a
 // CSV file into the new-campaign form. Widths are set through element.style
 // (CSSOM), which the page's CSP allows.
 "use strict";
 (function () {
   var POLL_MS = 2000;
   var REFRESH_MS = 5000;
-  var seen = {};
+  var cursor = null;
   var refreshedAt = 0;
   var refreshTimer = null;
 
@@ -66,13 +67,6 @@
       .catch(function () { /* the next change tries again */ });
   }
 
-  function changed(c) {
-    var signature = JSON.stringify([c.status, c.counts]);
-    var before = seen[c.id];
-    seen[c.id] = signature;
-    return before !== undefined && before !== signature;
-  }
-
   function scheduleRefresh() {
     if (refreshTimer !== null) return;
     var wait = Math.max(0, refreshedAt + REFRESH_MS - Date.now());
@@ -81,7 +75,8 @@
 
   function poll() {
     var active = rows().filter(function (r) { return r.getAttribute("data-active") === "true"; });
-    if (active.length === 0) return;
+    // Nothing to move now; a campaign page may resume meanwhile (see follow).
+    if (active.length === 0) { window.setTimeout(poll, POLL_MS); return; }
     var ids = active.map(function (r) { return r.getAttribute("data-campaign"); });
     fetch("/ui/data/progress?ids=" + ids.join(","), { credentials: "same-origin" })
       .then(function (response) {
@@ -91,13 +86,31 @@
       .then(function (data) {
         data.campaigns.forEach(function (c) {
           var row = document.querySelector('[data-campaign="' + c.id + '"]');
-          if (!row) return;
-          update(row, c);
-          if (changed(c) && document.getElementById("campaign")) scheduleRefresh();
+          if (row) update(row, c);
         });
       })
       .catch(function () { /* a missed poll is retried on the next tick */ })
       .then(function () { window.setTimeout(poll, POLL_MS); });
+  }
+
+  // A campaign page follows the campaign's events in the event feed until it ends:
+  // any new event means the page's live parts may have changed.
+  function follow() {
+    var section = document.getElementById("campaign");
+    if (!section || section.getAttribute("data-follow") !== "true") return;
+    if (cursor === null) cursor = section.getAttribute("data-events");
+    var url = "/ui/data/events?campaign=" + section.getAttribute("data-campaign") + "&after=" + cursor;
+    fetch(url, { credentials: "same-origin" })
+      .then(function (response) {
+        if (!response.ok) throw new Error("events: HTTP " + response.status);
+        return response.json();
+      })
+      .then(function (data) {
+        cursor = data.nextCursor;
+        if (data.count > 0) scheduleRefresh();
+      })
+      .catch(function () { /* a missed poll is retried on the next tick */ })
+      .then(function () { window.setTimeout(follow, POLL_MS); });
   }
 
   function confirmCancel(root) {
@@ -134,5 +147,6 @@
     bind(document);
     readCsv();
     window.setTimeout(poll, POLL_MS);
+    window.setTimeout(follow, POLL_MS);
   });
 })();
