@@ -12,6 +12,7 @@ so nothing above an adapter handles a library's exception::
     ├── IllegalMove                 a status change the transition table does not allow (a bug)
     ├── LeaseLost                   a batch's outcomes met rows no longer held: write them carefully
     ├── UnsafeUrl                   a webhook URL mailsched will not call (SSRF rules)
+    ├── ForgedReturnPath            a bounce's address is no return path we made (VERP)
     ├── StoreError                  the database refused or failed
     │   ├── StoreUnavailable        the database cannot be reached; try again later
     │   ├── DuplicateKey            a row with that key exists already
@@ -64,6 +65,10 @@ class LeaseLost(MailschedError):
 
 class UnsafeUrl(MailschedError):
     """A webhook URL mailsched will not call; the message says why, for the user."""
+
+
+class ForgedReturnPath(MailschedError):
+    """An address that is no return path this deployment made: a bounce not to be believed."""
 
 
 class StoreError(MailschedError):
