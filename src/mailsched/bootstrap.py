@@ -8,6 +8,8 @@ Nothing connects before it is called.
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,6 +30,7 @@ from mailsched.mail import Mailer
 from mailsched.mail.message import sender_domain
 from mailsched.mail.outbox import OutboxMailer
 from mailsched.mail.smtp import SmtpMailer
+from mailsched.mail.verp import ReturnPath
 from mailsched.metrics import Metrics
 from mailsched.producer.api import Limits
 from mailsched.producer.auth import Authenticator, Caller, caller_dependency
@@ -218,6 +221,31 @@ class Components:
 
         return UnsubscribeSigner(bytes.fromhex(await self.db.run(work)))
 
+    async def return_path(self) -> ReturnPath | None:
+        """The VERP return paths of MAILSCHED_BOUNCE_ADDRESS, or ``None`` without it.
+
+        Their key is derived from MAILSCHED_SECRET_KEY, or else shared through the
+        database: the workers that make the addresses and ``mailsched inbound``,
+        which checks them, must hold the same one. Call after migrating.
+        """
+        inbound = self.settings.inbound()
+        if inbound is None:
+            return None
+        if self.settings.secret_key is not None:
+            secret = self.settings.secret_key.get_secret_value().encode()
+            # Derived, so that the key never equals the unsubscribe links' one.
+            key = hmac.new(secret, b"mailsched verp", hashlib.sha256).digest()
+        else:
+
+            async def work(conn: AsyncConnection) -> str:
+                return await secrets.get_or_create(conn, "verp")
+
+            key = bytes.fromhex(await self.db.run(work))
+        try:
+            return ReturnPath(inbound.bounce_address, key)
+        except ValueError as exc:
+            raise ConfigError(f"MAILSCHED_BOUNCE_ADDRESS: {exc}") from exc
+
     def public_routes(
         self, signer: UnsubscribeSigner, on_created: Callable[[], None] | None = None
     ) -> tuple[APIRouter, ...]:
@@ -242,7 +270,9 @@ class Components:
             ),
         )
 
-    def worker(self, signer: UnsubscribeSigner) -> Worker:
+    def worker(self, signer: UnsubscribeSigner, return_path: ReturnPath | None = None) -> Worker:
+        """A worker whose letters carry ``signer``'s unsubscribe links and, given
+        :meth:`return_path`'s, each delivery's own envelope sender."""
         links = functools.partial(
             signer.links, self.settings.base_url, sender_domain(self.settings.from_)
         )
@@ -252,7 +282,10 @@ class Components:
                 queue=self.queue,
                 mailer=self.mailer(),
                 letters=LetterFactory(
-                    self.settings.from_, links=links, max_body_bytes=self.settings.max_body_bytes
+                    self.settings.from_,
+                    links=links,
+                    max_body_bytes=self.settings.max_body_bytes,
+                    return_path=None if return_path is None else return_path.address,
                 ),
                 config=self.settings.worker(),
                 window=self.settings.rate_window,

@@ -113,7 +113,8 @@ async def _start(
         tasks.append(asyncio.create_task(dispatcher.run(stop), name="dispatcher"))
         tasks.extend(_relay_tasks(components, stop))
     if Role.WORKER in roles:
-        tasks.append(asyncio.create_task(components.worker(signer).run(stop), name="worker"))
+        worker = components.worker(signer, await components.return_path())
+        tasks.append(asyncio.create_task(worker.run(stop), name="worker"))
     if Role.WEBHOOKS in roles:
         tasks.extend(_webhook_tasks(components, stop))
     if Role.API not in roles and roles & {Role.WORKER, Role.WEBHOOKS}:

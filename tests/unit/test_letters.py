@@ -17,6 +17,7 @@ from mailsched.consumer.letters import LetterFactory
 from mailsched.domain.model import Campaign, CampaignStatus
 from mailsched.errors import PermanentSendError
 from mailsched.mail.message import MessageTemplate
+from mailsched.mail.verp import ReturnPath
 from mailsched.unsubscribe import Unsubscribe, UnsubscribeSigner
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -78,6 +79,33 @@ async def test_without_links_there_is_no_list_unsubscribe() -> None:
 
     assert "List-Unsubscribe" not in parsed
     assert parsed["Subject"] == "Hello"
+
+
+@pytest.mark.parametrize("templated", [True, False])
+async def test_a_return_path_makes_each_envelope_sender_name_its_delivery(templated: bool) -> None:
+    return_path = ReturnPath("bounces@bounce.example.com", b"v" * 32)
+    factory = LetterFactory("news@example.com", links=links, return_path=return_path.address)
+    campaign = CAMPAIGN if templated else replace(CAMPAIGN, templated=False, subject="Hello")
+
+    sent = [
+        await factory.build(campaign, delivery, "ann@example.org", NOW, variables={"code": "A"})
+        for delivery in (7, 8)
+    ]
+
+    assert [return_path.delivery_of(letter.sender) for letter in sent] == [7, 8]
+    assert sent[0].sender.startswith("bounces+") and sent[0].sender != sent[1].sender
+    for letter in sent:
+        parsed = parse(letter.data)
+        assert parsed["From"] == "news@example.com"  # the From header is unchanged
+        assert "Return-Path" not in parsed  # the receiving server adds it
+
+
+async def test_without_a_return_path_the_envelope_sender_is_the_from_address() -> None:
+    letter = await LetterFactory("news@example.com").build(
+        CAMPAIGN, 7, "ann@example.org", NOW, variables={"code": "A"}
+    )
+
+    assert letter.sender == "news@example.com"
 
 
 async def test_a_recipient_the_template_fails_on_is_a_permanent_failure() -> None:

@@ -28,6 +28,8 @@ from mailsched.mail.templates import MAX_BODY_BYTES
 
 #: The unsubscribe targets of one recipient: ``(user_id, address) -> Unsubscribe``.
 Links = Callable[[int, str], Unsubscribe]
+#: The envelope sender of one delivery: ``delivery_id -> address`` (a VERP return path).
+ReturnPaths = Callable[[int], str]
 
 _T = TypeVar("_T")
 
@@ -39,7 +41,9 @@ class LetterFactory:
     text: a worker interleaving thousands of small campaigns must not rebuild a
     template per letter (that measured ~1 ms each), nor keep a thousand 1 MiB bodies.
     With ``links``, every letter carries ``List-Unsubscribe`` and
-    ``List-Unsubscribe-Post`` (RFC 8058) for its recipient. A templated body may
+    ``List-Unsubscribe-Post`` (RFC 8058) for its recipient. With ``return_path``,
+    each letter's envelope sender is its delivery's own address (bounces name the
+    delivery); the From header stays ``sender`` either way. A templated body may
     render to at most ``max_body_bytes``.
     """
 
@@ -50,8 +54,10 @@ class LetterFactory:
         links: Links | None = None,
         *,
         max_body_bytes: int = MAX_BODY_BYTES,
+        return_path: ReturnPaths | None = None,
     ) -> None:
         self._sender = sender
+        self._return_path = return_path
         self._max_bytes = max_bytes
         self._max_body_bytes = max_body_bytes
         self._bytes = 0
@@ -144,7 +150,7 @@ class LetterFactory:
         return Letter(
             campaign_id=campaign.id,
             delivery_id=delivery_id,
-            sender=self._sender,
+            sender=self._sender if self._return_path is None else self._return_path(delivery_id),
             recipient=recipient,
             data=data,
         )
