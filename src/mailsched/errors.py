@@ -12,6 +12,7 @@ so nothing above an adapter handles a library's exception::
     ├── IllegalMove                 a status change the transition table does not allow (a bug)
     ├── LeaseLost                   a batch's outcomes met rows no longer held: write them carefully
     ├── UnsafeUrl                   a webhook URL mailsched will not call (SSRF rules)
+    ├── ReportTooLarge              an inbound bounce or complaint report too large to read
     ├── ForgedReturnPath            a bounce's address is no return path we made (VERP)
     ├── StoreError                  the database refused or failed
     │   ├── StoreUnavailable        the database cannot be reached; try again later
@@ -69,6 +70,10 @@ class UnsafeUrl(MailschedError):
 
 class ForgedReturnPath(MailschedError):
     """An address that is no return path this deployment made: a bounce not to be believed."""
+
+
+class ReportTooLarge(MailschedError):
+    """An inbound bounce or complaint report is larger than mailsched will read."""
 
 
 class StoreError(MailschedError):
