@@ -9,7 +9,7 @@ through :mod:`mailsched.ui.queries`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -126,9 +126,11 @@ async def load(
     more = len(rows) > DELIVERY_PAGE
     rows = rows[:DELIVERY_PAGE]
     limit, delay = view.hourly_limit, view.delay_seconds
+    # The times are naive UTC (see queries.send_times): so is the chart's "now".
+    naive_now = now.astimezone(UTC).replace(tzinfo=None)
     return CampaignPage(
         progress=Progress(view, rate),
-        chart=sends_chart(planned, sent, limit, delay, window, now),
+        chart=sends_chart(planned, sent, limit, delay, window, naive_now),
         chart_text=describe(len(planned), sent, limit, delay, window),
         next_due=due,
         errors=errors,

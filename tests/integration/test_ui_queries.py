@@ -1,0 +1,72 @@
+"""The dashboard's own reads on each database: the chart's times, read without the
+column type's conversion, are the stored instants."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mailsched.store.db import Database
+from mailsched.store.tables import campaigns, deliveries
+from mailsched.ui import queries
+
+T0 = datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+async def test_send_times_are_the_stored_instants_as_naive_utc(db: Database) -> None:
+    d = deliveries.c
+
+    async def work(
+        conn: AsyncConnection,
+    ) -> tuple[tuple[list[datetime], list[datetime]], list[Any]]:
+        campaign_id = (
+            await conn.execute(
+                insert(campaigns).values(
+                    user_id=1,
+                    subject="s",
+                    body="b",
+                    start_time=T0,
+                    delay_seconds=0,
+                    hourly_limit=10,
+                    status="RUNNING",
+                    recipient_count=3,
+                    created_at=T0,
+                )
+            )
+        ).inserted_primary_key[0]
+        times = [T0, T0 + timedelta(seconds=1, microseconds=1), T0 + timedelta(hours=25)]
+        await conn.execute(
+            insert(deliveries),
+            [
+                {
+                    "campaign_id": campaign_id,
+                    "recipient": f"u{i}@example.com",
+                    "status": "SCHEDULED",
+                    "scheduled_at": t,
+                    "attempts": 0,
+                }
+                for i, t in enumerate(times)
+            ],
+        )
+        await conn.execute(
+            update(deliveries)
+            .where(d.campaign_id == campaign_id, d.scheduled_at == times[1])
+            .values(status="SENT", sent_at=times[1] + timedelta(microseconds=7))
+        )
+        typed = (
+            await conn.execute(
+                select(d.scheduled_at, d.sent_at).where(d.campaign_id == campaign_id)
+            )
+        ).all()
+        return await queries.send_times(conn, campaign_id), typed
+
+    (planned, sent), typed = await db.run(work)
+    assert all(t.tzinfo is None for t in planned + sent)
+    assert sorted(t.replace(tzinfo=UTC) for t in planned) == sorted(r.scheduled_at for r in typed)
+    assert [t.replace(tzinfo=UTC) for t in sent] == [
+        r.sent_at for r in typed if r.sent_at is not None
+    ]
+    assert sent == [datetime(2026, 11, 28, 12, 0, 1, 123464)]
