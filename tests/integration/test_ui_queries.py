@@ -1,17 +1,23 @@
 """The dashboard's own reads on each database: the chart's times, read without the
-column type's conversion, are the stored instants."""
+column type's conversion, are the stored instants; the progress feed's rate."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
+from fastapi import FastAPI
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.store.db import Database
-from mailsched.store.tables import campaigns, deliveries
+from mailsched.store.tables import campaigns, deliveries, send_slots
 from mailsched.ui import queries
+from tests.integration.test_ui import _campaign, _sign_in, app, browser
+from tests.support.api import NOW, new_key
+
+__all__ = ["app", "browser"]  # the fixtures, shared with test_ui
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -70,3 +76,38 @@ async def test_send_times_are_the_stored_instants_as_naive_utc(db: Database) -> 
         r.sent_at for r in typed if r.sent_at is not None
     ]
     assert sent == [datetime(2026, 11, 28, 12, 0, 1, 123464)]
+
+
+async def test_the_feeds_rate_counts_each_campaigns_sends_of_the_last_minute(
+    app: FastAPI, browser: httpx.AsyncClient, db: Database
+) -> None:
+    """Finished in the minute before now (half-open: exactly a minute ago is out), or
+    still in flight; each campaign its own, another user's left out."""
+    key = await new_key(db, 1)
+    busy, quiet = await _campaign(app, key), await _campaign(app, key)
+    theirs = await _campaign(app, await new_key(db, 2), userId=2)
+    ago = [10, 30, 59.999, 60, 61, 3600, None]  # seconds before NOW; None: in flight
+
+    async def slots(conn: AsyncConnection) -> None:
+        rows = [
+            {
+                "campaign_id": campaign_id,
+                "seq": seq,
+                "delivery_id": seq,
+                "started_at": NOW - timedelta(hours=2),
+                "finished_at": None if s is None else NOW - timedelta(seconds=s),
+                "worker": "test",
+                "outcome": None if s is None else "SENT",
+            }
+            for campaign_id in (busy, theirs)
+            for seq, s in enumerate(ago, start=1)
+        ]
+        await conn.execute(insert(send_slots), rows)
+
+    await db.run(slots)
+    await _sign_in(browser, key)
+    feed = (await browser.get(f"/ui/data/progress?ids={quiet},{theirs},{busy},{busy}")).json()
+    rates = [(row["id"], row["rate"]) for row in feed["campaigns"]]
+    assert rates == [(quiet, "—"), (busy, "4/min"), (busy, "4/min")]
+    page = (await browser.get(f"/ui/campaigns/{busy}")).text
+    assert "4/min" in page

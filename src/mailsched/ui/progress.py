@@ -2,7 +2,11 @@
 
 Built from the API's own view (:meth:`Campaigns.get`), so the page and the API
 cannot disagree; only the rate (sends finished in the last minute) is read here,
-through the store's existing query of recent finishes.
+for all of a list's campaigns in one query (:func:`mailsched.ui.queries.finishes`).
+
+Cost per poll of a page of 20 campaigns: 20 views (3 statements each, in a
+transaction each) and one statement for the rates; it was 4 statements and 2
+transactions per campaign (81 statements with the session's lookup, now 62).
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from mailsched.domain.model import CampaignStatus, DeliveryStatus
 from mailsched.errors import NotFound
 from mailsched.producer.campaigns import Campaigns
 from mailsched.producer.schemas import CampaignView
-from mailsched.store import sending
 from mailsched.store.db import Database
+from mailsched.ui import queries
 
 #: Recipients in these statuses need nothing more.
 DONE = (
@@ -90,24 +94,30 @@ async def progress(
 ) -> list[Progress]:
     """The progress of those of ``ids`` that are the user's, in the order given;
     another user's campaign is left out as if it did not exist."""
-    rows: list[Progress] = []
+    views: list[CampaignView] = []
     for campaign_id in ids:
         try:
-            view = await campaigns.get(user_id, campaign_id)
+            views.append(await campaigns.get(user_id, campaign_id))
         except NotFound:
             continue
-        rows.append(Progress(view, await _rate(db, clock(), campaign_id)))
-    return rows
+    if not views:
+        return []
+    now = clock()
+
+    async def work(conn: AsyncConnection) -> dict[int, int]:
+        return await rates_in(conn, now, [view.campaign_id for view in views])
+
+    rates = await db.run(work)
+    return [Progress(view, rates.get(view.campaign_id, 0)) for view in views]
+
+
+async def rates_in(conn: AsyncConnection, now: datetime, campaign_ids: list[int]) -> dict[int, int]:
+    """Each campaign's sends that finished in the minute before ``now``, or are still in
+    flight (at most the cap); a campaign with none is left out."""
+    counts = await queries.finishes(conn, campaign_ids, now - timedelta(minutes=1))
+    return {campaign_id: min(count, RATE_CAP) for campaign_id, count in counts.items()}
 
 
 async def rate_in(conn: AsyncConnection, now: datetime, campaign_id: int) -> int:
     """Sends of the campaign that finished in the minute before ``now`` (at most the cap)."""
-    since = now - timedelta(minutes=1)
-    return len(await sending.recent_finishes(conn, campaign_id, RATE_CAP, since, now))
-
-
-async def _rate(db: Database, now: datetime, campaign_id: int) -> int:
-    async def work(conn: AsyncConnection) -> int:
-        return await rate_in(conn, now, campaign_id)
-
-    return await db.run(work)
+    return (await rates_in(conn, now, [campaign_id])).get(campaign_id, 0)
