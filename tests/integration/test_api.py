@@ -165,7 +165,18 @@ async def test_get_campaign_reports_counts_and_times(
     view = response.json()
     assert view["status"] == "SCHEDULED"
     assert view["counts"] == {"SCHEDULED": 2} | dict.fromkeys(
-        ["QUEUED", "SENDING", "PAUSED", "SENT", "FAILED", "CANCELLED", "SUPPRESSED"], 0
+        [
+            "QUEUED",
+            "SENDING",
+            "PAUSED",
+            "SENT",
+            "FAILED",
+            "CANCELLED",
+            "SUPPRESSED",
+            "BOUNCED",
+            "COMPLAINED",
+        ],
+        0,
     )
     assert view["plannedFirstSendAt"] == "2026-11-28T12:00:00Z"
     assert view["plannedLastSendAt"] == "2026-11-28T12:01:00Z"

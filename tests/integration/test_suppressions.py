@@ -109,7 +109,7 @@ async def add(db: Database, user_id: int, address: str, reason: str = "manual") 
 
 async def suppressed(db: Database, user_id: int, addresses: list[str]) -> set[str]:
     async def work(conn: AsyncConnection) -> set[str]:
-        return await suppressions.suppressed(conn, user_id, addresses)
+        return await suppressions.suppressed(conn, user_id, addresses, NOW)
 
     return await db.run(work)
 

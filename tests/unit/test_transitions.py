@@ -41,6 +41,10 @@ ALLOWED = {
     (S.PAUSED, S.CANCELLED),
     (S.PAUSED, S.SUPPRESSED),
     (S.FAILED, S.SCHEDULED),
+    # What the recipient's server reports later: a bounce, a complaint.
+    (S.SENT, S.BOUNCED),
+    (S.SENT, S.COMPLAINED),
+    (S.BOUNCED, S.COMPLAINED),
 }
 
 
@@ -59,9 +63,11 @@ def test_a_move_outside_the_table_cannot_even_be_declared(
         DeliveryMove("illegal", frozenset({current}), new, None)
 
 
-def test_final_statuses_never_move() -> None:
-    for status in (S.SENT, S.CANCELLED, S.SUPPRESSED):
+def test_final_statuses_never_move_but_for_what_comes_back() -> None:
+    for status in (S.CANCELLED, S.SUPPRESSED, S.COMPLAINED):
         assert DELIVERY_TRANSITIONS[status] == frozenset()
+    assert DELIVERY_TRANSITIONS[S.SENT] == {S.BOUNCED, S.COMPLAINED}
+    assert DELIVERY_TRANSITIONS[S.BOUNCED] == {S.COMPLAINED}
 
 
 #: Each move: where from, where to, and what it tells the outside world.
@@ -84,6 +90,8 @@ MOVES = {
     ),
     "replan": ({S.SCHEDULED, S.QUEUED}, S.SCHEDULED, None),
     "retry_failed": ({S.FAILED}, S.SCHEDULED, EventType.DELIVERY_DEFERRED),
+    "bounce": ({S.SENT}, S.BOUNCED, EventType.DELIVERY_BOUNCED),
+    "complain": ({S.SENT, S.BOUNCED}, S.COMPLAINED, EventType.DELIVERY_COMPLAINED),
 }
 
 

@@ -163,7 +163,7 @@ async def _drop_suppressed(
     for cid, found in rows.items():
         addresses.setdefault(live[cid].user_id, []).extend(r.recipient for r in found)
     blocked = {
-        user: await suppressions.suppressed(conn, user, wanted)
+        user: await suppressions.suppressed(conn, user, wanted, now)
         for user, wanted in addresses.items()
     }
     kept: dict[int, list[Claimable]] = {}

@@ -32,11 +32,14 @@ class EventType(StrEnum):
     DELIVERY_CANCELLED = "delivery.cancelled"
     #: A send slot ended ORPHANED or AMBIGUOUS: the recipient may get the email twice.
     DELIVERY_POSSIBLE_DUPLICATE = "delivery.possible_duplicate"
-    #: Reserved for the bounces issue: a DSN reported the address dead.
+    #: The recipient's server reported a bounce: ``kind`` hard (the delivery is now
+    #: BOUNCED) or soft (recorded; the delivery stays SENT), ``status``, ``diagnostic``.
     DELIVERY_BOUNCED = "delivery.bounced"
-    #: Reserved for the bounces issue: the recipient reported the email as spam.
+    #: The recipient reported the email as spam: the delivery is now COMPLAINED.
     DELIVERY_COMPLAINED = "delivery.complained"
     RECIPIENT_UNSUBSCRIBED = "recipient.unsubscribed"
+    #: The address was added to the user's suppression list: ``reason`` says why.
+    RECIPIENT_SUPPRESSED = "recipient.suppressed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,10 @@ class DeliveryStatus(StrEnum):
 
     SCHEDULED lives only in the database, QUEUED is on the queue, SENDING is
     claimed by a worker under a lease, PAUSED waits for its campaign to resume;
-    SENT, FAILED, CANCELLED and SUPPRESSED (the recipient unsubscribed) are final.
+    SENT, FAILED, CANCELLED and SUPPRESSED (the recipient unsubscribed) are final
+    for sending. A SENT email may still come back: BOUNCED (the recipient's
+    server reported a permanent failure) or COMPLAINED (the recipient reported
+    it as spam).
     """
 
     SCHEDULED = "SCHEDULED"
@@ -43,6 +46,8 @@ class DeliveryStatus(StrEnum):
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
     SUPPRESSED = "SUPPRESSED"
+    BOUNCED = "BOUNCED"
+    COMPLAINED = "COMPLAINED"
 
     @property
     def is_final(self) -> bool:
@@ -74,7 +79,14 @@ FINAL_DELIVERY_STATUSES = frozenset(
         DeliveryStatus.FAILED,
         DeliveryStatus.CANCELLED,
         DeliveryStatus.SUPPRESSED,
+        DeliveryStatus.BOUNCED,
+        DeliveryStatus.COMPLAINED,
     }
+)
+
+#: Deliveries that were sent, whatever came back since.
+SENT_DELIVERY_STATUSES = frozenset(
+    {DeliveryStatus.SENT, DeliveryStatus.BOUNCED, DeliveryStatus.COMPLAINED}
 )
 
 #: Deliveries not yet claimed by a worker: what pause, cancel and re-plans move.
@@ -88,7 +100,9 @@ _STOPPABLE = {DeliveryStatus.PAUSED, DeliveryStatus.CANCELLED, DeliveryStatus.SU
 #: checks each change against. SENDING -> SCHEDULED is a retry (or a lease
 #: takeover); QUEUED -> SCHEDULED is a re-plan or a lost queue message;
 #: SCHEDULED -> SCHEDULED is a re-plan (a new time, the same status);
-#: FAILED -> SCHEDULED is an operator's retry of failed deliveries.
+#: FAILED -> SCHEDULED is an operator's retry of failed deliveries; SENT ->
+#: BOUNCED or COMPLAINED is what the recipient's server reported later (a
+#: complaint may follow a bounce report of the same email).
 DELIVERY_TRANSITIONS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
     DeliveryStatus.SCHEDULED: frozenset(
         {DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED, *_STOPPABLE}
@@ -102,10 +116,12 @@ DELIVERY_TRANSITIONS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
     DeliveryStatus.PAUSED: frozenset(
         {DeliveryStatus.SCHEDULED, DeliveryStatus.CANCELLED, DeliveryStatus.SUPPRESSED}
     ),
-    DeliveryStatus.SENT: frozenset(),
+    DeliveryStatus.SENT: frozenset({DeliveryStatus.BOUNCED, DeliveryStatus.COMPLAINED}),
     DeliveryStatus.FAILED: frozenset({DeliveryStatus.SCHEDULED}),
     DeliveryStatus.CANCELLED: frozenset(),
     DeliveryStatus.SUPPRESSED: frozenset(),
+    DeliveryStatus.BOUNCED: frozenset({DeliveryStatus.COMPLAINED}),
+    DeliveryStatus.COMPLAINED: frozenset(),
 }
 
 
@@ -167,10 +183,19 @@ SUPPRESS = _move("suppress", {_S, _Q, _P}, DeliveryStatus.SUPPRESSED, EventType.
 REPLAN = _move("replan", {_S, _Q}, _S, None)
 #: An operator asked for the campaign's failed deliveries to be tried again.
 RETRY_FAILED = _move("retry_failed", {_F}, _S, EventType.DELIVERY_DEFERRED)
+#: The recipient's server reported a permanent failure (a hard bounce).
+BOUNCE = _move("bounce", {DeliveryStatus.SENT}, DeliveryStatus.BOUNCED, EventType.DELIVERY_BOUNCED)
+#: The recipient reported the email as spam (a feedback loop's complaint).
+COMPLAIN = _move(
+    "complain",
+    {DeliveryStatus.SENT, DeliveryStatus.BOUNCED},
+    DeliveryStatus.COMPLAINED,
+    EventType.DELIVERY_COMPLAINED,
+)
 
 DELIVERY_MOVES: tuple[DeliveryMove, ...] = (
     DISPATCH, REQUEUE, CLAIM, SEND, RETRY, RELEASE, TAKE_OVER, FAIL,
-    PAUSE, RESUME, CANCEL, SUPPRESS, REPLAN, RETRY_FAILED,
+    PAUSE, RESUME, CANCEL, SUPPRESS, REPLAN, RETRY_FAILED, BOUNCE, COMPLAIN,
 )  # fmt: skip
 
 #: Every move a campaign may make, and the event it is.
@@ -221,6 +246,8 @@ class Campaign:
     templated: bool = False
     #: When, in local time, sends may start (``None``: whenever the rules allow).
     schedule: Schedule | None = None
+    #: Why it paused by itself (the circuit breaker); ``None`` otherwise.
+    pause_reason: str | None = None
 
     def opening(self, zone: str | None) -> Calendar | None:
         """The calendar of a recipient of this campaign (its own ``zone``, if any)."""

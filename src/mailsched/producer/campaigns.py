@@ -41,7 +41,7 @@ from mailsched.producer.schemas import (
     RetryStarted,
 )
 from mailsched.store import campaigns as store
-from mailsched.store import idempotency, sending, suppressions
+from mailsched.store import feedback, idempotency, sending, suppressions
 from mailsched.store.db import Database
 
 Clock = Callable[[], datetime]
@@ -221,7 +221,7 @@ class Campaigns:
             if not await suppressions.has_any(conn, request.user_id):
                 return set()
             return await suppressions.suppressed(
-                conn, request.user_id, [r.email for r in request.recipients]
+                conn, request.user_id, [r.email for r in request.recipients], self._clock()
             )
 
         return await self._db.run(work)
@@ -253,6 +253,9 @@ class Campaigns:
             completed_at=campaign.completed_at,
             schedule=None if campaign.schedule is None else campaign.schedule.to_json(),
             estimated_completion_at=_estimated_completion(campaign, summary),
+            pause_reason=campaign.pause_reason
+            if campaign.status == CampaignStatus.PAUSED
+            else None,
         )
 
     async def listing(
@@ -312,6 +315,7 @@ class Campaigns:
             now = self._clock()
             status = CampaignStatus.RUNNING if campaign.slot_seq else CampaignStatus.SCHEDULED
             await store.set_status(conn, campaign, status, now)
+            await feedback.set_pause_reason(conn, campaign_id, None)
             await store.move_unclaimed(conn, campaign_id, RESUME, now)
             await sending.replan(conn, campaign, self._window, max(now, campaign.start_time))
             in_flight = await store.count_status(conn, campaign_id, DeliveryStatus.SENDING)

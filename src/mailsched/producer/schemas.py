@@ -362,6 +362,9 @@ class CampaignView(_Camel):
     #: When the last send is planned (recomputed whenever the campaign is planned
     #: again); the completion time once completed; ``None`` while paused or cancelled.
     estimated_completion_at: datetime | None = None
+    #: Why the campaign paused by itself (the circuit breaker: its bounce or complaint
+    #: rate); null unless it is PAUSED for that reason.
+    pause_reason: str | None = None
 
 
 class PlannedDelivery(_Camel):

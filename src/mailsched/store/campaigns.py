@@ -104,6 +104,7 @@ def _campaign(row: Row[tuple[object, ...]]) -> Campaign:
         html_body=m["html_body"],
         templated=bool(m["templated"]),
         schedule=_schedule(m["schedule"]),
+        pause_reason=m["pause_reason"],
     )
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -38,6 +38,8 @@ class Suppression:
     address: str
     reason: str
     created_at: datetime
+    detail: str | None = None
+    expires_at: datetime | None = None
 
 
 def normalize(address: str) -> str:
@@ -46,17 +48,48 @@ def normalize(address: str) -> str:
 
 
 async def add(
-    conn: AsyncConnection, user_id: int, address: str, reason: str, now: datetime
+    conn: AsyncConnection,
+    user_id: int,
+    address: str,
+    reason: str,
+    now: datetime,
+    *,
+    detail: str | None = None,
+    expires_at: datetime | None = None,
 ) -> bool:
-    """Suppress ``address`` for ``user_id``; false if it already was (the first reason stays).
+    """Suppress ``address`` for ``user_id``; false if it already was (the first reason
+    stays). An expired suppression is replaced; one that would expire becomes
+    permanent when a permanent one is added.
 
     Two concurrent adds of one address both succeed, and may both return true.
     """
     key = normalize(address)
-    existing = await conn.execute(select(s.address).where(s.user_id == user_id, s.address == key))
-    if key in {r.address for r in existing}:
+    existing = (
+        await conn.execute(
+            select(s.address, s.expires_at).where(s.user_id == user_id, s.address == key)
+        )
+    ).first()
+    values = {
+        "user_id": user_id,
+        "address": key,
+        "reason": reason[:32],
+        "created_at": now,
+        "detail": None if detail is None else detail[:500],
+        "expires_at": expires_at,
+    }
+    if existing is not None:
+        if existing.expires_at is not None and existing.expires_at <= now:
+            await conn.execute(
+                update(suppressions).where(s.user_id == user_id, s.address == key).values(values)
+            )
+            return True
+        if existing.expires_at is not None and expires_at is None:
+            await conn.execute(
+                update(suppressions)
+                .where(s.user_id == user_id, s.address == key)
+                .values(expires_at=None)
+            )
         return False
-    values = {"user_id": user_id, "address": key, "reason": reason[:32], "created_at": now}
     # Skip a duplicate rather than fail: the transaction stays usable.
     if conn.dialect.name == "mysql":
         insert = mysql.insert(suppressions).values(values)
@@ -84,15 +117,20 @@ async def page(
     conn: AsyncConnection, user_id: int, after: str | None, limit: int
 ) -> list[Suppression]:
     """The user's suppressions in address order, starting after ``after``."""
-    query = select(s.address, s.reason, s.created_at).where(s.user_id == user_id)
+    query = select(s.address, s.reason, s.created_at, s.detail, s.expires_at).where(
+        s.user_id == user_id
+    )
     if after is not None:
         query = query.where(s.address > normalize(after))
     rows = await conn.execute(query.order_by(s.address).limit(limit))
-    return [Suppression(r.address, r.reason, r.created_at) for r in rows]
+    return [Suppression(r.address, r.reason, r.created_at, r.detail, r.expires_at) for r in rows]
 
 
-async def suppressed(conn: AsyncConnection, user_id: int, addresses: Sequence[str]) -> set[str]:
-    """Those of ``addresses`` (as given) that ``user_id`` has suppressed, ignoring case.
+async def suppressed(
+    conn: AsyncConnection, user_id: int, addresses: Sequence[str], now: datetime
+) -> set[str]:
+    """Those of ``addresses`` (as given) that ``user_id`` has suppressed at ``now``,
+    ignoring case (an expired suppression no longer counts).
 
     One primary-key ``IN`` query per thousand addresses.
     """
@@ -102,7 +140,9 @@ async def suppressed(conn: AsyncConnection, user_id: int, addresses: Sequence[st
     for start in range(0, len(keys), _CHUNK):
         rows = await conn.execute(
             select(s.address).where(
-                s.user_id == user_id, s.address.in_(keys[start : start + _CHUNK])
+                s.user_id == user_id,
+                s.address.in_(keys[start : start + _CHUNK]),
+                or_(s.expires_at.is_(None), s.expires_at > now),
             )
         )
         found.update(r.address for r in rows)

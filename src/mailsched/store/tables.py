@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -88,6 +89,8 @@ campaigns = Table(
     Column("templated", Boolean, nullable=False, default=False),
     # The sending calendar as JSON (``Schedule.to_json``), NULL for none.
     Column("schedule", Text, nullable=True),
+    # Why it paused, when it paused by itself (the circuit breaker); NULL otherwise.
+    Column("pause_reason", String(200), nullable=True),
     Index("ix_campaigns_user", "user_id", "id"),
 )
 
@@ -169,8 +172,13 @@ suppressions = Table(
     Column("user_id", BigInteger, primary_key=True, autoincrement=False),
     # Binary collation: MariaDB's default one would take jörg@ and jorg@ for the same.
     Column("address", Address, primary_key=True),
+    # Where it came from: manual (the API or the dashboard), unsubscribe, bounce, complaint.
     Column("reason", String(32), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # What was reported (a bounce's status and diagnostic), if anything.
+    Column("detail", String(500), nullable=True),
+    # When it stops applying (a bounce's, by MAILSCHED_BOUNCE_SUPPRESSION_DAYS); NULL: never.
+    Column("expires_at", UTCDateTime, nullable=True),
 )
 
 #: Deployment-wide secrets every process shares (the unsubscribe signing key).
@@ -308,4 +316,54 @@ ui_sessions = Table(
     Column("expires_at", UTCDateTime, nullable=False),
     # The prune of expired sessions.
     Index("ix_ui_sessions_expires", "expires_at"),
+)
+
+#: A raw inbound message, kept for inspection (at most MAILSCHED_INBOUND_MAX_MESSAGE_BYTES).
+RawMessage = LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql")
+
+#: Every bounce and complaint received: what was reported, for which delivery.
+bounces = Table(
+    "bounces",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("user_id", BigInteger, nullable=False),
+    Column("campaign_id", Id, nullable=True),
+    Column("delivery_id", Id, nullable=True),
+    Column("recipient", Address, nullable=False),
+    # hard, soft or complaint.
+    Column("kind", String(16), nullable=False),
+    Column("status", String(16), nullable=True),
+    Column("diagnostic", String(500), nullable=True),
+    # smtp (the bounce mailbox), sendgrid, mailgun, postmark, ses.
+    Column("source", String(16), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Index("ix_bounces_campaign", "campaign_id", "id"),
+)
+
+#: Per user and address: soft bounces of distinct deliveries in a row.
+soft_bounce_streaks = Table(
+    "soft_bounce_streaks",
+    metadata,
+    Column("user_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("address", Address, primary_key=True),
+    Column("soft_bounces", Integer, nullable=False),
+    Column("last_delivery_id", Id, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+#: Inbound mail that changed nothing (no valid return path, nothing recognised),
+#: kept for a person to look at.
+inbound_messages = Table(
+    "inbound_messages",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("source", String(16), nullable=False),
+    # forged, unrecognised, unknown_delivery ...
+    Column("outcome", String(32), nullable=False),
+    Column("mail_from", String(320), nullable=True),
+    Column("rcpt_to", String(320), nullable=True),
+    Column("size", Integer, nullable=False),
+    Column("raw", RawMessage, nullable=False),
+    Index("ix_inbound_messages_received", "received_at"),
 )
