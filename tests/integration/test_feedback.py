@@ -61,11 +61,18 @@ async def _suppression(db: Database, user_id: int) -> list[suppressions.Suppress
 
 
 async def test_a_hard_bounce_bounces_the_delivery_and_suppresses_the_address(db: Database) -> None:
-    _, (sent, other) = await seed(db, 1, [("Ann@Example.com", S.SENT), ("bob@example.com", S.SENT)])
+    first, (sent, other) = await seed(
+        db, 1, [("Ann@Example.com", S.SENT), ("bob@example.com", S.SENT)]
+    )
     later, (pending,) = await seed(db, 1, [("ann@example.com", S.SCHEDULED)])
     outcomes = await _feedback(db).apply([Received(sent, HARD)], "smtp")
     assert outcomes == [Outcome.BOUNCED]
     assert await statuses(db, [sent, other, pending]) == [S.BOUNCED, S.SENT, S.SUPPRESSED]
+    listed = await Campaigns(db, timedelta(hours=1), lambda: NOW).deliveries(1, first, None, 0, 10)
+    assert [(i.status, i.last_error) for i in listed.items] == [
+        (S.BOUNCED, "bounced: 5.1.1 smtp; 550 5.1.1 no such user"),
+        (S.SENT, None),
+    ]
     (entry,) = await _suppression(db, 1)
     assert (entry.address, entry.reason, entry.expires_at) == ("ann@example.com", "bounce", None)
     assert entry.detail == "5.1.1 smtp; 550 5.1.1 no such user"

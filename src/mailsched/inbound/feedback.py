@@ -152,10 +152,24 @@ class Feedback:
                 await self._suppress(conn, sent, BOUNCE_REASON, detail, now)
             return Outcome.SOFT
         if report.kind is Kind.HARD:
-            moved = await transitions.move(conn, BOUNCE, now, ids=[sent.delivery_id], fields=fields)
+            moved = await transitions.move(
+                conn,
+                BOUNCE,
+                now,
+                ids=[sent.delivery_id],
+                values={"last_error": f"bounced: {_said(report)}"[:500]},
+                fields=fields,
+            )
             await self._suppress(conn, sent, BOUNCE_REASON, _said(report), now)
             return Outcome.BOUNCED if moved else Outcome.RECORDED
-        moved = await transitions.move(conn, COMPLAIN, now, ids=[sent.delivery_id], fields=fields)
+        moved = await transitions.move(
+            conn,
+            COMPLAIN,
+            now,
+            ids=[sent.delivery_id],
+            values={"last_error": f"complaint: {_said(report)}"[:500]},
+            fields=fields,
+        )
         await self._suppress(conn, sent, COMPLAINT_REASON, _said(report), now)
         return Outcome.COMPLAINED if moved else Outcome.RECORDED
 
