@@ -395,6 +395,8 @@ async def test_post_suppression_suppresses_pending_deliveries(
         "address": "bob@example.org",
         "reason": "manual",
         "createdAt": "2026-11-28T12:00:00Z",
+        "detail": None,
+        "expiresAt": None,
         "suppressedDeliveries": 1,
     }
     assert again.status_code == 200

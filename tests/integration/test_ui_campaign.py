@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from mailsched.store import feedback
 from mailsched.store.db import Database
 from mailsched.store.tables import deliveries
 from tests.integration.test_ui import _campaign, _csrf, _sign_in, app, browser
@@ -192,3 +193,23 @@ async def test_the_progress_feed_carries_the_counts(
     await _sign_in(browser, key)
     (row,) = (await browser.get(f"/ui/data/progress?ids={ident}")).json()["campaigns"]
     assert row["counts"]["SENT"] == 1 and row["counts"]["SCHEDULED"] == 1
+
+
+async def test_a_campaign_paused_by_the_breaker_says_why(
+    app: FastAPI, browser: httpx.AsyncClient, db: Database
+) -> None:
+    key = await new_key(db, 1)
+    ident = await _campaign(app, key)
+    async with client_for(app, key) as api:
+        assert (await api.post(f"{URL}/{ident}/pause")).status_code == 200
+
+    async def work(conn: AsyncConnection) -> None:
+        await feedback.set_pause_reason(conn, ident, "hard bounces at 10.0% of 20 sends <b>")
+
+    await db.run(work)
+    await _sign_in(browser, key)
+    page = (await browser.get(f"/ui/campaigns/{ident}")).text
+    assert (
+        '<dd class="warning" data-field="pause-reason">'
+        "hard bounces at 10.0% of 20 sends &lt;b&gt;</dd>" in page
+    )

@@ -63,8 +63,15 @@ class SuppressionItem(_Camel):
     """One suppressed address (stored lower-cased)."""
 
     address: str
+    #: Where it came from: ``manual`` (the API or the dashboard), ``unsubscribe``,
+    #: ``bounce`` or ``complaint``.
     reason: str
     created_at: datetime
+    #: What was reported (a bounce's status and diagnostic), if anything.
+    detail: str | None = None
+    #: When it stops applying (a bounce's, by MAILSCHED_BOUNCE_SUPPRESSION_DAYS);
+    #: null: never.
+    expires_at: datetime | None = None
 
 
 class SuppressionPage(_Camel):
@@ -125,7 +132,13 @@ class Suppressions:
         rows = rows[:limit]
         return SuppressionPage(
             items=[
-                SuppressionItem(address=r.address, reason=r.reason, created_at=r.created_at)
+                SuppressionItem(
+                    address=r.address,
+                    reason=r.reason,
+                    created_at=r.created_at,
+                    detail=r.detail,
+                    expires_at=r.expires_at,
+                )
                 for r in rows
             ],
             next_cursor=rows[-1].address if more else None,
