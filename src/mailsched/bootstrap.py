@@ -26,6 +26,7 @@ from mailsched.consumer.sender import WorkerDeps
 from mailsched.consumer.worker import Worker
 from mailsched.domain.events import Event
 from mailsched.errors import ConfigError
+from mailsched.inbound.feedback import Feedback
 from mailsched.mail import Mailer
 from mailsched.mail.message import sender_domain
 from mailsched.mail.outbox import OutboxMailer
@@ -59,6 +60,7 @@ from mailsched.webhooks.deliver import WebhookDeliverer
 from mailsched.webhooks.fanout import FanOut
 
 if TYPE_CHECKING:
+    from mailsched.inbound.server import InboundServer
     from mailsched.queue.kafka_events import KafkaEventConsumer, KafkaEventSink, ReceivedEvent
 
 Clock = Callable[[], datetime]
@@ -245,6 +247,23 @@ class Components:
             return ReturnPath(inbound.bounce_address, key)
         except ValueError as exc:
             raise ConfigError(f"MAILSCHED_BOUNCE_ADDRESS: {exc}") from exc
+
+    def feedback(self) -> Feedback:
+        """What bounces and complaints do, wherever they come from."""
+        return Feedback(self.db, self.settings.feedback(), self.clock)
+
+    async def inbound_server(self) -> InboundServer | None:
+        """The bounce mailbox's SMTP server, or ``None`` without MAILSCHED_BOUNCE_ADDRESS.
+        Call after migrating (its key may be shared through the database)."""
+        inbound = self.settings.inbound()
+        return_path = await self.return_path()
+        if inbound is None or return_path is None:
+            return None
+        from mailsched.inbound.mailbox import Mailbox
+        from mailsched.inbound.server import InboundServer
+
+        mailbox = Mailbox(inbound, return_path, self.feedback(), self.metrics)
+        return InboundServer(inbound, mailbox, self.metrics)
 
     def public_routes(
         self, signer: UnsubscribeSigner, on_created: Callable[[], None] | None = None

@@ -27,7 +27,10 @@ _ROLES = {
     "worker": frozenset({Role.WORKER}),
     "dispatcher": frozenset({Role.DISPATCHER}),
     "webhooks": frozenset({Role.WEBHOOKS}),
+    "inbound": frozenset({Role.INBOUND}),
 }
+#: Roles that need only the database: they may run beside `mailsched run` on SQLite.
+_DATABASE_ONLY = frozenset({"inbound"})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,13 +40,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mailsched {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser(
-        "run", help="everything in one process: API, dispatcher, a worker and webhooks"
+        "run",
+        help="everything in one process: API, dispatcher, a worker, webhooks and, with "
+        "MAILSCHED_BOUNCE_ADDRESS, the bounce mailbox",
     )
     commands.add_parser("api", help="the producer: REST API and dispatcher (needs Kafka)")
     commands.add_parser("worker", help="the consumer: claims, sends and records (needs Kafka)")
     commands.add_parser("dispatcher", help="only the dispatcher (needs Kafka)")
     commands.add_parser(
         "webhooks", help="reads the events topic and delivers webhooks (needs Kafka)"
+    )
+    commands.add_parser(
+        "inbound",
+        help="the bounce mailbox's SMTP server (needs MAILSCHED_BOUNCE_ADDRESS)",
     )
     db = commands.add_parser("db", help="database administration")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
@@ -105,7 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mailsched: invalid settings: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
-    if args.command in _ROLES and args.command != "run" and settings.kafka() is None:
+    # aiosmtpd logs every envelope's addresses at INFO; ours log ids and counts.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    needs_kafka = args.command in _ROLES and args.command not in {"run", *_DATABASE_ONLY}
+    if needs_kafka and settings.kafka() is None:
         print(
             f"mailsched: `mailsched {args.command}` runs beside other processes and needs "
             "MAILSCHED_KAFKA_BOOTSTRAP_SERVERS; for one process, use `mailsched run`",

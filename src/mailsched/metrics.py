@@ -8,6 +8,21 @@ from mailsched.domain.model import DeliveryStatus, SendOutcome
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600)
+#: What the bounce mailbox did with a message, for one recipient (see inbound/mailbox.py).
+INBOUND_OUTCOMES = (
+    "bounced",
+    "complained",
+    "soft",
+    "recorded",
+    "unknown_delivery",
+    "unrecognised",
+    "unreadable",
+    "forged",
+    "no_token",
+    "refused_relay",
+    "too_large",
+    "error",
+)
 
 
 class Metrics:
@@ -114,6 +129,23 @@ class Metrics:
             "Age of the oldest event not yet delivered to its endpoint (0 when none)",
             registry=r,
         )
+        self.inbound_messages = Counter(
+            "mailsched_inbound_messages_total",
+            "Messages (one per recipient) the bounce mailbox took or refused, by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.inbound_seconds = Histogram(
+            "mailsched_inbound_seconds",
+            "Time to read and apply one inbound message, after its data arrived",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inbound_refused_connections = Counter(
+            "mailsched_inbound_refused_connections_total",
+            "Connections to the bounce mailbox refused (421) beyond the connection limit",
+            registry=r,
+        )
         for status in DeliveryStatus:
             self.deliveries.labels(status.value)
         for outcome in SendOutcome:
@@ -122,3 +154,5 @@ class Metrics:
             self.smtp_replies.labels(reply_class)
         for status_class in ("2xx", "3xx", "4xx", "5xx", "timeout", "error"):
             self.webhook_attempts.labels(status_class)
+        for inbound in INBOUND_OUTCOMES:
+            self.inbound_messages.labels(inbound)

@@ -1,4 +1,5 @@
-"""Run a process's roles (API, dispatcher, worker, webhooks) until SIGTERM or SIGINT."""
+"""Run a process's roles (API, dispatcher, worker, webhooks, the bounce mailbox) until
+SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ class Role(StrEnum):
     WORKER = "worker"
     #: Delivers webhooks; on Kafka, also reads the events topic into their table.
     WEBHOOKS = "webhooks"
+    #: The bounce mailbox's SMTP server; in ``mailsched run`` only with a bounce address.
+    INBOUND = "inbound"
 
 
 class _Server(uvicorn.Server):
@@ -117,7 +120,9 @@ async def _start(
         tasks.append(asyncio.create_task(worker.run(stop), name="worker"))
     if Role.WEBHOOKS in roles:
         tasks.extend(_webhook_tasks(components, stop))
-    if Role.API not in roles and roles & {Role.WORKER, Role.WEBHOOKS}:
+    if Role.INBOUND in roles:
+        tasks.extend(await _inbound_tasks(components, roles, stop))
+    if Role.API not in roles and roles & {Role.WORKER, Role.WEBHOOKS, Role.INBOUND}:
         _serve_metrics(components, settings)
     server: _Server | None = None
     if Role.API in roles:
@@ -169,8 +174,22 @@ def _webhook_tasks(components: Components, stop: asyncio.Event) -> list[asyncio.
     return tasks
 
 
+async def _inbound_tasks(
+    components: Components, roles: frozenset[Role], stop: asyncio.Event
+) -> list[asyncio.Task[None]]:
+    """The bounce mailbox, listening before this returns; ``mailsched run`` without a
+    bounce address has none, ``mailsched inbound`` without one is a mistake."""
+    server = await components.inbound_server()
+    if server is None:
+        if roles == {Role.INBOUND}:
+            raise ConfigError("`mailsched inbound` needs MAILSCHED_BOUNCE_ADDRESS")
+        return []
+    await server.start()
+    return [asyncio.create_task(server.run(stop), name="inbound")]
+
+
 def _serve_metrics(components: Components, settings: Settings) -> None:
-    """A worker or a webhooks process has no API: it serves /metrics on its own port,
+    """A worker, webhooks or inbound process has no API: it serves /metrics on its own port,
     from a thread."""
     try:
         server, _thread = start_http_server(
