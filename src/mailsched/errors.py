@@ -14,6 +14,7 @@ so nothing above an adapter handles a library's exception::
     ├── UnsafeUrl                   a webhook URL mailsched will not call (SSRF rules)
     ├── ReportTooLarge              an inbound bounce or complaint report too large to read
     ├── ForgedReturnPath            a bounce's address is no return path we made (VERP)
+    ├── Unauthenticated             a provider's webhook call whose credentials do not check out
     ├── StoreError                  the database refused or failed
     │   ├── StoreUnavailable        the database cannot be reached; try again later
     │   ├── DuplicateKey            a row with that key exists already
@@ -70,6 +71,10 @@ class UnsafeUrl(MailschedError):
 
 class ForgedReturnPath(MailschedError):
     """An address that is no return path this deployment made: a bounce not to be believed."""
+
+
+class Unauthenticated(MailschedError):
+    """A provider's webhook call without valid credentials or signature: believe none of it."""
 
 
 class ReportTooLarge(MailschedError):

@@ -49,6 +49,13 @@ _UNSAFE_URL = re.compile(r"[\x00-\x20\x7f<>]")
 # injection, and it keeps the email package from refusing the header at send time.
 _CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]+")
 
+# What message_id makes: ASCII digits without leading zeros (ids are BIGINTs), brackets
+# optional, both or neither.
+_OUR_MESSAGE_ID = re.compile(
+    r"(?P<open><)?c(?P<campaign>[1-9][0-9]{0,18})\.d(?P<delivery>[1-9][0-9]{0,18})"
+    r"@(?P<domain>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(?(open)>)"
+)
+
 _ONE_CLICK = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
 
 
@@ -101,6 +108,19 @@ def message_id(campaign_id: int, delivery_id: int, sender: str) -> str:
     (and our own checks) can recognise the duplicate.
     """
     return f"<c{campaign_id}.d{delivery_id}@{sender_domain(sender)}>"
+
+
+def delivery_of_message_id(text: str, domain: str | None = None) -> tuple[int, int] | None:
+    """The ``(campaign id, delivery id)`` that a Message-ID made by :func:`message_id` names,
+    with or without its angle brackets (providers report it either way); ``None`` for any
+    other. Given ``domain`` (ASCII, as :func:`sender_domain` makes it), only a Message-ID on
+    that domain is ours."""
+    found = _OUR_MESSAGE_ID.fullmatch(text.strip())
+    if found is None:
+        return None
+    if domain is not None and found["domain"].lower() != domain.lower():
+        return None
+    return int(found["campaign"]), int(found["delivery"])
 
 
 def display_name(name: str) -> bytes:
