@@ -2,9 +2,9 @@
 
 Embedded: one ``mailsched run`` (SQLite, the in-process queue, webhooks delivered
 in-process). Real: ``mailsched api``, ``mailsched worker`` and ``mailsched webhooks``
-on MariaDB + Kafka. Either way a test talks to one API, and may kill -9 any role
-and start it again on the same database. :class:`Api` calls the public API as a
-user's application does.
+on MariaDB + Kafka, and ``mailsched inbound`` with a bounce address. Either way a
+test talks to one API, and may kill -9 any role and start it again on the same
+database. :class:`Api` calls the public API as a user's application does.
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ class Deployment:
     def __init__(self, stack: Stack, env: dict[str, str], cwd: Path) -> None:
         self.stack = stack
         self.env = stack.env() | {"MAILSCHED_PORT": str(free_port())} | env
+        if self.bounces:
+            # The bounce mailbox listens too: on a port of its own, not the default.
+            self.env.setdefault("MAILSCHED_INBOUND_PORT", str(free_port()))
         self.cwd = cwd
         self.key = ""
         self.processes: dict[str, Mailsched] = {}
@@ -41,8 +44,20 @@ class Deployment:
         return self.stack.kafka_bootstrap_servers is None
 
     @property
+    def bounces(self) -> bool:
+        """A bounce address is set: the bounce mailbox runs."""
+        return bool(self.env.get("MAILSCHED_BOUNCE_ADDRESS"))
+
+    @property
     def roles(self) -> tuple[str, ...]:
-        return ("run",) if self.embedded else ("api", "worker", "webhooks")
+        if self.embedded:
+            return ("run",)
+        return ("api", "worker", "webhooks") + (("inbound",) if self.bounces else ())
+
+    @property
+    def inbound_port(self) -> int:
+        """The bounce mailbox's SMTP port (with a bounce address)."""
+        return int(self.env["MAILSCHED_INBOUND_PORT"])
 
     @property
     def api(self) -> Mailsched:
@@ -58,6 +73,9 @@ class Deployment:
         for role in self.roles:
             self._spawn(role)
         self.api.wait_ready()
+        if self.bounces:
+            inbound = self.processes["run" if self.embedded else "inbound"]
+            inbound.wait_log("inbound SMTP server listening on")
         # `mailsched run` prints a key on its first start; the real stack has none.
         self.key = self.api.development_key() if self.embedded else create_key(self.env, self.cwd)
         return self
