@@ -111,3 +111,25 @@ async def test_the_feeds_rate_counts_each_campaigns_sends_of_the_last_minute(
     assert rates == [(quiet, "—"), (busy, "4/min"), (busy, "4/min")]
     page = (await browser.get(f"/ui/campaigns/{busy}")).text
     assert "4/min" in page
+
+
+async def test_a_bounce_or_a_complaint_after_the_send_still_counts_as_done(
+    app: FastAPI, browser: httpx.AsyncClient, db: Database
+) -> None:
+    key = await new_key(db, 1)
+    campaign_id = await _campaign(app, key, recipients=[f"u{i}@example.com" for i in range(4)])
+    d = deliveries.c
+
+    async def finish(conn: AsyncConnection) -> None:
+        ids = (
+            await conn.scalars(select(d.id).where(d.campaign_id == campaign_id).order_by(d.id))
+        ).all()
+        for ident, status in zip(ids, ("SENT", "BOUNCED", "COMPLAINED"), strict=False):
+            await conn.execute(
+                update(deliveries).where(d.id == ident).values(status=status, sent_at=NOW)
+            )
+
+    await db.run(finish)
+    await _sign_in(browser, key)
+    (row,) = (await browser.get(f"/ui/data/progress?ids={campaign_id}")).json()["campaigns"]
+    assert row["percent"] == 75

@@ -24,12 +24,15 @@ from mailsched.producer.schemas import CampaignView
 from mailsched.store.db import Database
 from mailsched.ui import queries
 
-#: Recipients in these statuses need nothing more.
+#: Recipients in these statuses need nothing more (a bounce or a complaint comes
+#: after the send).
 DONE = (
     DeliveryStatus.SENT,
     DeliveryStatus.FAILED,
     DeliveryStatus.SUPPRESSED,
     DeliveryStatus.CANCELLED,
+    DeliveryStatus.BOUNCED,
+    DeliveryStatus.COMPLAINED,
 )
 #: A rate above this many a minute is shown as "at least": the count stops there.
 RATE_CAP = 10_000
