@@ -133,3 +133,5 @@ async def test_a_bounce_or_a_complaint_after_the_send_still_counts_as_done(
     await _sign_in(browser, key)
     (row,) = (await browser.get(f"/ui/data/progress?ids={campaign_id}")).json()["campaigns"]
     assert row["percent"] == 75
+    # Bounced and complained-of emails were sent: 3 of 4.
+    assert row["sent"] == 3

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailsched.domain.model import CampaignStatus, DeliveryStatus
+from mailsched.domain.model import SENT_DELIVERY_STATUSES, CampaignStatus, DeliveryStatus
 from mailsched.errors import NotFound
 from mailsched.producer.campaigns import Campaigns
 from mailsched.producer.schemas import CampaignView
@@ -67,7 +67,8 @@ class Progress:
             "id": self.view.campaign_id,
             "status": self.view.status.value,
             "percent": self.percent,
-            "sent": self.view.counts.get(DeliveryStatus.SENT, 0),
+            # Bounced and complained-of emails were sent too.
+            "sent": sum(self.view.counts.get(s, 0) for s in SENT_DELIVERY_STATUSES),
             "total": self.view.recipient_count,
             "rate": rate_text(self.rate, self.active and self.view.first_sent_at is not None),
             "completion": when(self.view.estimated_completion_at),
