@@ -20,7 +20,8 @@ import pytest
 from tests.conftest import Stack
 from tests.support.bounces import COMPLAINT, HARD, SOFT, Answered, dsn, submit
 from tests.support.deployment import Api, Deployment, deployed
-from tests.support.smtp_sink import SmtpSink
+from tests.support.processes import Mailsched
+from tests.support.smtp_sink import SmtpSink, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -171,3 +172,31 @@ async def twenty_sent(api: Api, campaign_id: int, within: float = 60) -> None:
             return
         assert time.monotonic() < deadline, f"not 20 sent in {within} s: {view}"
         await asyncio.sleep(0.2)
+
+
+def test_mailsched_inbound_alone_needs_only_a_database_and_stops_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    # Fails if `mailsched inbound` asks for Kafka, does not listen where it is told,
+    # or does not exit 0 on SIGTERM.
+    port = free_port()
+    env = {
+        "MAILSCHED_DATABASE_URL": f"sqlite:///{tmp_path / 'inbound.db'}",
+        "MAILSCHED_BOUNCE_ADDRESS": BOUNCES,
+        "MAILSCHED_INBOUND_PORT": str(port),
+    }
+    inbound = Mailsched(["inbound"], env, tmp_path, "inbound").start()
+    try:
+        inbound.wait_log(f"inbound SMTP server listening on 127.0.0.1:{port}")
+        assert submit(port, ["postmaster@bounce.example.com"], HARD) == Answered([250], 250)
+        assert submit(port, ["someone@example.org"], HARD) == Answered([550], None)
+    finally:
+        code = inbound.stop()
+    assert code == 0, inbound.output()
+    assert "Traceback" not in inbound.output()
+
+    without = Mailsched(["inbound"], env | {"MAILSCHED_BOUNCE_ADDRESS": ""}, tmp_path, "bare")
+    with without:
+        assert without.proc is not None
+        assert without.proc.wait(60) == 1
+    assert "needs MAILSCHED_BOUNCE_ADDRESS" in without.output()

@@ -300,3 +300,49 @@ async def test_the_breaker_pauses_a_campaign_bouncing_past_its_limit(db: Databas
         for delivery_id in ids[:2]:
             await mx.send([mx.return_path.address(delivery_id)], HARD)
     assert await campaign_status(db, campaign_id) == CampaignStatus.PAUSED
+
+
+class _Held(Feedback):
+    """Applies once ``release`` is set, saying when it started."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db, CONFIG, lambda: NOW)
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def apply(self, *args: Any, **kwargs: Any) -> Any:
+        self.entered.set()
+        await self.release.wait()
+        return await super().apply(*args, **kwargs)
+
+
+async def test_a_stop_finishes_the_message_being_applied(db: Database) -> None:
+    # Fails if stopping drops the message in flight (no 250, nothing applied) or
+    # goes on listening meanwhile.
+    _, (sent,) = await seed(db, 1, [("ann@example.com", S.SENT)])
+    feedback = _Held(db)
+    metrics = Metrics()
+    mailbox = Mailbox(INBOUND, ReturnPath(BOUNCES, KEY), feedback, metrics)
+    server = InboundServer(INBOUND, mailbox, metrics)
+    await server.start()
+    port = server.port
+    stop = asyncio.Event()
+    running = asyncio.create_task(server.run(stop))
+    address = ReturnPath(BOUNCES, KEY).address(sent)
+    sending = asyncio.create_task(asyncio.to_thread(submit, port, [address], HARD))
+    await feedback.entered.wait()
+    stop.set()
+    await wait_until(lambda: not _listening(port), within=10)
+    assert not running.done()
+    feedback.release.set()
+    assert await sending == Answered([250], 250)
+    await running
+    assert await statuses(db, [sent]) == [S.BOUNCED]
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return False
+    return True
