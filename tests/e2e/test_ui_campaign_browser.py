@@ -4,8 +4,9 @@ the page follows the campaign to its end by itself (controls, next sends, chart)
 and Cancel asks first (Keep changes nothing, Cancel campaign cancels); no console
 error and no request to another host.
 
-With ``MAILSCHED_UI_SCREENSHOTS=1`` it also saves the page at 1280x800 as
-``docs/ui/campaign.png``.
+With ``MAILSCHED_UI_SCREENSHOTS=1`` it also saves the finished campaign's page at
+1280x800 as ``docs/ui/campaign.png``, and scrolled to its chart as
+``docs/ui/campaign-chart.png``.
 """
 
 from __future__ import annotations
@@ -61,7 +62,6 @@ async def test_pause_resume_and_cancel_from_the_campaign_page(
             await asyncio.sleep(0.5)
         assert int(await sent_cell.inner_text()) >= 2
         assert await page.evaluate("() => window.notReloaded") is True
-        await _shot(page, "campaign.png")
 
         await page.get_by_role("button", name="Pause").click()
         await page.get_by_role("button", name="Resume").wait_for()
@@ -86,6 +86,9 @@ async def test_pause_resume_and_cancel_from_the_campaign_page(
         chart = page.locator("#chart")
         assert "20 of 20 sent" in await chart.inner_text(), await chart.inner_text()
         assert await page.evaluate("() => window.notReloaded") is True
+        await _shot(page, "campaign.png")
+        await chart.scroll_into_view_if_needed()
+        await _shot(page, "campaign-chart.png")
 
         await page.goto(f"{app.base_url}/ui/campaigns/{later}")
         dialog = page.get_by_role("dialog")
