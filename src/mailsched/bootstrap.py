@@ -27,6 +27,7 @@ from mailsched.consumer.worker import Worker
 from mailsched.domain.events import Event
 from mailsched.errors import ConfigError
 from mailsched.inbound.feedback import Feedback
+from mailsched.inbound.webhooks import inbound_routes
 from mailsched.mail import Mailer
 from mailsched.mail.message import sender_domain
 from mailsched.mail.outbox import OutboxMailer
@@ -269,13 +270,21 @@ class Components:
         self, signer: UnsubscribeSigner, on_created: Callable[[], None] | None = None
     ) -> tuple[APIRouter, ...]:
         """The routes beside the campaigns': suppressions, the recipients' unsubscribe,
-        the event feed, the webhook endpoints and the dashboard under ``/ui/``.
+        the event feed, the webhook endpoints, the providers' event webhooks under
+        ``/inbound/`` and the dashboard under ``/ui/``.
         ``on_created`` wakes the dispatcher when the dashboard makes work due."""
         return (
             suppression_routes(self.db, self.caller(), self.clock),
             unsubscribe_routes(self.db, signer, self.clock),
             event_routes(self.db, self.caller()),
             webhook_routes(self.db, self.caller(), self.clock, self.settings.webhooks()),
+            inbound_routes(
+                self.feedback(),
+                self.db,
+                self.settings.providers(),
+                sender_domain(self.settings.from_),
+                self.clock,
+            ),
             ui_routes(
                 self.campaigns(),
                 self.authenticator(),
