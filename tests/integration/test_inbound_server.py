@@ -346,3 +346,47 @@ def _listening(port: int) -> bool:
     except ConnectionRefusedError:
         return False
     return True
+
+
+def _arf(original_mail_from: str | None, return_path: str | None) -> bytes:
+    """A feedback loop's complaint, as mailed to the fixed address it is registered with."""
+    report = COMPLAINT.decode()
+    report = report.replace(
+        "Original-Mail-From: <bounces+128@sender.example>\n",
+        f"Original-Mail-From: <{original_mail_from}>\n" if original_mail_from else "",
+    )
+    if return_path:
+        report = report.replace(
+            "From: News <news@sender.example>\n",
+            f"Return-Path: <{return_path}>\nFrom: News <news@sender.example>\n",
+        )
+    return report.encode()
+
+
+@pytest.mark.parametrize("where", ["original-mail-from", "return-path"])
+async def test_a_feedback_loop_mailing_a_fixed_address_is_matched_by_the_quoted_return_path(
+    db: Database, where: str
+) -> None:
+    # Fails if a message to an address without a token is not read for the original's
+    # return path (feedback loops mail the address they are registered with).
+    _, (sent, other) = await seed(db, 1, [("ann@example.com", S.SENT), ("bob@example.com", S.SENT)])
+    async with serving(db) as mx:
+        real = mx.return_path.address(sent)
+        raw = _arf(real, None) if where == "original-mail-from" else _arf(None, real)
+        assert await mx.send(["fbl@bounce.example.com"], raw) == Answered([250], 250)
+        assert await statuses(db, [sent, other]) == [S.COMPLAINED, S.SENT]
+        assert mx.count("complained") == 1
+        assert await kept(db) == []
+
+
+async def test_a_quoted_return_path_that_does_not_verify_changes_nothing(db: Database) -> None:
+    _, (sent,) = await seed(db, 1, [("ann@example.com", S.SENT)])
+    forged = ReturnPath(BOUNCES, b"f" * 32).address(sent)
+    before = await counts(db)
+    async with serving(db) as mx:
+        assert await mx.send(["fbl@bounce.example.com"], _arf(forged, forged)) == Answered(
+            [250], 250
+        )
+        assert await statuses(db, [sent]) == [S.SENT]
+        assert await counts(db) == before
+        assert await kept(db) == [("no_token", "<>", "fbl@bounce.example.com")]

@@ -15,8 +15,12 @@ database answers ``451``, to be sent again later. For each recipient:
   recipient (an alias, a forwarding address) still applies to it; a report with
   several failed recipients is about one letter of ours, so one report decides.
 - a token that does not verify (``forged``) changes nothing, whatever Message-ID or
-  recipient the message names: it is not even read. Nor does an address of the bounce
-  domain without a token (``no_token``: postmaster, the plain bounce address).
+  recipient the message names: it is not even read.
+- an address of the bounce domain without a token (``no_token``: postmaster, the
+  plain bounce address a feedback loop is registered with) is read for the original
+  message's quoted ``Return-Path``: a report whose quoted return path verifies
+  applies to its delivery, as if it had come to that address. Otherwise it changes
+  nothing.
 - Whatever changed nothing (forged, no_token, unrecognised, unknown_delivery,
   unreadable) is kept for inspection, once per message and outcome, and counted.
 """
@@ -129,9 +133,40 @@ class Mailbox:
                 log.warning("%s message from %s changes nothing", outcome, peer)
         if deliveries:
             outcomes += await self._apply(raw, mail_from, deliveries)
+        elif "no_token" in unverified:
+            # A feedback loop mails a fixed address: the report may quote the
+            # original's return path, whose token names the delivery.
+            quoted = await self._quoted(raw, mail_from)
+            if quoted:
+                del unverified["no_token"]
+                outcomes = [o for o in outcomes if o != "no_token"] + quoted
         for outcome, rcpt in unverified.items():
             await self._feedback.keep(SOURCE, outcome, raw, mail_from, rcpt)
         return outcomes
+
+    async def _quoted(self, raw: bytes, mail_from: str | None) -> list[str]:
+        """Apply the reports whose quoted return path verifies; their outcomes."""
+        try:
+            reports = await asyncio.to_thread(read_reports, raw)
+        except ReportTooLarge:
+            return []
+        named: dict[int, list[Report]] = {}
+        for report in reports:
+            if report.return_path is None:
+                continue
+            try:
+                delivery_id = self._return_path.delivery_of(report.return_path)
+            except ForgedReturnPath:
+                continue
+            named.setdefault(delivery_id, []).append(report)
+        received = [
+            Received(delivery_id, chosen)
+            for delivery_id, found in named.items()
+            if (chosen := most_severe(found)) is not None
+        ]
+        if not received:
+            return []
+        return [o.value for o in await self._feedback.apply(received, SOURCE)]
 
     async def _apply(
         self, raw: bytes, mail_from: str | None, deliveries: dict[int, str]

@@ -104,7 +104,9 @@ class Report:
 
     ``recipient`` has no angle brackets and a lower-cased domain; ``message_id`` is the
     original message's, with its angle brackets; ``diagnostic`` is one line of at most
-    500 characters (for a complaint, its feedback type).
+    500 characters (for a complaint, its feedback type). ``return_path`` is the
+    original message's ``Return-Path``, as the receiving server quoted it (a feedback
+    loop mails a fixed address: the quoted return path still names the delivery).
     """
 
     kind: Kind
@@ -113,6 +115,7 @@ class Report:
     diagnostic: str | None
     message_id: str | None
     format: str
+    return_path: str | None = None
 
 
 def read_reports(raw: bytes) -> list[Report]:
@@ -187,15 +190,18 @@ def _find_status_part(parts: list[Message]) -> tuple[str, int] | None:
 def _dsn(parts: list[Message], index: int) -> list[Report] | None:
     """The failed and delayed recipients; None when the status part has no recipient's
     fields at all (some MTAs name them only in the text, for the heuristics to find)."""
-    message_id = _message_id(_original_fields(parts, index))
+    original = _original_fields(parts, index)
+    message_id, return_path = _message_id(original), _return_path(original)
     blocks = [b for b in _blocks(parts[index]) if any(name in b for name in _RECIPIENT_FIELDS)]
     if not blocks:
         return None
-    reports = (_dsn_recipient(block, message_id) for block in blocks)
+    reports = (_dsn_recipient(block, message_id, return_path) for block in blocks)
     return [report for report in reports if report is not None]
 
 
-def _dsn_recipient(block: dict[str, str], message_id: str | None) -> Report | None:
+def _dsn_recipient(
+    block: dict[str, str], message_id: str | None, return_path: str | None
+) -> Report | None:
     diagnostic = _one_line(block.get("diagnostic-code", ""), MAX_DIAGNOSTIC)
     status = _status(block.get("status", "")) or _status(diagnostic or "")
     action = block.get("action", "").strip().lower().split(" ", 1)[0]
@@ -216,7 +222,7 @@ def _dsn_recipient(block: dict[str, str], message_id: str | None) -> Report | No
     recipient = _address(block.get("original-recipient", "")) or _address(
         block.get("final-recipient", "")
     )
-    return Report(kind, recipient, status, diagnostic, message_id, "dsn")
+    return Report(kind, recipient, status, diagnostic, message_id, "dsn", return_path)
 
 
 def _arf(parts: list[Message], index: int) -> list[Report] | None:
@@ -238,7 +244,20 @@ def _arf(parts: list[Message], index: int) -> list[Report] | None:
         or _single_address(original.get("to", ""))
     )
     diagnostic = _one_line(feedback_type, MAX_DIAGNOSTIC)
-    return [Report(Kind.COMPLAINT, recipient, None, diagnostic, _message_id(original), "arf")]
+    return [
+        Report(
+            Kind.COMPLAINT,
+            recipient,
+            None,
+            diagnostic,
+            _message_id(original),
+            "arf",
+            # The original's envelope sender, as the report gives it (RFC 5965), or
+            # as the receiving server quoted it in the original's headers.
+            _return_path({"return-path": fields.get("original-mail-from", "")})
+            or _return_path(original),
+        )
+    ]
 
 
 def _flufl(msg: Message) -> list[Report]:
@@ -366,6 +385,14 @@ def _message_id(fields: dict[str, str]) -> str | None:
     if match is None or not match.group().isprintable():
         return None
     return match.group()
+
+
+def _return_path(fields: dict[str, str]) -> str | None:
+    """The quoted ``Return-Path``'s address (a null one, ``<>``, is none)."""
+    value = _clean(fields.get("return-path", "")).strip()
+    if not value.startswith("<") or not value.endswith(">") or len(value) > 322:
+        return None
+    return _address(value)
 
 
 def _one_line(value: str, limit: int) -> str | None:

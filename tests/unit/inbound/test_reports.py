@@ -261,6 +261,8 @@ HANDMADE_CASES = [
             "User unknown in local recipient table",
             "<campaign-7.delivery-123@sender.example>",
             "dsn",
+            # The original's Return-Path, as the reporting server quoted it.
+            "bounces+123@sender.example",
         ),
     ),
     (
@@ -313,6 +315,8 @@ HANDMADE_CASES = [
             "abuse",
             "<campaign-7.delivery-128@sender.example>",
             "arf",
+            # The report's Original-Mail-From.
+            "bounces+128@sender.example",
         ),
     ),
     (
