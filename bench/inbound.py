@@ -21,27 +21,24 @@ import asyncio
 import hashlib
 import hmac
 import os
-import secrets
 import smtplib
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, insert, select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bench import machine
+from bench.databases import fresh_database
 from mailsched.mail.verp import ReturnPath
-from mailsched.store.db import Database, async_url
+from mailsched.store.db import Database
 from mailsched.store.migrate import upgrade
 from mailsched.store.tables import campaigns, deliveries
 
@@ -76,29 +73,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@asynccontextmanager
-async def fresh_database(stack: str, workdir: Path) -> AsyncIterator[str]:
-    """The URL of a database of its own, migrated; dropped afterwards (MariaDB)."""
-    name = f"mailsched_bench_{secrets.token_hex(4)}"
-    if stack == "sqlite":
-        yield f"sqlite:///{workdir / (name + '.db')}"
-        return
-    server = os.environ.get("MAILSCHED_DATABASE_URL")
-    if not server:
-        raise SystemExit("bench: MAILSCHED_DATABASE_URL is not set; eval scripts/services env")
-    admin = create_async_engine(async_url(server))
-    try:
-        async with admin.begin() as conn:
-            await conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-        try:
-            yield make_url(server).set(database=name).render_as_string(False)
-        finally:
-            async with admin.begin() as conn:
-                await conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-    finally:
-        await admin.dispose()
 
 
 async def seed(url: str, count: int) -> list[tuple[int, str]]:

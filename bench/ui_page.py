@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import secrets
 import statistics
 import sys
 import tempfile
@@ -42,15 +40,15 @@ from typing import Any
 
 import httpx
 from sqlalchemy import event, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bench import machine
+from bench.databases import fresh_database
 from mailsched.producer.api import Limits, create_app
 from mailsched.producer.auth import Authenticator, caller_dependency
 from mailsched.producer.campaigns import Campaigns
 from mailsched.store import keys
-from mailsched.store.db import Database, async_url
+from mailsched.store.db import Database
 from mailsched.store.migrate import upgrade
 from mailsched.ui.routes import ui_routes
 
@@ -79,34 +77,15 @@ def _body(recipients: int, subject: str) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def fresh_database(stack: str, workdir: Path) -> AsyncIterator[Database]:
-    """A migrated database of its own, dropped afterwards (MariaDB) or in ``workdir``."""
-    name = f"mailsched_bench_{secrets.token_hex(4)}"
-    if stack == "sqlite":
-        db = Database.from_url(f"sqlite:///{workdir / (name + '.db')}")
-        await upgrade(db)
-        try:
-            yield db
-        finally:
-            await db.dispose()
-        return
-    server = os.environ.get("MAILSCHED_DATABASE_URL")
-    if not server:
-        raise SystemExit("bench: MAILSCHED_DATABASE_URL is not set; eval scripts/services env")
-    admin = create_async_engine(async_url(server))
-    try:
-        async with admin.begin() as conn:
-            await conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-        db = Database.from_url(make_url(server).set(database=name).render_as_string(False))
+async def migrated_database(stack: str, workdir: Path) -> AsyncIterator[Database]:
+    """A migrated database of its own (see :func:`bench.databases.fresh_database`)."""
+    async with fresh_database(stack, workdir) as url:
+        db = Database.from_url(url)
         try:
             await upgrade(db)
             yield db
         finally:
             await db.dispose()
-            async with admin.begin() as conn:
-                await conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-    finally:
-        await admin.dispose()
 
 
 async def _mark(db: Database, campaign_id: int) -> dict[str, int]:
@@ -198,7 +177,7 @@ def _median(values: list[float]) -> float:
 
 async def measure(stack: str, deliveries: int, warm: int, workdir: Path) -> dict[str, Any]:
     clock: Callable[[], datetime] = lambda: NOW  # noqa: E731
-    async with fresh_database(stack, workdir) as db:
+    async with migrated_database(stack, workdir) as db:
 
         async def new_key(conn: AsyncConnection) -> str:
             return (await keys.create_key(conn, 1, "bench", NOW))[1]
