@@ -70,7 +70,7 @@ async def test_a_hard_bounce_bounces_the_delivery_and_suppresses_the_address(db:
     assert await statuses(db, [sent, other, pending]) == [S.BOUNCED, S.SENT, S.SUPPRESSED]
     listed = await Campaigns(db, timedelta(hours=1), lambda: NOW).deliveries(1, first, None, 0, 10)
     assert [(i.status, i.last_error) for i in listed.items] == [
-        (S.BOUNCED, "bounced: 5.1.1 smtp; 550 5.1.1 no such user"),
+        (S.BOUNCED, "bounce: 5.1.1 smtp; 550 5.1.1 no such user"),
         (S.SENT, None),
     ]
     (entry,) = await _suppression(db, 1)

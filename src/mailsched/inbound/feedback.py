@@ -151,27 +151,19 @@ class Feedback:
                 detail = f"{streak} soft bounces in a row; the last: {_said(report)}"
                 await self._suppress(conn, sent, BOUNCE_REASON, detail, now)
             return Outcome.SOFT
-        if report.kind is Kind.HARD:
-            moved = await transitions.move(
-                conn,
-                BOUNCE,
-                now,
-                ids=[sent.delivery_id],
-                values={"last_error": f"bounced: {_said(report)}"[:500]},
-                fields=fields,
-            )
-            await self._suppress(conn, sent, BOUNCE_REASON, _said(report), now)
-            return Outcome.BOUNCED if moved else Outcome.RECORDED
+        # A hard bounce or a complaint: the delivery moves, and the address is suppressed.
+        change, reason, outcome = _FINAL[report.kind]
+        said = _said(report)
         moved = await transitions.move(
             conn,
-            COMPLAIN,
+            change,
             now,
             ids=[sent.delivery_id],
-            values={"last_error": f"complaint: {_said(report)}"[:500]},
+            values={"last_error": f"{reason}: {said}"[:500]},
             fields=fields,
         )
-        await self._suppress(conn, sent, COMPLAINT_REASON, _said(report), now)
-        return Outcome.COMPLAINED if moved else Outcome.RECORDED
+        await self._suppress(conn, sent, reason, said, now)
+        return outcome if moved else Outcome.RECORDED
 
     async def _suppress(
         self, conn: AsyncConnection, sent: feedback.Sent, reason: str, detail: str, now: datetime
@@ -230,6 +222,13 @@ class Feedback:
             await campaign_store.move_unclaimed(conn, campaign_id, PAUSE, now)
             await feedback.set_pause_reason(conn, campaign_id, reason)
             log.warning("campaign %d paused by the circuit breaker: %s", campaign_id, reason)
+
+
+#: What a hard bounce and a complaint do: the move, the suppression's reason, the outcome.
+_FINAL = {
+    Kind.HARD: (BOUNCE, BOUNCE_REASON, Outcome.BOUNCED),
+    Kind.COMPLAINT: (COMPLAIN, COMPLAINT_REASON, Outcome.COMPLAINED),
+}
 
 
 def _fields(report: Report, source: str) -> dict[str, object]:
