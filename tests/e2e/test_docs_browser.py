@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Stack
-from tests.support.browser import Watched
+from tests.support.browser import Watched, watch
 from tests.support.processes import Mailsched
 from tests.support.smtp_sink import SmtpSink, free_port
 
@@ -25,9 +25,7 @@ async def test_the_docs_render_offline(
         api.wait_ready()
         watched = Watched(api.base_url)
         page = await browser.new_page(viewport={"width": 1280, "height": 800})
-        page.on("console", lambda m: watched.console(m.type, m.text))
-        page.on("pageerror", lambda e: watched.errors.append(str(e)))
-        page.on("request", lambda r: watched.requests.append(r.url))
+        watch(page, watched)
         await page.goto(f"{api.base_url}/docs")
         # Swagger UI has read /openapi.json and drawn the operations.
         await page.get_by_text("/api/v1/email/campaign/plan").first.wait_for(timeout=15_000)

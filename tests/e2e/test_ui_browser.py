@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Stack
-from tests.support.browser import Watched
+from tests.support.browser import Watched, watch
 from tests.support.deployment import Api, deployed
 from tests.support.smtp_sink import SmtpSink
 
@@ -26,12 +26,6 @@ pytestmark = pytest.mark.e2e
 
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "ui"
 SCRIPT_SUBJECT = "<script>alert(1)</script>"
-
-
-def _watch(page: Any, watched: Watched) -> None:
-    page.on("console", lambda m: watched.console(m.type, m.text))
-    page.on("pageerror", lambda e: watched.errors.append(str(e)))
-    page.on("request", lambda r: watched.requests.append(r.url))
 
 
 async def _shot(page: Any, name: str) -> None:
@@ -64,7 +58,7 @@ async def test_the_dashboard_shows_progress_live(
         # a 401, which Chromium logs as the one console error of this page.
         refused = Watched(app.base_url)
         page = await browser.new_page(viewport={"width": 1280, "height": 800})
-        _watch(page, refused)
+        watch(page, refused)
         await page.goto(f"{app.base_url}/ui/")
         await _shot(page, "sign-in.png")
         await page.get_by_label("API key").fill("ms_wrong_key")
@@ -79,7 +73,7 @@ async def test_the_dashboard_shows_progress_live(
 
         watched = Watched(app.base_url)
         page = await browser.new_page(viewport={"width": 1280, "height": 800})
-        _watch(page, watched)
+        watch(page, watched)
         await page.goto(f"{app.base_url}/ui/")
 
         await _create(api, SCRIPT_SUBJECT, datetime.now(UTC) + timedelta(days=30), 2)

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import Stack
-from tests.e2e.test_ui_browser import _create, _shot, _watch
-from tests.support.browser import Watched
+from tests.e2e.test_ui_browser import _create, _shot
+from tests.support.browser import signed_in
 from tests.support.deployment import Api, deployed
 from tests.support.smtp_sink import SmtpSink
 
@@ -41,13 +41,7 @@ async def test_pause_resume_and_cancel_from_the_campaign_page(
 ) -> None:
     async with deployed(stack, {"MAILSCHED_SMTP_URL": smtp_sink.url}, tmp_path) as (app, api):
         await asyncio.to_thread(app.wait_joined)
-        watched = Watched(app.base_url)
-        page = await browser.new_page(viewport={"width": 1280, "height": 800})
-        _watch(page, watched)
-        await page.goto(f"{app.base_url}/ui/")
-        await page.get_by_label("API key").fill(app.key)
-        await page.get_by_role("button", name="Sign in").click()
-        await page.get_by_role("heading", name="Campaigns").wait_for()
+        page, watched = await signed_in(browser, app.base_url, app.key)
 
         now = datetime.now(UTC)
         running = await _create(api, "Pause and resume", now + timedelta(seconds=1), 20)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Stack
-from tests.support.browser import Watched
+from tests.support.browser import signed_in
 from tests.support.deployment import deployed
 from tests.support.smtp_sink import SmtpSink
 
@@ -26,24 +26,13 @@ SHOTS = Path(__file__).resolve().parents[2] / "docs" / "ui"
 CSV = "email,name,city\nada@example.com,Ada,London\ngrace@example.com,Grace,Arlington\n"
 
 
-def _watch(page: Any, watched: Watched) -> None:
-    page.on("console", lambda m: watched.console(m.type, m.text))
-    page.on("pageerror", lambda e: watched.errors.append(str(e)))
-    page.on("request", lambda r: watched.requests.append(r.url))
-
-
 async def test_a_campaign_made_in_the_form_is_made_once_and_sent(
     stack: Stack, smtp_sink: SmtpSink, tmp_path: Path, browser: Any
 ) -> None:
     recipients = tmp_path / "recipients.csv"
     recipients.write_text(CSV, encoding="utf-8")
     async with deployed(stack, {"MAILSCHED_SMTP_URL": smtp_sink.url}, tmp_path) as (app, api):
-        watched = Watched(app.base_url)
-        page = await browser.new_page(viewport={"width": 1280, "height": 800})
-        _watch(page, watched)
-        await page.goto(f"{app.base_url}/ui/")
-        await page.get_by_label("API key").fill(app.key)
-        await page.get_by_role("button", name="Sign in").click()
+        page, watched = await signed_in(browser, app.base_url, app.key)
         await page.get_by_role("link", name="New campaign").click()
         await page.get_by_role("heading", name="New campaign").wait_for()
 

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from tests.conftest import Stack
-from tests.e2e.test_ui_browser import _create, _shot, _watch
-from tests.support.browser import Watched
+from tests.e2e.test_ui_browser import _create, _shot
+from tests.support.browser import Watched, watch
 from tests.support.deployment import Api, deployed
 from tests.support.processes import auth, create_key
 from tests.support.smtp_sink import SmtpSink
@@ -68,7 +68,7 @@ async def test_the_dashboard_works_with_the_keyboard_alone(
         later = await _create(api, "Keyboard campaign", datetime.now(UTC) + timedelta(days=3), 2)
         watched = Watched(app.base_url)
         page = await browser.new_page(viewport={"width": 1280, "height": 800})
-        _watch(page, watched)
+        watch(page, watched)
         await page.goto(f"{app.base_url}/ui/")
         # The key field has the focus from the start.
         await page.keyboard.type(app.key)

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import Stack
-from tests.e2e.test_ui_browser import _create, _shot, _watch
-from tests.support.browser import Watched
+from tests.e2e.test_ui_browser import _create, _shot
+from tests.support.browser import signed_in
 from tests.support.deployment import Api, deployed
 from tests.support.smtp_sink import SmtpSink
 
@@ -56,13 +56,7 @@ async def test_suppressions_and_webhooks_from_the_dashboard(
         for address in ("bounced@example.org", "former.customer@example.net"):
             answer = await api.client.post("/api/v1/email/suppressions", json={"address": address})
             assert answer.status_code == 201, answer.text
-        watched = Watched(app.base_url)
-        page = await browser.new_page(viewport={"width": 1280, "height": 800})
-        _watch(page, watched)
-        await page.goto(f"{app.base_url}/ui/")
-        await page.get_by_label("API key").fill(app.key)
-        await page.get_by_role("button", name="Sign in").click()
-        await page.get_by_role("heading", name="Campaigns").wait_for()
+        page, watched = await signed_in(browser, app.base_url, app.key)
 
         # Suppress and remove with the keyboard alone.
         await page.get_by_role("link", name="Suppressions").click()

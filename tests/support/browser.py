@@ -48,6 +48,26 @@ class Watched:
         ]
 
 
+def watch(page: Any, watched: Watched) -> None:
+    """Record the page's console errors, uncaught errors and requests in ``watched``."""
+    page.on("console", lambda m: watched.console(m.type, m.text))
+    page.on("pageerror", lambda e: watched.errors.append(str(e)))
+    page.on("request", lambda r: watched.requests.append(r.url))
+
+
+async def signed_in(browser: Any, base_url: str, key: str) -> tuple[Any, Watched]:
+    """A new 1280x800 page, watched, signed in to the dashboard with ``key`` through
+    its form, on the campaign list."""
+    watched = Watched(base_url)
+    page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    watch(page, watched)
+    await page.goto(f"{base_url}/ui/")
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("heading", name="Campaigns").wait_for()
+    return page, watched
+
+
 def _exists(path: str) -> bool:
     return os.path.exists(path)
 
