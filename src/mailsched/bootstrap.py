@@ -29,6 +29,7 @@ from mailsched.errors import ConfigError
 from mailsched.inbound.feedback import Feedback
 from mailsched.inbound.webhooks import inbound_routes
 from mailsched.mail import Mailer
+from mailsched.mail.dkim import DkimSigner
 from mailsched.mail.message import sender_domain
 from mailsched.mail.outbox import OutboxMailer
 from mailsched.mail.smtp import SmtpMailer
@@ -300,10 +301,12 @@ class Components:
 
     def worker(self, signer: UnsubscribeSigner, return_path: ReturnPath | None = None) -> Worker:
         """A worker whose letters carry ``signer``'s unsubscribe links and, given
-        :meth:`return_path`'s, each delivery's own envelope sender."""
+        :meth:`return_path`'s, each delivery's own envelope sender; with the
+        MAILSCHED_DKIM_* settings, each letter is DKIM-signed."""
         links = functools.partial(
             signer.links, self.settings.base_url, sender_domain(self.settings.from_)
         )
+        dkim = self.settings.dkim()
         return Worker(
             WorkerDeps(
                 db=self.db,
@@ -314,6 +317,7 @@ class Components:
                     links=links,
                     max_body_bytes=self.settings.max_body_bytes,
                     return_path=None if return_path is None else return_path.address,
+                    sign=None if dkim is None else DkimSigner.from_config(dkim).sign,
                 ),
                 config=self.settings.worker(),
                 window=self.settings.rate_window,

@@ -8,12 +8,15 @@ import logging
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched import __version__, logs
 from mailsched.config import Settings
 from mailsched.errors import ConfigError, MailschedError
+from mailsched.mail import keygen
+from mailsched.mail.message import sender_domain
 from mailsched.serve import Role, serve
 from mailsched.store import keys
 from mailsched.store.db import Database
@@ -64,7 +67,35 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--name", help="a note to recognise the key by")
     revoke = key_commands.add_parser("revoke", help="revoke a key")
     revoke.add_argument("key", help="the key, its prefix (the part after ms_), or its id")
+    dkim = commands.add_parser("dkim", help="DKIM signing keys")
+    dkim_commands = dkim.add_subparsers(dest="dkim_command", required=True, metavar="DKIM_COMMAND")
+    keygen = dkim_commands.add_parser(
+        "keygen", help="write a new private key and print the DNS TXT record that publishes it"
+    )
+    keygen.add_argument("--algorithm", choices=("rsa", "ed25519"), default="rsa")
+    keygen.add_argument("--selector", help="default: MAILSCHED_DKIM_SELECTOR, else 'mailsched'")
+    keygen.add_argument("--domain", help="default: MAILSCHED_DKIM_DOMAIN, else the From domain")
+    keygen.add_argument(
+        "--out", type=Path, help="the key file to write (0600); default: MAILSCHED_DKIM_KEY_FILE"
+    )
     return parser
+
+
+def _dkim_keygen(settings: Settings, args: argparse.Namespace) -> int:
+    out = args.out or settings.dkim_key_file
+    if out is None:
+        print("mailsched: give --out or set MAILSCHED_DKIM_KEY_FILE", file=sys.stderr)
+        return 2
+    selector = args.selector or settings.dkim_selector or "mailsched"
+    domain = args.domain or settings.dkim_domain or sender_domain(settings.from_)
+    try:
+        record = keygen.write_key(out, args.algorithm)
+    except FileExistsError:
+        print(f"mailsched: {out} exists; not overwritten", file=sys.stderr)
+        return 1
+    print(f"Private key written to {out}. Publish this DNS TXT record:")
+    print(keygen.txt_record(selector, domain, record))
+    return 0
 
 
 async def _db_upgrade(settings: Settings) -> None:
@@ -109,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mailsched`` console script."""
     args = _parser().parse_args(argv)
     try:
-        settings = Settings.load()
+        # keygen makes the key that MAILSCHED_DKIM_KEY_FILE will name: it may not exist yet.
+        settings = Settings.load(check_dkim=args.command != "dkim")
     except ConfigError as exc:
         print(f"mailsched: invalid settings: {exc}", file=sys.stderr)
         return 2
@@ -128,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "db":
             asyncio.run(_db_upgrade(settings))
             log.info("database schema is up to date")
+        elif args.command == "dkim":
+            return _dkim_keygen(settings, args)
         elif args.command == "keys":
             return asyncio.run(_keys(settings, args))
         else:

@@ -13,12 +13,16 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mailsched.errors import ConfigError
 
 SmtpSecurity = Literal["plain", "starttls", "tls"]
+DkimKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
 _ADDRESS = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+")
 
@@ -188,6 +192,32 @@ class WebhookConfig:
     max_batch: int
 
 
+@dataclass(frozen=True, slots=True)
+class DkimConfig:
+    """Who signs (``d=``, ``s=``), with which private key, and which headers."""
+
+    domain: str
+    selector: str
+    key: DkimKey
+    headers: tuple[str, ...]
+
+
+#: What MAILSCHED_DKIM_HEADERS defaults to: what a reader sees and what the
+#: one-click unsubscribe (RFC 8058) requires to be signed.
+DEFAULT_DKIM_HEADERS = (
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+)
+_DKIM_SETTINGS = ("MAILSCHED_DKIM_DOMAIN", "MAILSCHED_DKIM_SELECTOR", "MAILSCHED_DKIM_KEY_FILE")
+_HEADER_NAME = re.compile(r"[!-9;-~]+")
+_DKIM_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
 class Settings(BaseSettings):
     """Every setting mailsched reads, each from ``MAILSCHED_<NAME>``."""
 
@@ -256,6 +286,11 @@ class Settings(BaseSettings):
     ses_certificate_file: Path | None = None
     ses_topic_arns: str = ""
 
+    dkim_domain: str | None = None
+    dkim_selector: str | None = None
+    dkim_key_file: Path | None = None
+    dkim_headers: str = ":".join(DEFAULT_DKIM_HEADERS)
+
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9108, ge=0, le=65535)
 
@@ -304,11 +339,33 @@ class Settings(BaseSettings):
             raise ValueError("must start with sqlite://, mysql:// or mariadb://")
         return value
 
+    @field_validator("dkim_domain", "dkim_selector")
     @classmethod
-    def load(cls) -> Settings:
-        """Read the environment once; a bad value raises :class:`ConfigError` naming it."""
+    def _dkim_names(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not all(_DKIM_LABEL.fullmatch(label) for label in value.split(".")):
+            raise ValueError("must be ASCII DNS labels separated by dots, such as example.com")
+        return value
+
+    @field_validator("dkim_headers")
+    @classmethod
+    def _dkim_headers(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(":")]
+        if not all(_HEADER_NAME.fullmatch(name) for name in names):
+            raise ValueError("must be header names separated by colons, such as From:To:Subject")
+        if "from" not in {name.lower() for name in names}:
+            raise ValueError("must include From (RFC 6376)")
+        if "dkim-signature" in {name.lower() for name in names}:
+            raise ValueError("may not include DKIM-Signature")
+        return value
+
+    @classmethod
+    def load(cls, *, check_dkim: bool = True) -> Settings:
+        """Read the environment once; a bad value raises :class:`ConfigError` naming it.
+        With ``check_dkim``, the DKIM key file is read and checked too."""
         try:
-            return cls()
+            settings = cls()
         except ValidationError as exc:
             problems = "; ".join(
                 f"MAILSCHED_{'_'.join(str(p) for p in err['loc']).upper().rstrip('_')}: "
@@ -316,6 +373,9 @@ class Settings(BaseSettings):
                 for err in exc.errors()
             )
             raise ConfigError(problems) from exc
+        if check_dkim:
+            settings.dkim()  # the key file is read and checked now, not at the first send
+        return settings
 
     @property
     def base_url(self) -> str:
@@ -408,6 +468,30 @@ class Settings(BaseSettings):
             ses_topic_arns=tuple(a for a in self.ses_topic_arns.split() if a),
         )
 
+    def dkim(self) -> DkimConfig | None:
+        """The DKIM signer's settings, or ``None`` when none of the three is set; reads
+        MAILSCHED_DKIM_KEY_FILE. A :class:`ConfigError` names what is missing or wrong."""
+        values = (self.dkim_domain, self.dkim_selector, self.dkim_key_file)
+        if all(value is None for value in values):
+            return None
+        missing = [name for name, value in zip(_DKIM_SETTINGS, values, strict=True) if not value]
+        if missing:
+            raise ConfigError(
+                f"{missing[0]}: DKIM needs all of {', '.join(_DKIM_SETTINGS)}; "
+                f"{', '.join(missing)} not set"
+            )
+        assert self.dkim_domain and self.dkim_selector and self.dkim_key_file
+        try:
+            key_pem = self.dkim_key_file.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"MAILSCHED_DKIM_KEY_FILE: cannot read it: {exc}") from exc
+        return DkimConfig(
+            domain=self.dkim_domain,
+            selector=self.dkim_selector,
+            key=dkim_key(key_pem),
+            headers=tuple(name.strip() for name in self.dkim_headers.split(":")),
+        )
+
     def dispatcher(self) -> DispatcherConfig:
         return DispatcherConfig(
             interval=self.dispatch_interval_seconds,
@@ -428,6 +512,29 @@ class Settings(BaseSettings):
             retry_cap=timedelta(seconds=self.retry_cap_seconds),
             shutdown_grace=self.shutdown_grace_seconds,
         )
+
+
+def dkim_key(pem: bytes) -> DkimKey:
+    """The private key in ``pem``: RSA of at least 2048 bits, or Ed25519; a
+    :class:`ConfigError` naming MAILSCHED_DKIM_KEY_FILE otherwise."""
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(
+            f"MAILSCHED_DKIM_KEY_FILE: not an unencrypted PEM private key: {exc}"
+        ) from exc
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key
+    if isinstance(key, rsa.RSAPrivateKey):
+        if key.key_size < 2048:
+            raise ConfigError(
+                f"MAILSCHED_DKIM_KEY_FILE: an RSA key of {key.key_size} bits; "
+                "DKIM needs at least 2048 (RFC 8301)"
+            )
+        return key
+    raise ConfigError(
+        f"MAILSCHED_DKIM_KEY_FILE: a {type(key).__name__}; DKIM needs an RSA or Ed25519 key"
+    )
 
 
 def retry_schedule(text: str) -> tuple[float, ...]:

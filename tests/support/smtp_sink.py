@@ -54,6 +54,7 @@ class _Handler:
         message = email.message_from_bytes(content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         now = time.time()
+        self._sink.record_content(content)
         for rcpt in envelope.rcpt_tos:
             self._sink.record(Arrival(now, str(envelope.mail_from), rcpt, message))
         return "250 OK queued"
@@ -72,6 +73,7 @@ class SmtpSink:
         self.port = free_port()
         self._lock = threading.Lock()
         self._arrivals: list[Arrival] = []
+        self._contents: list[bytes] = []
         self.rcpt_policy: RcptPolicy = lambda _address: None
         self._controller = Controller(
             _Handler(self), hostname="127.0.0.1", port=self.port, decode_data=False
@@ -91,6 +93,16 @@ class SmtpSink:
     def record(self, arrival: Arrival) -> None:
         with self._lock:
             self._arrivals.append(arrival)
+
+    def record_content(self, content: bytes) -> None:
+        with self._lock:
+            self._contents.append(content)
+
+    @property
+    def contents(self) -> list[bytes]:
+        """Each message's bytes exactly as received (one per DATA, not per recipient)."""
+        with self._lock:
+            return list(self._contents)
 
     @property
     def arrivals(self) -> list[Arrival]:

@@ -28,6 +28,8 @@ from mailsched.mail.templates import MAX_BODY_BYTES
 
 #: The unsubscribe targets of one recipient: ``(user_id, address) -> Unsubscribe``.
 Links = Callable[[int, str], Unsubscribe]
+#: Signs one letter's bytes (mailsched.mail.dkim): ``message -> signed message``.
+Sign = Callable[[bytes], bytes]
 #: The envelope sender of one delivery: ``delivery_id -> address`` (a VERP return path).
 ReturnPaths = Callable[[int], str]
 
@@ -44,7 +46,9 @@ class LetterFactory:
     ``List-Unsubscribe-Post`` (RFC 8058) for its recipient. With ``return_path``,
     each letter's envelope sender is its delivery's own address (bounces name the
     delivery); the From header stays ``sender`` either way. A templated body may
-    render to at most ``max_body_bytes``.
+    render to at most ``max_body_bytes``. With ``sign``, each letter is signed
+    (DKIM) in the letters' thread: an RSA signature takes ~0.4 ms of OpenSSL,
+    which releases the GIL, so the event loop keeps pipelining SMTP meanwhile.
     """
 
     def __init__(
@@ -55,8 +59,10 @@ class LetterFactory:
         *,
         max_body_bytes: int = MAX_BODY_BYTES,
         return_path: ReturnPaths | None = None,
+        sign: Sign | None = None,
     ) -> None:
         self._sender = sender
+        self._sign = sign
         self._return_path = return_path
         self._max_bytes = max_bytes
         self._max_body_bytes = max_body_bytes
@@ -98,7 +104,7 @@ class LetterFactory:
                 template = self._new(campaign)
             template = self._remember(campaign.id, template)
         args = (campaign, template, delivery_id, recipient, date, name, variables)
-        if template.templated:
+        if template.templated or self._sign is not None:
             # A render is bounded (mailsched.mail.templates), but with encoding a
             # large body it is still more than the event loop may wait.
             return await self._in_thread(self._letter, *args)
@@ -147,6 +153,8 @@ class LetterFactory:
             # Whatever a template raises comes out as a TemplateProblem, a ValueError:
             # the next attempt would fail the same way, so this one is permanent.
             raise PermanentSendError(f"cannot build the message: {exc}") from exc
+        if self._sign is not None:
+            data = self._sign(data)
         return Letter(
             campaign_id=campaign.id,
             delivery_id=delivery_id,
