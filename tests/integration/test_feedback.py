@@ -3,12 +3,13 @@ soft-bounce streak, events, and the circuit breaker."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.config import FeedbackConfig
@@ -16,10 +17,17 @@ from mailsched.domain.model import CampaignStatus, DeliveryStatus
 from mailsched.inbound.feedback import Feedback, Outcome, Received
 from mailsched.inbound.reports import Kind, Report
 from mailsched.producer.campaigns import Campaigns
+from mailsched.producer.suppressions import SuppressionRequest, Suppressions
 from mailsched.store import events, suppressions
 from mailsched.store.db import Database
 from mailsched.store.tables import bounces
-from tests.integration.test_suppressions import NOW, campaign_status, seed, statuses
+from tests.integration.test_suppressions import (
+    NOW,
+    campaign_status,
+    on_mariadb_only,
+    seed,
+    statuses,
+)
 
 S = DeliveryStatus
 CONFIG = FeedbackConfig(
@@ -55,7 +63,7 @@ async def _events(db: Database, user_id: int) -> list[tuple[str, dict[str, Any]]
 
 async def _suppression(db: Database, user_id: int) -> list[suppressions.Suppression]:
     async def work(conn: AsyncConnection) -> list[suppressions.Suppression]:
-        return await suppressions.page(conn, user_id, None, 100)
+        return await suppressions.page(conn, user_id, None, 100, NOW)
 
     return await db.run(work)
 
@@ -128,6 +136,8 @@ async def test_soft_bounces_suppress_at_the_limit_counting_each_delivery_once(db
         Outcome.SOFT,
     ]
     await feedback.apply([Received(second, SOFT), Received(bob, SOFT)], "smtp")
+    # A server's later "delayed" notice about the first delivery: still two deliveries.
+    await feedback.apply([Received(first, SOFT)], "smtp")
     assert await _suppression(db, 1) == []
     await feedback.apply([Received(third, SOFT)], "smtp")
     (entry,) = await _suppression(db, 1)
@@ -136,7 +146,7 @@ async def test_soft_bounces_suppress_at_the_limit_counting_each_delivery_once(db
     # Soft bounces leave the deliveries SENT, and each says so in an event.
     assert await statuses(db, [first, second, third]) == [S.SENT] * 3
     soft = [d for k, d in await _events(db, 1) if k == "delivery.bounced"]
-    assert len(soft) == 5 and {d["kind"] for d in soft} == {"soft"}
+    assert len(soft) == 6 and {d["kind"] for d in soft} == {"soft"}
     assert {d["status"] for d in soft} == {"SENT"}
 
 
@@ -202,9 +212,12 @@ async def test_the_breaker_pauses_a_campaign_past_its_rates(
     campaigns_ = Campaigns(db, timedelta(hours=1), lambda: NOW)
     view = await campaigns_.get(1, campaign_id)
     assert view.pause_reason is not None and view.pause_reason.startswith(reason)
-    # A person decides: resumed, it says no more why it paused.
+    # A person decides: resumed, it says no more why it paused, and the breaker
+    # weighs only what is sent from now on: the next bounce does not trip it again.
     await campaigns_.resume(1, campaign_id)
     assert (await campaigns_.get(1, campaign_id)).pause_reason is None
+    await feedback.apply([Received(ids[bad], report)], "smtp")
+    assert await campaign_status(db, campaign_id) != CampaignStatus.PAUSED
 
 
 async def test_the_breaker_waits_for_the_minimum_and_spares_a_finished_campaign(
@@ -232,3 +245,74 @@ async def test_every_report_is_kept(db: Database) -> None:
         return [(r.kind, r.status, r.source) for r in rows]
 
     assert await db.run(work) == [("soft", "4.2.2", "mailgun"), ("hard", "5.1.1", "mailgun")]
+
+
+@on_mariadb_only
+async def test_soft_bounces_for_one_address_at_once_all_count(db: Database) -> None:
+    # Fails if the streak's first row is inserted without skipping a duplicate: under
+    # READ COMMITTED two transactions both find no row, and one insert fails.
+    feedback = _feedback(db, soft_bounce_limit=100)
+    for round_ in range(5):
+        rows = [(f"same{round_}@example.com", S.SENT)] * 8
+        _, ids = await seed(db, 1, rows)
+        outcomes = await asyncio.gather(*(feedback.apply([Received(i, SOFT)], "smtp") for i in ids))
+        assert outcomes == [[Outcome.SOFT]] * 8
+
+        async def work(conn: AsyncConnection, address: str = f"same{round_}@example.com") -> int:
+            query = select(func.count()).where(bounces.c.recipient == address)
+            return int((await conn.execute(query)).scalar_one())
+
+        assert await db.run(work) == 8
+
+
+async def test_an_expiring_suppression_is_extended_made_permanent_and_listed_while_in_force(
+    db: Database,
+) -> None:
+    rows = [("ann@example.com", S.SENT)] * 2 + [("bob@example.com", S.SENT)]
+    _, (first, second, bob) = await seed(db, 1, rows)
+    month = timedelta(days=30)
+    await _feedback(db, bounce_suppression=month).apply([Received(first, HARD)], "smtp")
+    later = Feedback(
+        db, dataclasses.replace(CONFIG, bounce_suppression=month), lambda: NOW + month / 2
+    )
+    # Bounced again half a month later: it lasts from that bounce.
+    await later.apply([Received(second, HARD)], "smtp")
+    (entry,) = await _suppression(db, 1)
+    assert entry.expires_at == NOW + month / 2 + month
+    # A complaint makes it permanent, and says why.
+    await later.apply([Received(second, COMPLAINT)], "smtp")
+    (entry,) = await _suppression(db, 1)
+    assert (entry.reason, entry.expires_at) == ("complaint", None)
+    # An expired one is no longer listed.
+    await _feedback(db, bounce_suppression=timedelta(days=1)).apply([Received(bob, HARD)], "smtp")
+
+    async def listed(at: Any) -> list[str]:
+        async def work(conn: AsyncConnection) -> list[str]:
+            return [r.address for r in await suppressions.page(conn, 1, None, 10, at)]
+
+        return await db.run(work)
+
+    assert await listed(NOW) == ["ann@example.com", "bob@example.com"]
+    assert await listed(NOW + timedelta(days=2)) == ["ann@example.com"]
+
+
+async def test_an_unsubscribe_over_an_expiring_bounce_is_a_new_suppression_with_its_event(
+    db: Database,
+) -> None:
+    _, (sent,) = await seed(db, 1, [("ann@example.com", S.SENT)])
+    await _feedback(db, bounce_suppression=timedelta(days=30)).apply([Received(sent, HARD)], "smtp")
+    service = Suppressions(db, lambda: NOW)
+    added, _ = await service.add(1, SuppressionRequest(address="someone@example.com"))
+    assert added
+
+    async def unsubscribe(conn: AsyncConnection) -> bool:
+        return await suppressions.add(conn, 1, "ann@example.com", "unsubscribe", NOW)
+
+    assert await db.run(unsubscribe)
+    listed = {(e.address, e.reason, e.expires_at) for e in await _suppression(db, 1)}
+    assert listed == {
+        ("ann@example.com", "unsubscribe", None),
+        ("someone@example.com", "manual", None),
+    }
+    said = [(k, d.get("reason")) for k, d in await _events(db, 1) if k == "recipient.suppressed"]
+    assert said == [("recipient.suppressed", "bounce"), ("recipient.suppressed", "manual")]

@@ -103,7 +103,7 @@ async def counts(db: Database) -> tuple[int, int, int]:
 
 async def suppressed(db: Database, user_id: int = 1) -> dict[str, str]:
     async def work(conn: AsyncConnection) -> list[suppressions.Suppression]:
-        return await suppressions.page(conn, user_id, None, 100)
+        return await suppressions.page(conn, user_id, None, 100, NOW)
 
     return {s.address: s.reason for s in await db.run(work)}
 

@@ -379,11 +379,14 @@ async def test_unmatched_reports_are_kept_and_change_nothing(db: Database) -> No
                 "smtp-id": _mid(campaign, ids[0] + 1000),
             },
             {"event": "spamreport", "email": "r0@example.com"},
+            # the right ids, but about someone else: a Message-ID carries no MAC, and a
+            # bounce's text may name any delivery of ours
+            {"event": "bounce", "email": "attacker@example.net", "smtp-id": _mid(campaign, ids[0])},
         ]
     )
     async with _client(db) as client:
         response = await client.post("/inbound/sendgrid", content=body, headers=headers)
-    assert response.json() == {"reports": 4, "applied": 0, "unmatched": 4, "subscribed": False}
+    assert response.json() == {"reports": 5, "applied": 0, "unmatched": 5, "subscribed": False}
     assert await statuses(db, ids) == [S.SENT]
 
     async def work(conn: AsyncConnection) -> list[tuple[str, str]]:

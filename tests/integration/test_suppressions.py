@@ -163,7 +163,7 @@ async def test_add_is_idempotent_and_case_insensitive(db: Database) -> None:
     assert not await add(db, 1, "bob@example.org", "manual")
 
     found = await suppressed(db, 1, ["BOB@example.org", "bob@example.org", "ann@example.org"])
-    page = await db.run(lambda conn: suppressions.page(conn, 1, None, 10))
+    page = await db.run(lambda conn: suppressions.page(conn, 1, None, 10, NOW))
 
     assert found == {"BOB@example.org", "bob@example.org"}
     assert [(p.address, p.reason) for p in page] == [("bob@example.org", "unsubscribe")]
@@ -199,7 +199,7 @@ async def test_page_walks_in_address_order(db: Database) -> None:
     await add(db, 2, "aa@x.org")
 
     async def page(after: str | None) -> list[str]:
-        rows = await db.run(lambda conn: suppressions.page(conn, 1, after, 2))
+        rows = await db.run(lambda conn: suppressions.page(conn, 1, after, 2, NOW))
         return [r.address for r in rows]
 
     assert await page(None) == ["a@x.org", "b@x.org"]

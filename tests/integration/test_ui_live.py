@@ -62,6 +62,8 @@ async def test_the_poll_answers_only_for_the_callers_campaign(
         "campaign=x&after=0",
         f"campaign={other}&after=-1",
         "after=0",
+        "campaign=%C2%B2&after=0",
+        "campaign=" + "9" * 30 + "&after=0",
         f"campaign={other}&after=" + "9" * 19,
     ):
         answer = await browser.get(f"/ui/data/events?{query}")

@@ -248,6 +248,8 @@ class Campaign:
     schedule: Schedule | None = None
     #: Why it paused by itself (the circuit breaker); ``None`` otherwise.
     pause_reason: str | None = None
+    #: The circuit breaker weighs only sends since then (resumed after a trip).
+    breaker_since: datetime | None = None
 
     def opening(self, zone: str | None) -> Calendar | None:
         """The calendar of a recipient of this campaign (its own ``zone``, if any)."""

@@ -28,11 +28,11 @@ from enum import StrEnum
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.config import FeedbackConfig
-from mailsched.domain.events import EventType, NewEvent
+from mailsched.domain.events import EventType
 from mailsched.domain.model import BOUNCE, COMPLAIN, PAUSE, CampaignStatus
 from mailsched.inbound.reports import Kind, Report
 from mailsched.store import campaigns as campaign_store
-from mailsched.store import events, feedback, suppressions, transitions
+from mailsched.store import feedback, suppressions, transitions
 from mailsched.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class Feedback:
         source: str,
         now: datetime,
     ) -> Outcome:
-        await feedback.record(
+        bounce_id = await feedback.record(
             conn, sent, report.kind.value, report.status, report.diagnostic, source, now
         )
         fields = _fields(report, source)
@@ -146,7 +146,7 @@ class Feedback:
                 {sent.delivery_id: fields},
                 sent.status,
             )
-            streak = await feedback.soft_bounced(conn, sent, now)
+            streak = await feedback.soft_bounced(conn, sent, bounce_id)
             if streak >= self._config.soft_bounce_limit:
                 detail = f"{streak} soft bounces in a row; the last: {_said(report)}"
                 await self._suppress(conn, sent, BOUNCE_REASON, detail, now)
@@ -177,25 +177,18 @@ class Feedback:
         if not added:
             return
         address = suppressions.normalize(sent.recipient)
-        events.stage(
-            conn,
-            [
-                NewEvent(
-                    sent.user_id,
-                    EventType.RECIPIENT_SUPPRESSED,
-                    now,
-                    None,
-                    None,
-                    {"recipient": address, "reason": reason, "detail": detail},
-                )
-            ],
-        )
+        transitions.stage_suppressed(conn, sent.user_id, address, reason, detail, now)
         await suppressions.suppress_pending(conn, sent.user_id, address, now)
 
     async def _breaker(self, conn: AsyncConnection, campaign_id: int, now: datetime) -> None:
         """Pause the campaign if its bounces or complaints are over the limits."""
         config = self._config
-        total, bounced, complained = await feedback.sent_counts(conn, campaign_id)
+        campaign = await campaign_store.get_campaign(conn, campaign_id, lock=True)
+        if campaign is None or campaign.status not in feedback.BREAKABLE:
+            return
+        total, bounced, complained = await feedback.sent_counts(
+            conn, campaign_id, campaign.breaker_since
+        )
         if total < config.breaker_min_sends:
             return
         reason = None
@@ -210,9 +203,6 @@ class Feedback:
                 f"over the limit of {config.breaker_complaint_rate:.2%}"
             )
         if reason is None:
-            return
-        campaign = await campaign_store.get_campaign(conn, campaign_id, lock=True)
-        if campaign is None or campaign.status not in feedback.BREAKABLE:
             return
         change = transitions.CampaignChange(campaign.id, campaign.user_id, campaign.status)
         moved = await transitions.move_campaigns(

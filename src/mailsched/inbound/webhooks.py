@@ -38,6 +38,7 @@ from mailsched.producer.limits import TooLarge
 from mailsched.producer.schemas import ErrorBody
 from mailsched.store import feedback as feedback_store
 from mailsched.store.db import Database
+from mailsched.store.suppressions import normalize
 
 log = logging.getLogger(__name__)
 
@@ -181,11 +182,17 @@ async def _apply(
 
     sent = await db.run(work) if ids else {}
     # The campaign in the Message-ID must be the delivery's: another deployment sending
-    # from the same domain through the same account makes the same shape of ids.
+    # from the same domain through the same account makes the same shape of ids. And
+    # the report must be about the delivery's own recipient: Message-IDs carry no MAC,
+    # and a bounce's text (written by the recipient's server) may name anyone's.
     received = [
         Received(n[1], r)
         for n, r in named
-        if n is not None and n[1] in sent and sent[n[1]].campaign_id == n[0]
+        if n is not None
+        and n[1] in sent
+        and sent[n[1]].campaign_id == n[0]
+        and r.recipient is not None
+        and normalize(r.recipient) == normalize(sent[n[1]].recipient)
     ]
     outcomes = await feedback.apply(received, source) if received else []
     applied = sum(o is not Outcome.UNKNOWN for o in outcomes)

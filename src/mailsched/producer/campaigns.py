@@ -315,7 +315,7 @@ class Campaigns:
             now = self._clock()
             status = CampaignStatus.RUNNING if campaign.slot_seq else CampaignStatus.SCHEDULED
             await store.set_status(conn, campaign, status, now)
-            await feedback.set_pause_reason(conn, campaign_id, None)
+            await feedback.resumed(conn, campaign_id, now)
             await store.move_unclaimed(conn, campaign_id, RESUME, now)
             await sending.replan(conn, campaign, self._window, max(now, campaign.start_time))
             in_flight = await store.count_status(conn, campaign_id, DeliveryStatus.SENDING)

@@ -34,7 +34,7 @@ from mailsched.domain.events import Event
 from mailsched.errors import MailschedError
 from mailsched.metrics import Metrics
 from mailsched.queue import DeadLetter, DueDelivery
-from mailsched.store import dead_letters, events
+from mailsched.store import dead_letters, events, feedback
 from mailsched.store.db import Database
 from mailsched.store.dead_letters import DeadLetterRow
 
@@ -195,7 +195,8 @@ class Relay(Generic[Row]):
 
 class EventPruner:
     """Deletes events older than the retention period, never one the relay has not
-    published, in short transactions of ``batch_size`` events."""
+    published, in short transactions of ``batch_size`` events; and the inbound mail
+    kept for inspection (bounces that changed nothing) after the same period."""
 
     def __init__(
         self,
@@ -213,7 +214,7 @@ class EventPruner:
         self._interval = interval
 
     async def prune_once(self) -> int:
-        """Delete every event due; return how many."""
+        """Delete every event and kept message due; return how many."""
         before, limit = self._clock() - self._retention, self._batch_size
 
         async def work(conn: AsyncConnection) -> tuple[int, bool]:
@@ -223,12 +224,18 @@ class EventPruner:
             deleted = await events.prune(conn, before, limit, through=published)
             return deleted, deleted == limit
 
+        async def kept(conn: AsyncConnection) -> tuple[int, bool]:
+            deleted = await feedback.prune_kept(conn, before, limit)
+            return deleted, deleted == limit
+
         total = 0
-        while True:
-            deleted, more = await self._db.run(work)
-            total += deleted
-            if not more:
-                return total
+        for step in (work, kept):
+            while True:
+                deleted, more = await self._db.run(step)
+                total += deleted
+                if not more:
+                    break
+        return total
 
     async def run(self, stop: asyncio.Event) -> None:
         """Prune now, then every ``interval`` seconds, until ``stop`` is set."""

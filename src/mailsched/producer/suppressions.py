@@ -108,6 +108,8 @@ async def _suppress(
         added = await store.add(conn, user_id, address, reason, now)
         if added and reason == UNSUBSCRIBE:
             transitions.stage_unsubscribed(conn, user_id, store.normalize(address), now)
+        elif added:
+            transitions.stage_suppressed(conn, user_id, store.normalize(address), reason, None, now)
         return added, await store.suppress_pending(conn, user_id, address, now)
 
     return await db.run(work)
@@ -125,7 +127,7 @@ class Suppressions:
         """The user's suppressed addresses in address order, after ``cursor``."""
 
         async def work(conn: AsyncConnection) -> list[store.Suppression]:
-            return await store.page(conn, user_id, cursor, limit + 1)
+            return await store.page(conn, user_id, cursor, limit + 1, self._clock())
 
         rows = await self._db.run(work)
         more = len(rows) > limit

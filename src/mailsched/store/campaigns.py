@@ -105,6 +105,7 @@ def _campaign(row: Row[tuple[object, ...]]) -> Campaign:
         templated=bool(m["templated"]),
         schedule=_schedule(m["schedule"]),
         pause_reason=m["pause_reason"],
+        breaker_since=m["breaker_since"],
     )
 
 

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.domain.model import CampaignStatus, DeliveryStatus
@@ -60,9 +61,9 @@ async def record(
     diagnostic: str | None,
     source: str,
     now: datetime,
-) -> None:
-    """Keep one bounce or complaint."""
-    await conn.execute(
+) -> int:
+    """Keep one bounce or complaint; its id."""
+    result = await conn.execute(
         insert(bounces).values(
             user_id=sent.user_id,
             campaign_id=sent.campaign_id,
@@ -75,38 +76,40 @@ async def record(
             received_at=now,
         )
     )
+    return int(result.inserted_primary_key[0])  # type: ignore[index]
 
 
-async def soft_bounced(conn: AsyncConnection, sent: Sent, now: datetime) -> int:
-    """Count a soft bounce of ``sent`` in its address's streak; the streak's length
-    after it. A second report about the same delivery counts once."""
+async def soft_bounced(conn: AsyncConnection, sent: Sent, bounce_id: int) -> int:
+    """The address's streak once the soft bounce ``bounce_id`` (just recorded) counts:
+    how many distinct deliveries to it soft-bounced since the streak started. Reports
+    about the same delivery (a server's repeated "delayed" notices) count once."""
     key = normalize(sent.recipient)
-    where = (st.user_id == sent.user_id, st.address == key)
-    row = (
+    # Start the streak unless it runs: an insert that skips a duplicate, so two
+    # reports at once cannot both insert (READ COMMITTED takes no gap locks).
+    values = {"user_id": sent.user_id, "address": key, "first_bounce_id": bounce_id}
+    if conn.dialect.name == "mysql":
+        statement = mysql.insert(soft_bounce_streaks).values(values)
+        await conn.execute(statement.on_duplicate_key_update(first_bounce_id=st.first_bounce_id))
+    else:
         await conn.execute(
-            select(st.soft_bounces, st.last_delivery_id).where(*where).with_for_update()
+            sqlite.insert(soft_bounce_streaks).values(values).on_conflict_do_nothing()
         )
-    ).first()
-    if row is None:
+    first = (
         await conn.execute(
-            insert(soft_bounce_streaks).values(
-                user_id=sent.user_id,
-                address=key,
-                soft_bounces=1,
-                last_delivery_id=sent.delivery_id,
-                updated_at=now,
-            )
+            select(st.first_bounce_id)
+            .where(st.user_id == sent.user_id, st.address == key)
+            .with_for_update()
         )
-        return 1
-    count, last = int(row[0]), int(row[1])
-    if last == sent.delivery_id:
-        return count
-    await conn.execute(
-        update(soft_bounce_streaks)
-        .where(*where)
-        .values(soft_bounces=st.soft_bounces + 1, last_delivery_id=sent.delivery_id, updated_at=now)
+    ).scalar_one()
+    counted = await conn.execute(
+        select(func.count(func.distinct(b.delivery_id))).where(
+            b.user_id == sent.user_id,
+            b.recipient == key,
+            b.kind == "soft",
+            b.id >= first,
+        )
     )
-    return count + 1
+    return int(counted.scalar_one())
 
 
 async def end_streak(conn: AsyncConnection, user_id: int, address: str) -> None:
@@ -116,15 +119,21 @@ async def end_streak(conn: AsyncConnection, user_id: int, address: str) -> None:
     )
 
 
-async def sent_counts(conn: AsyncConnection, campaign_id: int) -> tuple[int, int, int]:
-    """The campaign's deliveries that were sent, bounced (hard) and complained of: what
-    the circuit breaker weighs. Served by ``ix_deliveries_campaign_status``."""
+async def sent_counts(
+    conn: AsyncConnection, campaign_id: int, since: datetime | None = None
+) -> tuple[int, int, int]:
+    """The campaign's deliveries that were sent (since ``since``, if given), bounced
+    (hard) and complained of: what the circuit breaker weighs. Served by
+    ``ix_deliveries_campaign_status``."""
     wanted = [DeliveryStatus.SENT, DeliveryStatus.BOUNCED, DeliveryStatus.COMPLAINED]
-    rows = await conn.execute(
+    query = (
         select(d.status, func.count())
         .where(d.campaign_id == campaign_id, d.status.in_([s.value for s in wanted]))
         .group_by(d.status)
     )
+    if since is not None:
+        query = query.where(d.sent_at >= since)
+    rows = await conn.execute(query)
     counts = {DeliveryStatus(r[0]): int(r[1]) for r in rows}
     bounced = counts.get(DeliveryStatus.BOUNCED, 0)
     complained = counts.get(DeliveryStatus.COMPLAINED, 0)
@@ -140,6 +149,22 @@ async def set_pause_reason(conn: AsyncConnection, campaign_id: int, reason: str 
     )
 
 
+async def resumed(conn: AsyncConnection, campaign_id: int, now: datetime) -> None:
+    """A person resumed the campaign: no reason to show any more, and if the circuit
+    breaker had paused it, it weighs only the sends from now on (else the next
+    bounce would trip it again at once)."""
+    c = campaigns.c
+    # In this order: MySQL's SET reads the columns already set by the statement.
+    await conn.execute(
+        update(campaigns)
+        .where(c.id == campaign_id)
+        .ordered_values(
+            (c.breaker_since, case((c.pause_reason.is_not(None), now), else_=c.breaker_since)),
+            (c.pause_reason, None),
+        )
+    )
+
+
 async def keep(
     conn: AsyncConnection,
     source: str,
@@ -149,7 +174,8 @@ async def keep(
     rcpt_to: str | None,
     now: datetime,
 ) -> int:
-    """Keep an inbound message that changed nothing, for a person to look at; its id."""
+    """Keep an inbound message that changed nothing, for a person to look at (its first
+    :data:`KEPT_BYTES`); its id."""
     result = await conn.execute(
         insert(inbound_messages).values(
             received_at=now,
@@ -158,7 +184,7 @@ async def keep(
             mail_from=None if mail_from is None else mail_from[:320],
             rcpt_to=None if rcpt_to is None else rcpt_to[:320],
             size=len(raw),
-            raw=raw,
+            raw=raw[:KEPT_BYTES],
         )
     )
     return int(result.inserted_primary_key[0])  # type: ignore[index]
@@ -178,6 +204,9 @@ async def prune_kept(conn: AsyncConnection, before: datetime, limit: int) -> int
     await conn.execute(delete(inbound_messages).where(m.id.in_(ids)))
     return len(ids)
 
+
+#: How much of a kept inbound message is stored: enough to see what it is.
+KEPT_BYTES = 256 * 1024
 
 #: Campaigns the circuit breaker may pause.
 BREAKABLE = (CampaignStatus.SCHEDULED, CampaignStatus.RUNNING)

@@ -58,8 +58,8 @@ async def add(
     expires_at: datetime | None = None,
 ) -> bool:
     """Suppress ``address`` for ``user_id``; false if it already was (the first reason
-    stays). An expired suppression is replaced; one that would expire becomes
-    permanent when a permanent one is added.
+    stays). An expired suppression, or an expiring one when a permanent one is added,
+    is replaced (true); an expiring one is extended by a later expiring one (false).
 
     Two concurrent adds of one address both succeed, and may both return true.
     """
@@ -78,17 +78,16 @@ async def add(
         "expires_at": expires_at,
     }
     if existing is not None:
-        if existing.expires_at is not None and existing.expires_at <= now:
-            await conn.execute(
-                update(suppressions).where(s.user_id == user_id, s.address == key).values(values)
-            )
+        where = (s.user_id == user_id, s.address == key)
+        if existing.expires_at is None:
+            return False
+        if existing.expires_at <= now or expires_at is None:
+            # Expired, or an expiring one made permanent: the new one replaces it.
+            await conn.execute(update(suppressions).where(*where).values(values))
             return True
-        if existing.expires_at is not None and expires_at is None:
-            await conn.execute(
-                update(suppressions)
-                .where(s.user_id == user_id, s.address == key)
-                .values(expires_at=None)
-            )
+        if expires_at > existing.expires_at:
+            # Bounced again: it lasts from the latest bounce.
+            await conn.execute(update(suppressions).where(*where).values(expires_at=expires_at))
         return False
     # Skip a duplicate rather than fail: the transaction stays usable.
     if conn.dialect.name == "mysql":
@@ -114,11 +113,12 @@ async def remove(conn: AsyncConnection, user_id: int, address: str) -> bool:
 
 
 async def page(
-    conn: AsyncConnection, user_id: int, after: str | None, limit: int
+    conn: AsyncConnection, user_id: int, after: str | None, limit: int, now: datetime
 ) -> list[Suppression]:
-    """The user's suppressions in address order, starting after ``after``."""
+    """The user's suppressions in force at ``now``, in address order, starting after
+    ``after``."""
     query = select(s.address, s.reason, s.created_at, s.detail, s.expires_at).where(
-        s.user_id == user_id
+        s.user_id == user_id, or_(s.expires_at.is_(None), s.expires_at > now)
     )
     if after is not None:
         query = query.where(s.address > normalize(after))

@@ -91,6 +91,8 @@ campaigns = Table(
     Column("schedule", Text, nullable=True),
     # Why it paused, when it paused by itself (the circuit breaker); NULL otherwise.
     Column("pause_reason", String(200), nullable=True),
+    # The circuit breaker weighs only sends since then (a person resumed it after a trip).
+    Column("breaker_since", UTCDateTime, nullable=True),
     Index("ix_campaigns_user", "user_id", "id"),
 )
 
@@ -338,17 +340,18 @@ bounces = Table(
     Column("source", String(16), nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
     Index("ix_bounces_campaign", "campaign_id", "id"),
+    # An address's soft bounces (its streak).
+    Index("ix_bounces_recipient", "user_id", "recipient", "kind"),
 )
 
-#: Per user and address: soft bounces of distinct deliveries in a row.
+#: Per user and address: from which bounce on its soft bounces count (a suppression
+#: of the address ends the streak; the next soft bounce starts another).
 soft_bounce_streaks = Table(
     "soft_bounce_streaks",
     metadata,
     Column("user_id", BigInteger, primary_key=True, autoincrement=False),
     Column("address", Address, primary_key=True),
-    Column("soft_bounces", Integer, nullable=False),
-    Column("last_delivery_id", Id, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
+    Column("first_bounce_id", Id, nullable=False),
 )
 
 #: Inbound mail that changed nothing (no valid return path, nothing recognised),

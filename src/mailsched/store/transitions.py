@@ -327,6 +327,21 @@ def stage_scheduled(conn: AsyncConnection, campaign_id: int, user_id: int, now: 
     )
 
 
+def stage_suppressed(
+    conn: AsyncConnection,
+    user_id: int,
+    address: str,
+    reason: str,
+    detail: str | None,
+    now: datetime,
+) -> None:
+    """``recipient.suppressed``: the address joined the user's suppression list."""
+    fields: dict[str, Any] = {"recipient": address, "reason": reason}
+    if detail is not None:
+        fields["detail"] = detail
+    events.stage(conn, [NewEvent(user_id, EventType.RECIPIENT_SUPPRESSED, now, None, None, fields)])
+
+
 def stage_unsubscribed(conn: AsyncConnection, user_id: int, address: str, now: datetime) -> None:
     """``recipient.unsubscribed``: the recipient followed an unsubscribe link."""
     events.stage(

@@ -8,6 +8,7 @@ client of ``GET /api/v1/events`` sees.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -22,6 +23,8 @@ from mailsched.store import events as store
 from mailsched.store.db import Database
 from mailsched.ui.web import Pages, secured
 
+#: An id or a cursor in a URL: ASCII digits within a BIGINT.
+_ID = re.compile(r"[0-9]{1,18}")
 #: Events the campaign page lists.
 RECENT = 10
 #: Events one poll of the page's script reads at most (it only needs to know of one).
@@ -75,7 +78,7 @@ def live_routes(pages: Pages, db: Database) -> APIRouter:
         session = await pages.signed_in(request)
         if session is None:
             return secured(JSONResponse({"error": "not signed in"}, status_code=401))
-        if not campaign.isdigit() or not after.isdigit() or len(after) > 18:
+        if not (_ID.fullmatch(campaign) and _ID.fullmatch(after)):
             return secured(JSONResponse({"error": "campaign and after: digits"}, status_code=422))
         try:
             page = await feed(db, session.user_id, int(after), POLL_LIMIT, (), int(campaign))

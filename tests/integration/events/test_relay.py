@@ -18,7 +18,7 @@ from mailsched.domain.events import Event, EventType, NewEvent
 from mailsched.errors import QueueUnavailable, StoreUnavailable
 from mailsched.metrics import Metrics
 from mailsched.producer.relay import EVENT_CURSOR, EventOutbox, EventPruner, Relay
-from mailsched.store import events
+from mailsched.store import events, feedback
 from mailsched.store.db import Database
 from tests.support.running import wait_until
 
@@ -253,3 +253,26 @@ async def test_the_pruner_deletes_only_old_events_the_relay_has_published(db: Da
     await publish_through(5)
     assert await pruner.prune_once() == 2  # in batches of two: 2 and 3, then none
     assert await left() == [4, 5]
+
+
+async def test_the_pruner_forgets_inbound_mail_kept_past_the_retention(db: Database) -> None:
+    async def keep(at: datetime) -> None:
+        async def work(conn: AsyncConnection) -> None:
+            await feedback.keep(conn, "smtp", "forged", b"x" * 10, "<>", "b@x", at)
+
+        await db.run(work)
+
+    for day in range(5):
+        await keep(T0 + timedelta(days=day))
+    now = T0 + timedelta(days=4, hours=1)
+    assert await EventPruner(db, timedelta(days=2), lambda: now, batch_size=2).prune_once() == 3
+
+    async def left() -> int:
+        async def work(conn: AsyncConnection) -> int:
+            return int(
+                (await conn.execute(text("SELECT COUNT(*) FROM inbound_messages"))).scalar_one()
+            )
+
+        return await db.run(work)
+
+    assert await left() == 2

@@ -25,6 +25,7 @@ def upgrade() -> None:
     op.add_column("suppressions", sa.Column("detail", sa.String(500), nullable=True))
     op.add_column("suppressions", sa.Column("expires_at", UTCDateTime, nullable=True))
     op.add_column("campaigns", sa.Column("pause_reason", sa.String(200), nullable=True))
+    op.add_column("campaigns", sa.Column("breaker_since", UTCDateTime, nullable=True))
     op.create_table(
         "bounces",
         sa.Column("id", Id, primary_key=True, autoincrement=True),
@@ -39,13 +40,12 @@ def upgrade() -> None:
         sa.Column("received_at", UTCDateTime, nullable=False),
     )
     op.create_index("ix_bounces_campaign", "bounces", ["campaign_id", "id"])
+    op.create_index("ix_bounces_recipient", "bounces", ["user_id", "recipient", "kind"])
     op.create_table(
         "soft_bounce_streaks",
         sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("address", Address, primary_key=True),
-        sa.Column("soft_bounces", sa.Integer, nullable=False),
-        sa.Column("last_delivery_id", Id, nullable=False),
-        sa.Column("updated_at", UTCDateTime, nullable=False),
+        sa.Column("first_bounce_id", Id, nullable=False),
     )
     op.create_table(
         "inbound_messages",
@@ -65,8 +65,10 @@ def downgrade() -> None:
     op.drop_index("ix_inbound_messages_received", "inbound_messages")
     op.drop_table("inbound_messages")
     op.drop_table("soft_bounce_streaks")
+    op.drop_index("ix_bounces_recipient", "bounces")
     op.drop_index("ix_bounces_campaign", "bounces")
     op.drop_table("bounces")
+    op.drop_column("campaigns", "breaker_since")
     op.drop_column("campaigns", "pause_reason")
     op.drop_column("suppressions", "expires_at")
     op.drop_column("suppressions", "detail")
