@@ -275,7 +275,7 @@ class Settings(BaseSettings):
     inbound_max_message_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     inbound_max_connections: int = Field(64, ge=1, le=10_000)
     soft_bounce_limit: int = Field(3, ge=1, le=100)
-    bounce_suppression_days: float | None = Field(None, gt=0)
+    bounce_suppression_days: float | None = Field(None, gt=0, le=36_500)
     breaker_min_sends: int = Field(100, ge=1)
     breaker_bounce_rate: float = Field(0.05, gt=0, le=1)
     breaker_complaint_rate: float = Field(0.003, gt=0, le=1)
@@ -375,6 +375,7 @@ class Settings(BaseSettings):
             raise ConfigError(problems) from exc
         if check_dkim:
             settings.dkim()  # the key file is read and checked now, not at the first send
+        settings.providers()  # the SES certificate too, and that its topics are named
         return settings
 
     @property
@@ -450,6 +451,13 @@ class Settings(BaseSettings):
     def providers(self) -> ProviderConfig:
         """Reads ``MAILSCHED_SES_CERTIFICATE_FILE`` (a :class:`ConfigError` if unreadable)."""
         certificate = None
+        if self.ses_certificate_file is not None and not self.ses_topic_arns.split():
+            # SNS signs every AWS account's topics with the same certificate: without
+            # a list of topics, anyone's topic could post bounces here.
+            raise ConfigError(
+                "MAILSCHED_SES_TOPIC_ARNS: required with MAILSCHED_SES_CERTIFICATE_FILE "
+                "(the ARNs of your SES notification topics, separated by spaces)"
+            )
         if self.ses_certificate_file is not None:
             try:
                 certificate = self.ses_certificate_file.read_text(encoding="ascii")
