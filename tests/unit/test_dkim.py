@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -318,3 +319,35 @@ def test_keygen_record_verifies_what_its_key_signs(
     # An existing key is never overwritten.
     assert cli.main(argv) == 1
     assert dkim_key(out.read_bytes()) is not None
+
+
+async def test_only_large_or_templated_letters_are_signed_in_the_thread() -> None:
+    # Fails if a plain letter's signature leaves the event loop (measured slower) or
+    # a large body is hashed on it (86 ms for 2 MB).
+    threads: list[str] = []
+
+    def sign(message: bytes) -> bytes:
+        threads.append(threading.current_thread().name)
+        return message
+
+    factory = LetterFactory("news@example.com", sign=sign)
+    small = Campaign(
+        id=1,
+        user_id=42,
+        subject="Hi",
+        body="Short\n",
+        start_time=NOW,
+        delay_seconds=0,
+        hourly_limit=10,
+        status=CampaignStatus.RUNNING,
+        recipient_count=1,
+        slot_seq=0,
+        created_at=NOW,
+        completed_at=None,
+    )
+    large = replace(small, id=2, body="Long line of text\n" * 10_000)
+    templated = replace(small, id=3, body="Hi {{ name }}\n", templated=True)
+    for campaign in (small, large, templated):
+        await factory.build(campaign, 7, "ann@example.org", NOW, name="Ann")
+    assert threads[0] == threading.current_thread().name
+    assert threads[1].startswith("letters") and threads[2].startswith("letters")
