@@ -47,10 +47,11 @@ class LetterFactory:
     each letter's envelope sender is its delivery's own address (bounces name the
     delivery); the From header stays ``sender`` either way. A templated body may
     render to at most ``max_body_bytes``. With ``sign``, each letter is signed
-    (DKIM) where it is made: on the event loop for a plain campaign (0.13 ms with
-    Ed25519, 0.65 ms with RSA-2048), in the thread for a templated or large one. Sending
-    every signature to the thread was slower (one worker: Ed25519 at 0.55 of
-    unsigned against 0.85 on the loop; RSA 0.35 either way, docs/benchmarks.md).
+    (DKIM) where it is made: on the event loop for a plain campaign (0.13 to 0.16 ms
+    with Ed25519, 0.5 to 0.65 ms with RSA-2048), in the thread for a templated or a
+    large one. Sending every signature to the thread was no faster (one worker
+    with Ed25519: 0.49 to 0.64 of unsigned, against 0.60 to 0.84 on the loop; see
+    docs/benchmarks.md).
     """
 
     def __init__(
