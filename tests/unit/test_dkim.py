@@ -144,25 +144,30 @@ def test_a_shared_body_is_hashed_once_and_still_verifies() -> None:
             assert dns.verify(signer.sign(template.render(f"r{n}@example.org", n, NOW)))
 
 
+#: A plain running campaign of user 42; each test changes what it needs.
+CAMPAIGN = Campaign(
+    id=1,
+    user_id=42,
+    subject="Hi",
+    body="Short\n",
+    start_time=NOW,
+    delay_seconds=0,
+    hourly_limit=10,
+    status=CampaignStatus.RUNNING,
+    recipient_count=1,
+    slot_seq=0,
+    created_at=NOW,
+    completed_at=None,
+)
+
+
 async def test_the_letter_factory_signs_every_letter(key: DkimKey) -> None:
     signer, dns = signer_and_dns(key)
     factory = LetterFactory(
         "news@example.com", links=lambda user, address: UNSUBSCRIBE, sign=signer.sign
     )
-    campaign = Campaign(
-        id=5,
-        user_id=42,
-        subject="Hi {{ name }}",
-        body="Code {{ code }}\n",
-        start_time=NOW,
-        delay_seconds=0,
-        hourly_limit=10,
-        status=CampaignStatus.RUNNING,
-        recipient_count=2,
-        slot_seq=0,
-        created_at=NOW,
-        completed_at=None,
-        templated=True,
+    campaign = replace(
+        CAMPAIGN, id=5, subject="Hi {{ name }}", body="Code {{ code }}\n", templated=True
     )
     for templated in (True, False):
         letter = await factory.build(
@@ -331,20 +336,7 @@ async def test_only_large_or_templated_letters_are_signed_in_the_thread() -> Non
         return message
 
     factory = LetterFactory("news@example.com", sign=sign)
-    small = Campaign(
-        id=1,
-        user_id=42,
-        subject="Hi",
-        body="Short\n",
-        start_time=NOW,
-        delay_seconds=0,
-        hourly_limit=10,
-        status=CampaignStatus.RUNNING,
-        recipient_count=1,
-        slot_seq=0,
-        created_at=NOW,
-        completed_at=None,
-    )
+    small = CAMPAIGN
     large = replace(small, id=2, body="Long line of text\n" * 10_000)
     templated = replace(small, id=3, body="Hi {{ name }}\n", templated=True)
     for campaign in (small, large, templated):
