@@ -25,6 +25,7 @@ from mailsched.consumer.letters import LetterFactory
 from mailsched.consumer.sender import WorkerDeps
 from mailsched.consumer.worker import Worker
 from mailsched.domain.events import Event
+from mailsched.domain.shaping import Shaping
 from mailsched.errors import ConfigError
 from mailsched.inbound.feedback import Feedback
 from mailsched.inbound.webhooks import inbound_routes
@@ -32,6 +33,7 @@ from mailsched.mail import Mailer
 from mailsched.mail.dkim import DkimSigner
 from mailsched.mail.message import sender_domain
 from mailsched.mail.outbox import OutboxMailer
+from mailsched.mail.relays import Relays
 from mailsched.mail.smtp import SmtpMailer
 from mailsched.mail.verp import ReturnPath
 from mailsched.metrics import Metrics
@@ -91,6 +93,7 @@ class Components:
     in_process_queue: bool
     metrics: Metrics = field(default_factory=Metrics)
     _mailer: Mailer | None = field(default=None, repr=False)
+    _shaping: Shaping | None = field(default=None, repr=False)
     _auth: Authenticator | None = field(default=None, repr=False)
     _caller: Callable[..., Awaitable[Caller]] | None = field(default=None, repr=False)
     _kafka_sink: KafkaEventSink | None = field(default=None, repr=False)
@@ -207,12 +210,34 @@ class Components:
             checks["kafka"] = self.queue.check_writable
         return checks
 
+    def shaping(self) -> Shaping:
+        """The groups of MAILSCHED_SHAPING_FILE, read once."""
+        if self._shaping is None:
+            self._shaping = self.settings.shaping()
+        return self._shaping
+
     def mailer(self) -> Mailer:
         """The mail transport, opened on first use (only workers need one)."""
         if self._mailer is None:
-            smtp = self.settings.smtp()
-            self._mailer = SmtpMailer(smtp) if smtp else OutboxMailer(self.settings.outbox_dir)
+            self._mailer = self._make_mailer()
         return self._mailer
+
+    def _make_mailer(self) -> Mailer:
+        relays = self.settings.relays()
+        if not relays:
+            return OutboxMailer(self.settings.outbox_dir)
+        (first, *others) = relays
+        if not others and first.max_per_second is None and first.max_per_day is None:
+            return SmtpMailer(first)
+        metrics = self.metrics
+        for relay in relays:
+            metrics.relay_up.labels(relay.name).set(1)
+        return Relays(
+            [(SmtpMailer(r), r.max_per_second, r.max_per_day) for r in relays],
+            self.settings.smtp_probe_seconds,
+            observe=lambda relay, result: metrics.relay_sends.labels(relay, result).inc(),
+            health=lambda relay, up: metrics.relay_up.labels(relay).set(1 if up else 0),
+        )
 
     async def unsubscribe_signer(self) -> UnsubscribeSigner:
         """The signer of unsubscribe links: MAILSCHED_SECRET_KEY, or a key every process
@@ -296,6 +321,7 @@ class Components:
                 on_resumed=on_created,
                 allow_private_urls=self.settings.webhooks().allow_private_urls,
                 limits=self.limits(),
+                shaping=self.shaping(),
             ),
         )
 
@@ -324,6 +350,8 @@ class Components:
                 clock=self.clock,
                 owner=self.name,
                 metrics=self.metrics,
+                shaping=self.shaping(),
+                connections=WorkerDeps.connection_limits(self.shaping()),
             )
         )
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mailsched.domain import shaping
+from mailsched.domain.shaping import Shaping
 from mailsched.errors import ConfigError
 
 SmtpSecurity = Literal["plain", "starttls", "tls"]
@@ -35,7 +37,7 @@ _SMTP_SCHEMES: dict[str, tuple[SmtpSecurity, int]] = {
 
 @dataclass(frozen=True, slots=True)
 class SmtpConfig:
-    """Where and how to reach the SMTP server."""
+    """Where and how to reach one SMTP relay."""
 
     host: str
     port: int
@@ -44,31 +46,112 @@ class SmtpConfig:
     password: str | None
     connections: int
     timeout: float
+    #: How the relay is called in the deliveries listing, the logs and the metrics.
+    name: str = ""
+    #: At most this many messages a second through this relay, per worker process.
+    max_per_second: float | None = None
+    #: At most this many messages in any 24 hours through this relay, per worker process.
+    max_per_day: int | None = None
 
     @classmethod
     def from_url(cls, url: str, connections: int = 8, timeout: float = 30.0) -> SmtpConfig:
-        """Parse ``smtp://``, ``smtp+starttls://user:pass@host:587`` or ``smtps://…``."""
+        """Parse ``smtp://``, ``smtp+starttls://user:pass@host:587`` or ``smtps://…``, with
+        optional query parameters ``connections``, ``max_per_second``, ``max_per_day``,
+        ``timeout`` and ``name``."""
+        # The messages below never quote the URL: it may hold a password.
         parts = urlsplit(url)
         if parts.scheme not in _SMTP_SCHEMES:
-            raise ValueError(
-                f"scheme must be one of {', '.join(_SMTP_SCHEMES)}, not {parts.scheme!r}"
-            )
+            raise ValueError(f"scheme must be one of {', '.join(_SMTP_SCHEMES)}")
         security, default_port = _SMTP_SCHEMES[parts.scheme]
+        if "@" in parts.query + parts.path + parts.fragment:
+            raise ValueError(_RESERVED)
         if not parts.hostname:
             raise ValueError("the URL names no host")
         try:
             port = parts.port or default_port
-        except ValueError as exc:
-            raise ValueError(f"bad port: {exc}") from exc
+        except ValueError:
+            raise ValueError(f"the port is not a number from 1 to 65535; {_RESERVED}") from None
+        if parts.path not in ("", "/") or parts.fragment:
+            raise ValueError("an SMTP URL has no path or fragment")
+        params = _relay_params(parts.query)
         return cls(
             host=parts.hostname,
             port=port,
             security=security,
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
-            connections=connections,
-            timeout=timeout,
+            connections=int(params.get("connections", connections)),
+            timeout=float(params.get("timeout", timeout)),
+            name=str(params.get("name", f"{parts.hostname}:{port}")),
+            max_per_second=(
+                float(params["max_per_second"]) if "max_per_second" in params else None
+            ),
+            max_per_day=int(params["max_per_day"]) if "max_per_day" in params else None,
         )
+
+
+def relays_from(text: str, connections: int = 8, timeout: float = 30.0) -> tuple[SmtpConfig, ...]:
+    """The relays of ``MAILSCHED_SMTP_URL``: URLs separated by whitespace, in order of
+    preference. A bad one raises :class:`ValueError` naming its position."""
+    urls = text.split()
+    found: list[SmtpConfig] = []
+    for i, url in enumerate(urls, 1):
+        where = f"URL {i} of {len(urls)}" if len(urls) > 1 else "the URL"
+        if "://" not in url:
+            raise ValueError(f"{where} has no scheme such as smtp://; {_RESERVED}")
+        try:
+            found.append(SmtpConfig.from_url(url, connections, timeout))
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    names = [relay.name for relay in found]
+    if len(set(names)) < len(names):
+        raise ValueError(
+            "two relays have the same name; give each its own with ?name=, "
+            f"names: {', '.join(names)}"
+        )
+    return tuple(found)
+
+
+_RESERVED = (
+    "in a user name or password, percent-encode @ : / ? # and spaces (%40 %3A %2F %3F %23 %20)"
+)
+
+#: Query parameters an SMTP URL may carry, with each one's type and bounds.
+_RELAY_PARAMS: dict[str, tuple[type, float, float]] = {
+    "connections": (int, 1, 256),
+    "max_per_second": (float, 0.001, 1_000_000),
+    "max_per_day": (int, 1, 1_000_000_000),
+    "timeout": (float, 0.1, 3600),
+}
+_RELAY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+
+def _relay_params(query: str) -> dict[str, int | float | str]:
+    params: dict[str, int | float | str] = {}
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise ValueError("the query is not name=value pairs joined by &") from None
+    for key, value in pairs:
+        if key in params:
+            raise ValueError(f"{key} is given twice")
+        if key == "name":
+            if not _RELAY_NAME.fullmatch(value):
+                raise ValueError("name must be 1-64 letters, digits, '.', '_', ':' or '-'")
+            params[key] = value
+            continue
+        if key not in _RELAY_PARAMS:
+            known = ", ".join(["name", *_RELAY_PARAMS])
+            raise ValueError(f"unknown parameter {key!r} (known: {known})")
+        kind, low, high = _RELAY_PARAMS[key]
+        try:
+            number = kind(value)
+        except ValueError:
+            raise ValueError(f"{key} must be a number") from None
+        if not low <= number <= high:
+            raise ValueError(f"{key} must be between {low:g} and {high:g}")
+        params[key] = number
+    return params
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +310,7 @@ class Settings(BaseSettings):
     smtp_url: SecretStr | None = None
     smtp_connections: int = Field(8, ge=1, le=256)
     smtp_timeout_seconds: float = Field(30.0, gt=0)
+    smtp_probe_seconds: float = Field(30.0, gt=0, le=86_400)
     outbox_dir: Path = Path("./outbox")
     from_: str = Field("mailsched@localhost", alias="MAILSCHED_FROM")
     host: str = "127.0.0.1"
@@ -291,6 +375,8 @@ class Settings(BaseSettings):
     dkim_key_file: Path | None = None
     dkim_headers: str = ":".join(DEFAULT_DKIM_HEADERS)
 
+    shaping_file: Path | None = None
+
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9108, ge=0, le=65535)
 
@@ -320,8 +406,8 @@ class Settings(BaseSettings):
     @field_validator("smtp_url")
     @classmethod
     def _smtp_url_parses(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and value.get_secret_value():
-            SmtpConfig.from_url(value.get_secret_value())
+        if value is not None and value.get_secret_value().strip():
+            relays_from(value.get_secret_value())
             return value
         return None
 
@@ -375,6 +461,7 @@ class Settings(BaseSettings):
             raise ConfigError(problems) from exc
         if check_dkim:
             settings.dkim()  # the key file is read and checked now, not at the first send
+        settings.shaping()  # so is the shaping file
         settings.providers()  # the SES certificate too, and that its topics are named
         return settings
 
@@ -387,11 +474,11 @@ class Settings(BaseSettings):
     def rate_window(self) -> timedelta:
         return timedelta(seconds=self.rate_window_seconds)
 
-    def smtp(self) -> SmtpConfig | None:
-        """The SMTP server's configuration, or ``None`` to write ``.eml`` files."""
+    def relays(self) -> tuple[SmtpConfig, ...]:
+        """The SMTP relays in order of preference; none means ``.eml`` files."""
         if self.smtp_url is None:
-            return None
-        return SmtpConfig.from_url(
+            return ()
+        return relays_from(
             self.smtp_url.get_secret_value(), self.smtp_connections, self.smtp_timeout_seconds
         )
 
@@ -499,6 +586,21 @@ class Settings(BaseSettings):
             key=dkim_key(key_pem),
             headers=tuple(name.strip() for name in self.dkim_headers.split(":")),
         )
+
+    def shaping(self) -> Shaping:
+        """The groups of MAILSCHED_SHAPING_FILE (none without one); a :class:`ConfigError`
+        names the line or the key of a bad one."""
+        if self.shaping_file is None:
+            return Shaping()
+        where = f"MAILSCHED_SHAPING_FILE ({self.shaping_file.name})"
+        try:
+            text = self.shaping_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}: cannot read it: {exc}") from exc
+        try:
+            return shaping.parse(text, self.from_.rpartition("@")[2])
+        except shaping.ShapingError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
 
     def dispatcher(self) -> DispatcherConfig:
         return DispatcherConfig(

@@ -24,7 +24,11 @@ so nothing above an adapter handles a library's exception::
     └── SendError                   one email was not accepted by the mail server
         ├── SendExpired             not even tried: the worker's lease was about to end
         ├── TransientSendError      try again later (4xx reply, connection lost, timeout)
-        │   └── SlowDown            the server asks us to send more slowly (421, 45x)
+        │   ├── SlowDown            the server asks us to send more slowly (421, 45x)
+        │   └── RelayUnavailable    the relay took nothing: another relay may be tried at once
+        │       ├── RelayDown       unreachable, or refused the session (greeting, TLS, AUTH)
+        │       ├── RelayBusy       421 or 454: refuses all work for now (also a SlowDown)
+        │       └── NoRelay         no relay of several may take mail now (also a SlowDown)
         └── PermanentSendError      give up on this recipient (5xx reply)
 """
 
@@ -125,6 +129,8 @@ class SendError(MailschedError):
         self.code = code
         self.ambiguous = ambiguous
         self.reply = reply
+        #: The relay that answered, when the mailer has several (see :mod:`mailsched.mail.relays`).
+        self.relay: str | None = None
 
 
 class SendExpired(SendError):
@@ -137,6 +143,25 @@ class TransientSendError(SendError):
 
 class SlowDown(TransientSendError):
     """The server asked us to slow down (421, 450, 451, 452, 454)."""
+
+
+class RelayUnavailable(TransientSendError):
+    """The relay took no message at all: it could not be reached, refused the session,
+    or throttles the whole account. Nothing was sent, so another relay may be tried
+    at once without risking a duplicate."""
+
+
+class RelayDown(RelayUnavailable):
+    """The relay could not be reached, or refused the session (greeting, TLS, AUTH)."""
+
+
+class RelayBusy(RelayUnavailable, SlowDown):
+    """The relay answered 421 or 454: it refuses all work for now (SES's throttling)."""
+
+
+class NoRelay(RelayUnavailable, SlowDown):
+    """No relay may take mail now (each is down, waiting for its probe, or at its cap):
+    nothing was sent, so the attempt does not count and the campaign waits."""
 
 
 class PermanentSendError(SendError):

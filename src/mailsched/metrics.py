@@ -146,6 +146,37 @@ class Metrics:
             "Connections to the bounce mailbox refused (421) beyond the connection limit",
             registry=r,
         )
+        self.relay_sends = Counter(
+            "mailsched_relay_sends_total",
+            "Letters handed to each SMTP relay, by result (accepted, refused: the letter's "
+            "own error, unavailable: the relay took nothing and the letter moved on)",
+            ["relay", "result"],
+            registry=r,
+        )
+        self.relay_up = Gauge(
+            "mailsched_relay_up",
+            "1 while an SMTP relay takes mail, 0 while it is down and waits for its probe",
+            ["relay"],
+            registry=r,
+        )
+        self.shaping_held = Counter(
+            "mailsched_shaping_held_total",
+            "Deliveries a shaping group held back (full, or suspended), by group",
+            ["group"],
+            registry=r,
+        )
+        self.shaping_limit = Gauge(
+            "mailsched_shaping_limit",
+            "A shaping group's limit in force (slowed, or the warm-up's daily cap), by window",
+            ["group", "window"],
+            registry=r,
+        )
+        self.shaping_suspended = Gauge(
+            "mailsched_shaping_suspended",
+            "1 while replies keep a shaping group suspended, else 0",
+            ["group"],
+            registry=r,
+        )
         for status in DeliveryStatus:
             self.deliveries.labels(status.value)
         for outcome in SendOutcome:

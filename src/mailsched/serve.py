@@ -204,8 +204,9 @@ def _serve_metrics(components: Components, settings: Settings) -> None:
 
 
 def _describe(settings: Settings) -> str:
-    smtp = settings.smtp()
-    mail = f"smtp {smtp.host}:{smtp.port}" if smtp else f"outbox {settings.outbox_dir}"
+    relays = settings.relays()
+    names = ", ".join(relay.name for relay in relays)
+    mail = f"smtp {names}" if relays else f"outbox {settings.outbox_dir}"
     queue = f"kafka {settings.kafka_bootstrap_servers}" if settings.kafka() else "in-process queue"
     db = settings.database_url.split("://", 1)[0]
     return f"{db} database, {queue}, {mail}"

@@ -219,6 +219,7 @@ async def test_deliveries_paginate_with_a_cursor(client: httpx.AsyncClient) -> N
         "sentAt",
         "lastError",
         "timezone",
+        "relay",
     }
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from mailsched.bootstrap import build
 from mailsched.config import Settings
 from mailsched.errors import PermanentSendError, QueueUnavailable
-from mailsched.mail import Letter, Mailer
+from mailsched.mail import Accepted, Letter, Mailer
 from mailsched.producer.dispatcher import Reaped
 from mailsched.producer.relay import DeadLetterOutbox, Relay
 from mailsched.queue import DeadLetter, DeliveryQueue, DueDelivery, Received
@@ -80,10 +80,10 @@ class HeldUntilOpen:
         self.inner = inner
         self.open = asyncio.Event()
 
-    async def send(self, letter: Letter) -> None:
+    async def send(self, letter: Letter) -> Accepted:
         if letter.recipient != GONE:
             await self.open.wait()
-        await self.inner.send(letter)
+        return await self.inner.send(letter)
 
     async def close(self) -> None:
         await self.inner.close()
@@ -189,7 +189,7 @@ class Refusing:
         if not held:
             self.open.set()
 
-    async def send(self, letter: Letter) -> None:
+    async def send(self, letter: Letter) -> Accepted:
         self.entered.set()
         await self.open.wait()
         raise PermanentSendError("550 5.1.1 no such user", 550)

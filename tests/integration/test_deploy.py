@@ -285,8 +285,7 @@ def test_role_environment_loads_as_valid_settings(
     kafka = settings.kafka()
     assert kafka is not None, "`mailsched api`/`worker` refuse to start without Kafka"
     assert kafka.bootstrap_servers == "kafka:9092"
-    smtp = settings.smtp()
-    assert smtp is not None
+    (smtp,) = settings.relays()
     assert (smtp.host, smtp.port) == ("mailpit", 1025)
 
 

@@ -13,10 +13,17 @@ rather than letting it burst. Under a sending calendar, a delivery may start
 only while its recipient's window is open: one that comes due after its window
 closed counts as behind its plan, and the campaign is planned again into the
 next openings.
+
+Under shaping (:mod:`mailsched.domain.shaping`), a delivery also needs room in each
+of its groups: their rows are locked after the campaigns' (in name order), and the
+room left is measured on the group's real send times, like the campaign's rules.
+A delivery whose group is full waits for it, alone: the campaign's other
+destinations keep their pace, its place going to the next delivery that may start.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,7 +32,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.domain.limits import permit
 from mailsched.domain.model import Campaign, CampaignStatus
+from mailsched.domain.shaping import Group, Shaping, room
 from mailsched.store import sending, suppressions
+from mailsched.store import shaping as groups_store
 from mailsched.store.campaigns import complete_if_done, get_campaigns
 from mailsched.store.sending import Claimable
 from mailsched.store.transitions import CampaignChange
@@ -41,6 +50,7 @@ class ClaimRequest:
     lease: timedelta
     hold: timedelta
     window: timedelta
+    shaping: Shaping = field(default_factory=Shaping)
 
 
 @dataclass(slots=True)
@@ -61,6 +71,8 @@ class Claim:
     replanned: int = 0
     #: How many went to SUPPRESSED: their address was suppressed after they were planned.
     suppressed: int = 0
+    #: How many deliveries each shaping group held back (full, or suspended).
+    held: Counter[str] = field(default_factory=Counter)
 
 
 async def claim(conn: AsyncConnection, req: ClaimRequest) -> dict[int, Claim]:
@@ -79,12 +91,14 @@ async def claim(conn: AsyncConnection, req: ClaimRequest) -> dict[int, Claim]:
     rows = {cid: queued[cid] for cid in live if cid in queued}
     rows = await _drop_suppressed(conn, live, rows, req.now, results)
     histories = await _histories(conn, live, rows, req.now)
+    rooms = await _rooms(conn, req, rows)
     late: dict[int, tuple[list[Claimable], datetime]] = {}
     for cid, campaign in live.items():
         if rows.get(cid):
-            later = _decide(req, campaign, rows[cid], histories[cid], results[cid])
+            later = _decide(req, campaign, rows[cid], histories[cid], results[cid], rooms)
             if later is not None:
                 late[cid] = later
+    await rooms.put_off(conn, req, results)
     taken = {r.campaign.id: r for r in results.values() if r.admitted and r.campaign}
     if taken:
         starting = [
@@ -100,6 +114,7 @@ async def claim(conn: AsyncConnection, req: ClaimRequest) -> dict[int, Claim]:
             req.now + req.lease,
             starting,
         )
+        await rooms.take(conn, taken, req.now)
     # After the slots are taken: a re-plan counts the sends just admitted as in flight.
     for cid, (rest, next_at) in late.items():
         if next_at > rest[0].scheduled_at + req.hold:
@@ -116,28 +131,151 @@ def _decide(
     rows: list[Claimable],
     history: tuple[datetime | None, list[datetime | None]],
     result: Claim,
+    rooms: _Rooms,
 ) -> tuple[list[Claimable], datetime] | None:
     """Admit what the rules allow now, and hold what may start within the hold; return
     the rest and when the first of it may start, if that is later (the campaign fell
-    behind, or a message came early)."""
+    behind, or a message came early). A delivery whose shaping group is full gives
+    its place to the next one that may start now."""
     last, refs = history
     floors = {r.id: _floor(campaign, r, req.now) for r in rows}
     # Those whose window is open now go first, whatever their planned order.
     rows.sort(key=lambda r: (floors[r.id], r.scheduled_at, r.id))
     rules = campaign.rules(req.window)
     answer = permit(req.now, [floors[r.id] for r in rows], rules, last, refs)
-    admitted, rest = rows[: answer.admitted], rows[answer.admitted :]
+    admitted: list[Claimable] = []
+    rest: list[Claimable] = []
+    for i, row in enumerate(rows):
+        if len(admitted) == answer.admitted:
+            rest.extend(rows[i:])
+            break
+        if floors[row.id] > req.now:
+            # Admitted fewer than the rules allow: some gave their place up.
+            rest.extend(rows[i:])
+            break
+        if rooms.admit(row):
+            admitted.append(row)
+        else:
+            result.held[rooms.full_group(row)] += 1
+            rooms.hold(campaign.id, row)
     if admitted:
         result.admitted = admitted
         result.first_seq = campaign.slot_seq + 1
         result.lease_until = req.now + req.lease
-    if not rest or answer.next_at is None:
+    next_at = answer.next_at
+    if rest and len(admitted) < answer.admitted:
+        next_at = max(floors[rest[0].id], next_at or floors[rest[0].id])
+    if not rest or next_at is None:
         return None
-    if answer.next_at - req.now <= req.hold:
+    if next_at - req.now <= req.hold:
         result.waiting = [r.id for r in rest]
-        result.wait_until = answer.next_at
+        result.wait_until = next_at
         return None
-    return rest, answer.next_at
+    return rest, next_at
+
+
+class _Rooms:
+    """The room each shaping group of a claim has left, and what it held back."""
+
+    def __init__(self, member: Mapping[int, tuple[Group, ...]]) -> None:
+        self.member = member
+        self.left: dict[str, int] = {}
+        self.next_at: dict[str, datetime | None] = {}
+        self.spacing: dict[str, timedelta] = {}
+        self.seq: dict[str, int] = {}
+        self.held: dict[int, list[Claimable]] = {}
+
+    def admit(self, row: Claimable) -> bool:
+        """Take room for ``row`` in each of its groups, if all have some."""
+        groups = self.member.get(row.id, ())
+        if any(self.left[g.name] <= 0 for g in groups):
+            return False
+        for group in groups:
+            self.left[group.name] -= 1
+        return True
+
+    def full_group(self, row: Claimable) -> str:
+        return next(g.name for g in self.member[row.id] if self.left[g.name] <= 0)
+
+    def hold(self, campaign_id: int, row: Claimable) -> None:
+        self.held.setdefault(campaign_id, []).append(row)
+
+    async def put_off(
+        self, conn: AsyncConnection, req: ClaimRequest, results: Mapping[int, Claim]
+    ) -> None:
+        """Those held back wait for their groups: in this worker when the room comes
+        within the hold, else planned again for then, spread at the group's pace."""
+        later: list[tuple[int, datetime]] = []
+        counts: Counter[str] = Counter()
+        for cid, held in self.held.items():
+            result = results[cid]
+            for row in held:
+                full = [g.name for g in self.member[row.id] if self.left[g.name] <= 0]
+                at = req.now
+                for name in full:
+                    opens = self.next_at[name] or req.now + self.spacing[name]
+                    at = max(at, opens + self.spacing[name] * counts[name])
+                    counts[name] += 1
+                if at - req.now <= req.hold:
+                    result.waiting.append(row.id)
+                    result.wait_until = min(result.wait_until or at, at)
+                else:
+                    later.append((row.id, at))
+        if later:
+            await sending.reschedule(conn, later)
+
+    async def take(self, conn: AsyncConnection, taken: Mapping[int, Claim], now: datetime) -> None:
+        """Number the admitted sends in their groups."""
+        sends: dict[str, list[tuple[int, int]]] = {}
+        for cid, result in taken.items():
+            for i, row in enumerate(result.admitted):
+                for group in self.member.get(row.id, ()):
+                    sends.setdefault(group.name, []).append((cid, result.first_seq + i))
+        if sends:
+            await groups_store.take(conn, sends, self.seq, now)
+
+
+async def _rooms(
+    conn: AsyncConnection, req: ClaimRequest, rows: Mapping[int, list[Claimable]]
+) -> _Rooms:
+    """Lock the shaping groups the rows send into and measure the room each has now."""
+    member = {}
+    if req.shaping:
+        member = {
+            r.id: found
+            for batch in rows.values()
+            for r in batch
+            if (found := req.shaping.groups_for(r.recipient))
+        }
+    rooms = _Rooms(member)
+    wanted = Counter(group.name for groups in member.values() for group in groups)
+    if not wanted:
+        return rooms
+    locked = await groups_store.lock(conn, list(wanted))
+    limits = {}
+    ranges = {}
+    for name, count in wanted.items():
+        group = req.shaping.group(name)
+        assert group is not None, "the member groups come from the same shaping"
+        limits[name] = group.limits_at(req.now, locked[name].state)
+        n = locked[name].seq
+        ranges[name] = [
+            (max(1, n + 1 - lim.count), n + min(count, lim.count) - lim.count)
+            for lim in limits[name]
+        ]
+    times = await groups_store.finish_times(conn, ranges, req.now)
+    for name, count in wanted.items():
+        n, got = locked[name].seq, times.get(name, {})
+        refs = [
+            [got.get(n + 1 + j - lim.count) for j in range(min(count, lim.count))]
+            for lim in limits[name]
+        ]
+        answer = room(req.now, count, limits[name], refs, locked[name].state)
+        rooms.left[name] = answer.admits
+        rooms.next_at[name] = answer.next_at
+        rooms.spacing[name] = answer.spacing
+        rooms.seq[name] = n
+    return rooms
 
 
 def _floor(campaign: Campaign, row: Claimable, now: datetime) -> datetime:

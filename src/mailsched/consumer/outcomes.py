@@ -10,7 +10,8 @@ from datetime import datetime
 from mailsched.config import WorkerConfig
 from mailsched.domain.limits import backoff
 from mailsched.domain.model import Campaign, SendOutcome
-from mailsched.errors import PermanentSendError, SendError, SlowDown
+from mailsched.domain.shaping import GroupState, Shaping
+from mailsched.errors import PermanentSendError, RelayUnavailable, SendError, SlowDown
 from mailsched.store.sending import Claimable, Outcomes, Reply, Retry
 from mailsched.store.transitions import Facts
 
@@ -23,16 +24,20 @@ class SendResult:
     error: Exception | None = None
     #: The server's reply text to an accepted send (after its 250), when it gave one.
     reply: str | None = None
+    #: The relay that answered, by name.
+    relay: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Sorted:
-    """The outcomes to record, and when the campaign may send again after a slow-down."""
+    """The outcomes to record, when the campaign may send again after a slow-down, and
+    what replies did to shaping groups."""
 
     outcomes: Outcomes
     slow_down_until: datetime | None = None
     possible_duplicates: int = 0
     results: dict[SendOutcome, int] = field(default_factory=dict)
+    groups: dict[str, GroupState] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +55,15 @@ def sort_results(
     config: WorkerConfig,
     now: datetime,
     jitter: Callable[[], float],
+    shaping: Shaping | None = None,
 ) -> Sorted:
-    """Decide each claimed delivery's fate."""
+    """Decide each claimed delivery's fate.
+
+    A reply that matches a rule of one of the delivery's shaping groups slows or
+    suspends that group. A slow-down (421, 45x) from the destination (not from a
+    relay that took nothing) suspends the delivery's destination group, when it has
+    one, until the retry: the campaign's other destinations keep their pace.
+    """
     sent: list[tuple[int, datetime]] = []
     retry: list[Retry] = []
     failed: list[tuple[int, str]] = []
@@ -60,6 +72,7 @@ def sort_results(
     replies: dict[int, Reply] = {}
     in_doubt: list[tuple[int, int]] = []
     facts: dict[int, Facts] = {}
+    groups: dict[str, GroupState] = {}
     slow_down_until: datetime | None = None
     for attempt in attempts:
         seq, row, res = attempt.seq, attempt.row, attempt.result
@@ -79,11 +92,13 @@ def sort_results(
             continue
         outcome, again = _failure(error, row, config, now, jitter)
         if again is None:
+            _react(shaping, row.recipient, error, None, now, groups)
             failed.append((row.id, _describe(error)))
         else:
+            shaped = _react(shaping, row.recipient, error, again.at, now, groups)
             # The campaign waits for the server, not for this recipient's window: the
             # re-plan after a slow-down puts each zone's sends in its own windows.
-            if outcome == SendOutcome.SLOWED:
+            if outcome == SendOutcome.SLOWED and not shaped:
                 slow_down_until = max(again.at, slow_down_until or again.at)
             retry.append(_in_window(again, campaign, row))
         if isinstance(error, SendError):
@@ -104,10 +119,62 @@ def sort_results(
             replies=replies,
             in_doubt=in_doubt,
             facts=facts,
+            relays={a.seq: a.result.relay for a in attempts if a.result and a.result.relay},
         ),
         slow_down_until,
         counts.get(SendOutcome.AMBIGUOUS, 0),
         dict(counts),
+        groups,
+    )
+
+
+def _react(
+    shaping: Shaping | None,
+    recipient: str,
+    error: Exception,
+    retry_at: datetime | None,
+    now: datetime,
+    groups: dict[str, GroupState],
+) -> bool:
+    """Apply the delivery's groups' rules to its error reply; true when a group took the
+    slow-down on itself (the destination's group, suspended until ``retry_at``)."""
+    if not shaping or not isinstance(error, SendError):
+        return False
+    said = f"{error.code} {error.reply}" if error.code is not None else str(error)
+    for group in shaping.groups_for(recipient):
+        rule = group.rule_for(said)
+        if rule is None:
+            continue
+        until = now + rule.duration
+        if rule.action == "suspend":
+            change = GroupState(suspended_until=until, reason=said)
+        else:
+            change = GroupState(rule.factor, slowed_until=until, reason=said)
+        groups[group.name] = merge_states(groups.get(group.name), change)
+    destination = shaping.destination(recipient)
+    if not isinstance(error, SlowDown) or isinstance(error, RelayUnavailable):
+        return False  # a relay that took nothing slows its campaign, not a destination
+    if destination is None or retry_at is None:
+        return False
+    pause = GroupState(suspended_until=retry_at, reason=said)
+    groups[destination.name] = merge_states(groups.get(destination.name), pause)
+    return True
+
+
+def merge_states(old: GroupState | None, new: GroupState) -> GroupState:
+    """Two changes to one group as one: the later ends, the smaller factor."""
+    if old is None:
+        return new
+
+    def later(a: datetime | None, b: datetime | None) -> datetime | None:
+        return b if a is None else a if b is None else max(a, b)
+
+    factors = [f for f in (old.factor, new.factor) if f is not None]
+    return GroupState(
+        min(factors) if factors else None,
+        later(old.slowed_until, new.slowed_until),
+        later(old.suspended_until, new.suspended_until),
+        new.reason or old.reason,
     )
 
 

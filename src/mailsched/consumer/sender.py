@@ -18,8 +18,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,12 +27,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from mailsched.config import WorkerConfig
 from mailsched.consumer.claim import Claim
 from mailsched.consumer.letters import LetterFactory
-from mailsched.consumer.outcomes import Attempt, SendResult, Sorted, sort_results
+from mailsched.consumer.outcomes import Attempt, SendResult, Sorted, merge_states, sort_results
 from mailsched.domain.model import Campaign
+from mailsched.domain.shaping import GroupState, Shaping
 from mailsched.errors import LeaseLost, SendError, SendExpired, StoreError
 from mailsched.mail import Mailer
 from mailsched.metrics import Metrics
 from mailsched.queue import DeliveryQueue
+from mailsched.store import shaping as groups_store
 from mailsched.store.campaigns import complete_finished
 from mailsched.store.db import Database
 from mailsched.store.sending import Claimable, record, replan
@@ -58,6 +60,17 @@ class WorkerDeps:
     clock: Clock
     owner: str
     metrics: Metrics
+    shaping: Shaping = field(default_factory=Shaping)
+    #: A semaphore per shaping group with ``max_connections``: its sends at once here.
+    connections: Mapping[str, asyncio.Semaphore] = field(default_factory=dict)
+
+    @staticmethod
+    def connection_limits(shaping: Shaping) -> dict[str, asyncio.Semaphore]:
+        return {
+            g.name: asyncio.Semaphore(g.max_connections)
+            for g in shaping.groups
+            if g.max_connections is not None
+        }
 
 
 def lease_margin(lease: timedelta) -> timedelta:
@@ -88,6 +101,22 @@ async def send_claims(deps: WorkerDeps, claims: Sequence[Claim]) -> None:
 async def _send_one(
     deps: WorkerDeps, campaign: Campaign, seq: int, row: Claimable, lease_until: datetime
 ) -> Attempt:
+    if not deps.connections:
+        return await _send_now(deps, campaign, seq, row, lease_until)
+    groups = deps.shaping.groups_for(row.recipient)
+    limits = [deps.connections[g.name] for g in groups if g.name in deps.connections]
+    for limit in limits:
+        await limit.acquire()
+    try:
+        return await _send_now(deps, campaign, seq, row, lease_until)
+    finally:
+        for limit in limits:
+            limit.release()
+
+
+async def _send_now(
+    deps: WorkerDeps, campaign: Campaign, seq: int, row: Claimable, lease_until: datetime
+) -> Attempt:
     margin = lease_margin(deps.config.lease)
     not_after = lease_until - margin
     started = time.perf_counter()
@@ -96,13 +125,13 @@ async def _send_one(
         letter = await deps.letters.build(
             campaign, row.id, row.recipient, deps.clock(), name=row.name, variables=row.vars
         )
-        reply = await deps.mailer.send(letter.expiring(not_after, not_after + margin))
+        accepted = await deps.mailer.send(letter.expiring(not_after, not_after + margin))
     except SendExpired:
         return Attempt(seq, row, None, campaign)
     except SendError as exc:
         log.info("campaign %d delivery %d: %s", campaign.id, row.id, exc)
         deps.metrics.smtp_replies.labels(_reply_class(exc.code)).inc()
-        return Attempt(seq, row, SendResult(deps.clock(), exc), campaign)
+        return Attempt(seq, row, SendResult(deps.clock(), exc, relay=exc.relay), campaign)
     except Exception as exc:  # a bug or an untranslated error: retry, and say so loudly
         log.exception("campaign %d delivery %d: unexpected error", campaign.id, row.id)
         deps.metrics.smtp_replies.labels("none").inc()
@@ -110,7 +139,8 @@ async def _send_one(
     finally:
         deps.metrics.send_seconds.observe(time.perf_counter() - started)
     deps.metrics.smtp_replies.labels("2xx").inc()
-    return Attempt(seq, row, SendResult(deps.clock(), reply=reply), campaign)
+    result = SendResult(deps.clock(), reply=accepted.reply, relay=accepted.relay)
+    return Attempt(seq, row, result, campaign)
 
 
 async def _record(deps: WorkerDeps, attempts: list[Attempt], lease_until: datetime) -> None:
@@ -122,7 +152,8 @@ async def _record(deps: WorkerDeps, attempts: list[Attempt], lease_until: dateti
         groups.setdefault(attempt.campaign.id, []).append(attempt)
     now = deps.clock()
     verdicts = {
-        cid: sort_results(found, deps.config, now, random.random) for cid, found in groups.items()
+        cid: sort_results(found, deps.config, now, random.random, deps.shaping)
+        for cid, found in groups.items()
     }
     lost = await _write(deps, campaigns, verdicts, lease_until, len(attempts))
     if lost is None:
@@ -159,7 +190,9 @@ async def _write(
 
     while True:
         try:
-            return await deps.db.run(work)
+            lost = await deps.db.run(work)
+            await _react(deps, verdicts.values())
+            return lost
         except LeaseLost:
             careful = True  # a row was taken over: write again, those still held alone
         except StoreError as exc:
@@ -169,6 +202,28 @@ async def _write(
                 return None
             log.warning("recording %d outcomes failed, retrying: %s", count, exc)
             await asyncio.sleep(0.5)
+
+
+async def _react(deps: WorkerDeps, verdicts: Iterable[Sorted]) -> None:
+    """Slow or suspend the shaping groups replies asked to wait, in a transaction of its
+    own once the outcomes are in: a group's row is locked by every claim into it, and
+    the outcomes must not wait for it (nor deadlock with a claim that re-plans)."""
+    shaped = _groups(verdicts)
+    if not shaped:
+        return
+    try:
+        await deps.db.run(lambda conn: groups_store.react(conn, shaped, deps.clock()))
+    except StoreError as exc:
+        # Advisory: the retries it would have paused come back, and are answered again.
+        log.warning("shaping groups %s not slowed: %s", ", ".join(shaped), exc)
+
+
+def _groups(verdicts: Iterable[Sorted]) -> dict[str, GroupState]:
+    merged: dict[str, GroupState] = {}
+    for verdict in verdicts:
+        for name, change in verdict.groups.items():
+            merged[name] = merge_states(merged.get(name), change)
+    return merged
 
 
 def _report(deps: WorkerDeps, campaign_id: int, verdict: Sorted) -> None:

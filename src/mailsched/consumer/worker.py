@@ -18,8 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.consumer.claim import Claim, ClaimRequest, claim
 from mailsched.consumer.sender import WorkerDeps, send_claims
+from mailsched.domain.shaping import GroupState
 from mailsched.errors import MailschedError
 from mailsched.queue import Received
+from mailsched.store import shaping as groups_store
 from mailsched.store.sending import release_queued
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ class Worker:
         cfg = self._deps.config
         slots = asyncio.Semaphore(cfg.inflight_batches)
         watcher = asyncio.create_task(self._watch(stop))
+        gauges = asyncio.create_task(self._shaping_gauges()) if self._deps.shaping else None
         while not stop.is_set():
             await slots.acquire()
             try:
@@ -55,6 +58,27 @@ class Worker:
             task.add_done_callback(lambda _t: slots.release())
         await self.drain(cfg.shutdown_grace)
         watcher.cancel()
+        if gauges is not None:
+            gauges.cancel()
+
+    async def _shaping_gauges(self) -> None:
+        """Keep the shaping groups' limits in force (slowed, warm-up) in the metrics."""
+        deps = self._deps
+        while True:
+            try:
+                rows = await deps.db.run(groups_store.states)
+            except MailschedError as exc:
+                log.debug("shaping gauges not refreshed: %s", exc)
+                rows = {}
+            now = deps.clock()
+            for group in deps.shaping.groups:
+                row = rows.get(group.name)
+                state = row.state if row is not None else GroupState()
+                for limit in group.limits_at(now, state):
+                    window = f"{int(limit.window.total_seconds())}s"
+                    deps.metrics.shaping_limit.labels(group.name, window).set(limit.count)
+                deps.metrics.shaping_suspended.labels(group.name).set(int(state.suspended(now)))
+            await asyncio.sleep(10.0)
 
     async def _watch(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -114,9 +138,12 @@ class Worker:
             lease=deps.config.lease,
             hold=deps.config.hold,
             window=deps.window,
+            shaping=deps.shaping,
         )
         claims = await deps.db.run(lambda conn: claim(conn, request))
         for campaign_id, result in claims.items():
+            for group, count in result.held.items():
+                deps.metrics.shaping_held.labels(group).inc(count)
             if result.replanned:
                 deps.metrics.replans.inc()
                 log.info(

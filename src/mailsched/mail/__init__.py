@@ -44,15 +44,25 @@ class Letter:
             )
 
 
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The next hop took a letter."""
+
+    #: Its reply's text (an SMTP server's, after the 250); ``None`` for a file.
+    reply: str | None = None
+    #: Which relay took it, by name; ``None`` for a file.
+    relay: str | None = None
+
+
 class Mailer(Protocol):
     """Hands a letter to the next hop."""
 
-    async def send(self, letter: Letter) -> str | None:
-        """Deliver one letter; return once the next hop has accepted it, with its reply's
-        text when it gave one (an SMTP server's 250 text; ``None`` for a file).
+    async def send(self, letter: Letter) -> Accepted:
+        """Deliver one letter; return once the next hop has accepted it.
 
         Raises :class:`~mailsched.errors.TransientSendError` (retry later) or
-        :class:`~mailsched.errors.PermanentSendError` (give up).
+        :class:`~mailsched.errors.PermanentSendError` (give up); an error says in its
+        ``relay`` which relay gave it.
         """
         ...
 

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from mailsched.errors import TransientSendError
-from mailsched.mail import Letter
+from mailsched.mail import Accepted, Letter
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class OutboxMailer:
     def __init__(self, directory: Path) -> None:
         self._directory = directory
 
-    async def send(self, letter: Letter) -> None:
+    async def send(self, letter: Letter) -> Accepted:
         """Write the letter atomically and durably, off the event loop.
 
         Raises :class:`~mailsched.errors.TransientSendError` when the file cannot be
@@ -44,6 +44,7 @@ class OutboxMailer:
         log.info(
             "wrote campaign %s delivery %s to %s", letter.campaign_id, letter.delivery_id, path
         )
+        return Accepted()
 
     async def close(self) -> None:
         """Nothing stays open between letters."""

@@ -8,15 +8,24 @@ letter opens a fresh one. The wire protocol is :mod:`mailsched.mail.smtp_client`
 
 Its errors become ours in :func:`_translate`, and only there::
 
-    reply 421, 450, 451, 452, 454             -> SlowDown(code)
+    reply 421 or 454, at any step             -> RelayBusy(code)  (a SlowDown: the relay's own;
+                                                 a 421 on a reused connection is
+                                                 first tried again on a fresh one)
+    reply 450, 451, 452 while connecting      -> RelayBusy(code)
+    reply 450, 451, 452 to MAIL, RCPT or DATA -> SlowDown(code)
     reply 5xx to MAIL, RCPT or DATA           -> PermanentSendError(code)
-    reply 5xx to the greeting, STARTTLS, AUTH -> TransientSendError(code)  (not the recipient's)
-    other 4xx reply                           -> TransientSendError(code)
+    other 4xx reply to MAIL, RCPT or DATA     -> TransientSendError(code)
+    any other failure while connecting        -> RelayDown  (refused, timed out, a 4xx/5xx to
+                                                 the greeting, STARTTLS or AUTH, plain text
+                                                 after STARTTLS's 220; not the recipient's)
     SMTPUTF8 needed but not offered           -> PermanentSendError
-    disconnect, refused connection, timeout   -> TransientSendError, ambiguous when it
+    disconnect or timeout mid-transaction     -> TransientSendError, ambiguous when it
                                                  broke after the message's final dot
-    plain text after STARTTLS's 220           -> TransientSendError (a clean connection may work)
-    anything else raised while connecting     -> TransientSendError, logged with its traceback
+    anything unexpected raised while connecting -> RelayDown, logged with its traceback
+
+RelayBusy and RelayDown are RelayUnavailable: nothing went out, so
+:class:`~mailsched.mail.relays.Relays` may hand the letter to the next relay at once.
+Every error carries the relay's name in ``relay``.
 """
 
 from __future__ import annotations
@@ -27,21 +36,30 @@ import socket
 import ssl
 
 from mailsched.config import SmtpConfig
-from mailsched.errors import PermanentSendError, SendError, SlowDown, TransientSendError
-from mailsched.mail import Letter
+from mailsched.errors import (
+    PermanentSendError,
+    RelayBusy,
+    RelayDown,
+    SendError,
+    SlowDown,
+    TransientSendError,
+)
+from mailsched.mail import Accepted, Letter
 from mailsched.mail.message import wire_address
 from mailsched.mail.smtp_client import SmtpConnection, SmtpReply, SmtpUnsupported
 
 log = logging.getLogger(__name__)
 
-_SLOW_DOWN = frozenset({421, 450, 451, 452, 454})
+_SLOW_DOWN = frozenset({450, 451, 452})
+#: Replies that refuse every message for now, not this one: the relay's own trouble.
+_RELAY_BUSY = frozenset({421, 454})
 # TimeoutError and ConnectionError are OSErrors, and so are TLS failures; ValueError
 # is an address that cannot go on a command line.
 _CLIENT_ERRORS = (SmtpReply, SmtpUnsupported, OSError, ValueError)
 
 
 class SmtpMailer:
-    """Sends letters through one SMTP server over up to ``config.connections`` connections."""
+    """Sends letters through one SMTP relay over up to ``config.connections`` connections."""
 
     def __init__(
         self,
@@ -64,7 +82,12 @@ class SmtpMailer:
         self._idle: list[SmtpConnection] = []
         self._closed = False
 
-    async def send(self, letter: Letter) -> str:
+    @property
+    def name(self) -> str:
+        """The relay's name (``host:port`` unless its URL gave one)."""
+        return self._config.name or f"{self._config.host}:{self._config.port}"
+
+    async def send(self, letter: Letter) -> Accepted:
         """Run one MAIL/RCPT/DATA transaction; safe to call from many tasks at once.
         Return the server's reply to the data (the text after its 250).
 
@@ -77,26 +100,42 @@ class SmtpMailer:
             # Checked here, not by the caller: waiting for a free connection can
             # take long enough for the lease to pass (a worker paused, then resumed).
             letter.check_time()
-            client = self._take_idle() or await self._connect()
-            try:
-                # One deadline for the whole transaction: the configured timeout, or
-                # the lease's end if sooner. asyncio's timer is monotonic, so a
-                # process stopped (SIGSTOP) mid-send finds it expired on waking.
-                async with asyncio.timeout(self._deadline(letter)):
-                    reply = await _transact(client, letter)
-            except _CLIENT_ERRORS as exc:
-                if isinstance(exc, OSError):
-                    # Broken, or timed out halfway through: a late reply would be
-                    # taken for the answer to the next letter's commands.
+            client = self._take_idle()
+            reused = client is not None
+            if client is None:
+                client = await self._connect_as(self.name)
+            while True:
+                try:
+                    # One deadline for the whole transaction: the configured timeout, or
+                    # the lease's end if sooner. asyncio's timer is monotonic, so a
+                    # process stopped (SIGSTOP) mid-send finds it expired on waking.
+                    async with asyncio.timeout(self._deadline(letter)):
+                        reply = await _transact(client, letter)
+                    break
+                except _CLIENT_ERRORS as exc:
+                    if isinstance(exc, OSError):
+                        # Broken, or timed out halfway through: a late reply would be
+                        # taken for the answer to the next letter's commands.
+                        client.close()
+                    if reused and _closing(exc) and not client.in_doubt:
+                        # An idle connection the server closed, or was closing (its idle
+                        # timeout's 421), before the message went out: that is about the
+                        # connection, not the relay. Once more, on a fresh one (a relay
+                        # that died meanwhile then refuses it, and fails over).
+                        client.close()
+                        reused = False
+                        client = await self._connect_as(self.name)
+                        continue
+                    self._release(client)
+                    error = _translate(exc, connecting=False, in_doubt=client.in_doubt)
+                    error.relay = self.name
+                    raise error from exc
+                except BaseException:
+                    # Cancelled halfway through a transaction: the server's state is unknown.
                     client.close()
-                self._release(client)
-                raise _translate(exc, connecting=False, in_doubt=client.in_doubt) from exc
-            except BaseException:
-                # Cancelled halfway through a transaction: the server's state is unknown.
-                client.close()
-                raise
+                    raise
             self._release(client)
-            return reply
+            return Accepted(reply, self.name)
 
     async def close(self) -> None:
         """QUIT the idle connections; connections still sending close when they finish."""
@@ -123,6 +162,13 @@ class SmtpMailer:
             self._idle.append(client)
         else:
             client.close()
+
+    async def _connect_as(self, name: str) -> SmtpConnection:
+        try:
+            return await self._connect()
+        except SendError as error:
+            error.relay = name
+            raise
 
     async def _connect(self) -> SmtpConnection:
         config = self._config
@@ -172,21 +218,30 @@ async def _transact(client: SmtpConnection, letter: Letter) -> str:
     )
 
 
+def _closing(exc: Exception) -> bool:
+    """Whether a reused connection's error is the server closing it."""
+    return isinstance(exc, ConnectionError) or (isinstance(exc, SmtpReply) and exc.code == 421)
+
+
 def _translate(exc: Exception, *, connecting: bool, in_doubt: bool) -> SendError:
     """Map an SMTP client (or socket) error to ours; see the module docstring."""
     if isinstance(exc, SmtpReply):
         message = f"the SMTP server replied {exc.code} {exc.text}"
+        if exc.code in _RELAY_BUSY or (connecting and exc.code in _SLOW_DOWN):
+            return RelayBusy(message, exc.code, reply=exc.text)
+        # A refused greeting, STARTTLS or AUTH concerns every recipient alike; giving
+        # up on this one would burn through the campaign.
+        if connecting:
+            return RelayDown(message, exc.code, reply=exc.text)
         if exc.code in _SLOW_DOWN:
             return SlowDown(message, exc.code, reply=exc.text)
-        # A 5xx while connecting (a refused greeting, wrong credentials) concerns
-        # every recipient alike; giving up on this one would burn through the campaign.
-        if exc.code >= 500 and not connecting:
+        if exc.code >= 500:
             return PermanentSendError(message, exc.code, reply=exc.text)
         return TransientSendError(message, exc.code, reply=exc.text)
     if connecting:
         # An AssertionError, say, has no message of its own.
         reason = str(exc) or type(exc).__name__
-        return TransientSendError(f"failed connecting to the SMTP server: {reason}")
+        return RelayDown(f"failed connecting to the SMTP server: {reason}")
     if isinstance(exc, SmtpUnsupported | ValueError):
         return PermanentSendError(f"the SMTP server cannot take this letter: {exc}")
     # The connection broke or timed out. After the message's final dot the server

@@ -392,6 +392,7 @@ class Campaigns:
                     sent_at=r.sent_at,
                     last_error=r.last_error,
                     timezone=r.timezone,
+                    relay=r.relay,
                 )
                 for r in rows
             ],

@@ -34,7 +34,7 @@ from mailsched.domain.events import Event
 from mailsched.errors import MailschedError
 from mailsched.metrics import Metrics
 from mailsched.queue import DeadLetter, DueDelivery
-from mailsched.store import dead_letters, events, feedback
+from mailsched.store import dead_letters, events, feedback, shaping
 from mailsched.store.db import Database
 from mailsched.store.dead_letters import DeadLetterRow
 
@@ -195,8 +195,9 @@ class Relay(Generic[Row]):
 
 class EventPruner:
     """Deletes events older than the retention period, never one the relay has not
-    published, in short transactions of ``batch_size`` events; and the inbound mail
-    kept for inspection (bounces that changed nothing) after the same period."""
+    published, in short transactions of ``batch_size`` events; the inbound mail kept
+    for inspection (bounces that changed nothing) after the same period; and the
+    shaping groups' numbered sends after two days."""
 
     def __init__(
         self,
@@ -228,8 +229,14 @@ class EventPruner:
             deleted = await feedback.prune_kept(conn, before, limit)
             return deleted, deleted == limit
 
+        async def numbered(conn: AsyncConnection) -> tuple[int, bool]:
+            # The shaping groups' numbered sends: the longest window is a day.
+            old = self._clock() - timedelta(days=2)
+            deleted = await shaping.prune(conn, old, limit)
+            return deleted, deleted == limit
+
         total = 0
-        for step in (work, kept):
+        for step in (work, kept, numbered):
             while True:
                 deleted, more = await self._db.run(step)
                 total += deleted

@@ -404,6 +404,9 @@ class DeliveryItem(_Camel):
     last_error: str | None
     #: The recipient's own zone, under a schedule in each recipient's zone.
     timezone: str | None = None
+    #: The SMTP relay that answered its latest attempt (by its name, ``host:port``
+    #: unless its URL gave one); ``None`` before any answer, or for ``.eml`` files.
+    relay: str | None = None
 
 
 class DeliveryPage(_Camel):

@@ -84,6 +84,8 @@ class DeliveryView:
     sent_at: datetime | None
     last_error: str | None
     timezone: str | None = None
+    #: The SMTP relay that answered its latest attempt.
+    relay: str | None = None
 
 
 def _campaign(row: Row[tuple[object, ...]]) -> Campaign:
@@ -281,9 +283,18 @@ async def list_deliveries(
     with ``recipient``, only those whose address contains it (a scan of the
     campaign's rows, stopped by the page's ``limit``)."""
     d = deliveries.c
+    s = send_slots.c
+    # The latest attempt's relay: one lookup in ix_send_slots_delivery per row of the page.
+    relay = (
+        select(s.relay)
+        .where(s.delivery_id == d.id)
+        .order_by(s.started_at.desc(), s.seq.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
     query = (
         select(d.id, d.recipient, d.scheduled_at, d.status, d.attempts, d.sent_at, d.last_error)
-        .add_columns(d.timezone)
+        .add_columns(d.timezone, relay.label("relay"))
         .where(d.campaign_id == campaign_id, d.id > after_id)
         .order_by(d.id)
         .limit(limit)
@@ -303,6 +314,7 @@ async def list_deliveries(
             sent_at=r.sent_at,
             last_error=r.last_error,
             timezone=r.timezone,
+            relay=r.relay,
         )
         for r in await conn.execute(query)
     ]

@@ -264,6 +264,8 @@ class Outcomes:
     in_doubt: Sequence[tuple[int, int]] = ()
     #: What each delivery's event says, as the worker claimed it.
     facts: Mapping[int, Facts] = field(default_factory=dict)
+    #: The relay that answered each send slot, by its number.
+    relays: Mapping[int, str] = field(default_factory=dict)
 
 
 async def record(
@@ -338,11 +340,13 @@ async def record(
     if optimistic and written != len(set(ids)):
         raise LeaseLost(f"{len(set(ids)) - written} of {len(set(ids))} rows no longer held")
     finished = {
-        (cid, seq): (at, o.value) for cid, out in batch.items() for seq, at, o in out.finished
+        (cid, seq): (at, o.value, out.relays.get(seq))
+        for cid, out in batch.items()
+        for seq, at, o in out.finished
     }
     if finished:
         slots = KeyedUpdate(conn, "send_slots", ("campaign_id", "seq"), "finished_at IS NULL")
-        await slots.update(finished, ("finished_at", "outcome"))
+        await slots.update(finished, ("finished_at", "outcome", "relay"))
     doubtful = [(i, seq) for o in every for i, seq in o.in_doubt if i in facts]
     transitions.stage_possible_duplicates(
         conn,

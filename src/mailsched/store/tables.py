@@ -12,6 +12,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -137,7 +138,37 @@ send_slots = Table(
     Column("worker", String(64), nullable=False),
     # How the attempt ended (a SendOutcome); NULL while in flight.
     Column("outcome", String(16), nullable=True),
+    # The SMTP relay that answered, by name (NULL for a file, or no answer).
+    Column("relay", String(64), nullable=True),
     Index("ix_send_slots_delivery", "delivery_id"),
+)
+
+#: The shaping groups (see :mod:`mailsched.domain.shaping`): a row per group, locked
+#: by every claim that sends into it, with its sends' numbering and what replies did
+#: to it (slowed by ``factor`` until, or suspended until).
+shaping_groups = Table(
+    "shaping_groups",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False, default=0),
+    Column("factor", Float, nullable=True),
+    Column("slowed_until", UTCDateTime, nullable=True),
+    Column("suspended_until", UTCDateTime, nullable=True),
+    Column("reason", String(200), nullable=True),
+)
+
+#: Each send counted in a group, numbered per group like ``send_slots`` per campaign:
+#: the rolling limits need the send ``count`` places back, one key lookup away. Its
+#: end is its send slot's ``finished_at``. Kept two days (the longest window is one).
+shaping_slots = Table(
+    "shaping_slots",
+    metadata,
+    Column("grp", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("campaign_id", Id, nullable=False),
+    Column("slot_seq", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Index("ix_shaping_slots_started", "started_at"),
 )
 
 

@@ -14,12 +14,15 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.domain.model import CampaignStatus, DeliveryStatus
+from mailsched.domain.shaping import Shaping
 from mailsched.producer.campaigns import Campaigns
 from mailsched.producer.schemas import CampaignView
 from mailsched.store import campaigns as store
+from mailsched.store import shaping as groups_store
 from mailsched.store.db import Database
 from mailsched.ui import queries
 from mailsched.ui.chart import describe, sends_chart
+from mailsched.ui.limits_view import GroupLine, group_lines
 from mailsched.ui.progress import Progress, rate_in
 
 #: Rows of the deliveries table per page.
@@ -72,6 +75,8 @@ class CampaignPage:
     rows: list[store.DeliveryView]
     next_after: int | None
     controls: list[str]
+    #: The shaping groups (none without a shaping file).
+    limits: list[GroupLine]
 
     @property
     def view(self) -> CampaignView:
@@ -94,8 +99,10 @@ async def load(
     wanted: Filter,
     window: timedelta,
     now: datetime,
+    shaping: Shaping | None = None,
 ) -> CampaignPage:
     """The page of the user's campaign; raises ``NotFound`` for anyone else's."""
+    shaping = shaping or Shaping()
     view = await campaigns.get(user_id, campaign_id)
 
     async def work(
@@ -106,6 +113,7 @@ async def load(
         list[tuple[str, int]],
         list[store.DeliveryView],
         int,
+        dict[str, groups_store.GroupRow],
     ]:
         return (
             await queries.send_times(conn, campaign_id),
@@ -120,9 +128,10 @@ async def load(
                 wanted.recipient,
             ),
             await rate_in(conn, now, campaign_id),
+            await groups_store.states(conn) if shaping else {},
         )
 
-    (planned, sent), due, errors, rows, rate = await db.run(work)
+    (planned, sent), due, errors, rows, rate, groups = await db.run(work)
     more = len(rows) > DELIVERY_PAGE
     rows = rows[:DELIVERY_PAGE]
     limit, delay = view.hourly_limit, view.delay_seconds
@@ -137,4 +146,5 @@ async def load(
         rows=rows,
         next_after=rows[-1].id if more and rows else None,
         controls=controls(view),
+        limits=group_lines(shaping, groups, [d.recipient for d in due], now),
     )

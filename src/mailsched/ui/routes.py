@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from mailsched.domain.model import CampaignStatus, DeliveryStatus
+from mailsched.domain.shaping import Shaping
 from mailsched.errors import Conflict, NotFound
 from mailsched.producer.api import Limits
 from mailsched.producer.auth import Authenticator
@@ -58,17 +59,19 @@ def ui_routes(
     on_resumed: Callable[[], None] | None = None,
     allow_private_urls: bool = False,
     limits: Limits | None = None,
+    shaping: Shaping | None = None,
 ) -> APIRouter:
     """The dashboard, over the API's own services. ``public_url`` decides whether the
     cookie is ``Secure`` (an https public URL); ``window`` is the deployment's rate
     window (the chart's limit line); ``on_resumed`` wakes the dispatcher after a
     create, a resume or a retry, as the API's routes do; ``allow_private_urls`` lets
     webhook endpoints be on private addresses, as the API's setting does; ``limits``
-    bound a campaign made in the form as they bound the API's."""
+    bound a campaign made in the form as they bound the API's; ``shaping``'s groups
+    are shown on each campaign's page."""
     pages = Pages(Sessions(db, auth, clock), public_url, clock)
     pages.window = window
     wake = on_resumed or (lambda: None)
-    views = _Views(pages, campaigns, db)
+    views = _Views(pages, campaigns, db, shaping or Shaping())
     controls = _Controls(pages, campaigns, wake)
     router = APIRouter(prefix="/ui", include_in_schema=False)
     router.add_api_route("", views.bare, methods=["GET"])
@@ -89,10 +92,11 @@ def ui_routes(
 class _Views:
     """The sign-in, list and campaign pages and their data."""
 
-    def __init__(self, pages: Pages, campaigns: Campaigns, db: Database) -> None:
+    def __init__(self, pages: Pages, campaigns: Campaigns, db: Database, shaping: Shaping) -> None:
         self._pages = pages
         self._campaigns = campaigns
         self._db = db
+        self._shaping = shaping
 
     async def bare(self) -> Response:
         return home()
@@ -186,6 +190,7 @@ class _Views:
                 wanted,
                 self._pages.window,
                 self._pages.clock(),
+                self._shaping,
             )
         except (NotFound, ValueError):
             return self._pages.not_found(session)

@@ -22,7 +22,14 @@ from aiosmtpd.smtp import SMTP as SMTPServerProtocol
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from mailsched.config import SmtpConfig, SmtpSecurity
-from mailsched.errors import PermanentSendError, SendError, SlowDown, TransientSendError
+from mailsched.errors import (
+    PermanentSendError,
+    RelayBusy,
+    RelayDown,
+    SendError,
+    SlowDown,
+    TransientSendError,
+)
 from mailsched.mail import Letter, Mailer, smtp_client
 from mailsched.mail.message import MessageTemplate
 from mailsched.mail.outbox import OutboxMailer
@@ -380,7 +387,7 @@ async def test_smtp_envelope_and_connection_reuse(rig: SmtpRig) -> None:
         ("450 4.2.1 mailbox busy", SlowDown, 450),
         ("451 4.7.1 greylisted, try later", SlowDown, 451),
         ("452 4.2.2 mailbox full", SlowDown, 452),
-        ("454 4.7.0 temporary failure", SlowDown, 454),
+        ("454 4.7.0 temporary failure", RelayBusy, 454),
         ("441 4.4.1 no answer from host", TransientSendError, 441),
         ("471 4.7.0 local error", TransientSendError, 471),
     ],
@@ -410,6 +417,7 @@ async def test_smtp_421_slows_down_and_drops_the_connection(rig: SmtpRig) -> Non
         await mailer.send(letter(1, "refused@example.org"))
     await mailer.send(letter(2))
 
+    assert type(caught.value) is RelayBusy
     assert caught.value.code == 421
     assert len(server.received) == 1
     assert server.connections == 2
@@ -420,7 +428,7 @@ async def test_smtp_421_slows_down_and_drops_the_connection(rig: SmtpRig) -> Non
     [
         ("554 5.6.0 message refused", PermanentSendError, 554),
         ("452 4.3.1 insufficient storage", SlowDown, 452),
-        ("421 4.4.2 timeout", SlowDown, 421),
+        ("421 4.4.2 timeout", RelayBusy, 421),
     ],
 )
 async def test_smtp_data_refusal(
@@ -495,7 +503,7 @@ async def test_smtp_unreachable_port_is_transient(rig: SmtpRig) -> None:
     with pytest.raises(TransientSendError) as caught:
         await mailer.send(letter(1))
 
-    assert type(caught.value) is TransientSendError
+    assert type(caught.value) is RelayDown
     assert caught.value.code is None
 
 
@@ -644,7 +652,7 @@ async def test_smtp_wrong_password_is_transient_not_permanent(
         await mailer.send(letter(1))
 
     # Bad credentials are no reason to give up on this recipient.
-    assert type(caught.value) is TransientSendError
+    assert type(caught.value) is RelayDown
     assert caught.value.code == 535
     assert server.received == []
 
@@ -772,7 +780,7 @@ async def test_smtp_multiline_refused_greeting_is_transient(rig: SmtpRig) -> Non
     error = await failed_send(rig, server)
 
     # Refused while connecting: nothing to do with this recipient, so not permanent.
-    assert type(error) is TransientSendError
+    assert type(error) is RelayDown
     assert error.code == 554
     assert "not today\ngo away" in str(error)
 
