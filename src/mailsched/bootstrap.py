@@ -233,7 +233,7 @@ class Components:
         for relay in relays:
             metrics.relay_up.labels(relay.name).set(1)
         return Relays(
-            [(SmtpMailer(r), r.max_per_second, r.max_per_day) for r in relays],
+            [(SmtpMailer(r, fail_fast=True), r.max_per_second, r.max_per_day) for r in relays],
             self.settings.smtp_probe_seconds,
             observe=lambda relay, result: metrics.relay_sends.labels(relay, result).inc(),
             health=lambda relay, up: metrics.relay_up.labels(relay).set(1 if up else 0),

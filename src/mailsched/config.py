@@ -68,9 +68,11 @@ class SmtpConfig:
         if not parts.hostname:
             raise ValueError("the URL names no host")
         try:
-            port = parts.port or default_port
+            port = default_port if parts.port is None else parts.port
         except ValueError:
             raise ValueError(f"the port is not a number from 1 to 65535; {_RESERVED}") from None
+        if not port:
+            raise ValueError(f"the port is not a number from 1 to 65535; {_RESERVED}")
         if parts.path not in ("", "/") or parts.fragment:
             raise ValueError("an SMTP URL has no path or fragment")
         params = _relay_params(parts.query)

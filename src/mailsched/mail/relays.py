@@ -26,6 +26,7 @@ slow-down, so the attempt does not count and the campaign waits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -65,6 +66,8 @@ class _Lane:
         self.relay = relay
         self.down_since: float | None = None
         self.probing = False
+        #: Set when the relay fails, for the letters waiting for their paced turn.
+        self.failed = asyncio.Event()
         self._interval = 1.0 / max_per_second if max_per_second else 0.0
         self._next_free = 0.0
         self._max_per_day = max_per_day
@@ -135,9 +138,12 @@ class Relays:
             if wait is None:
                 continue  # paced past the letter's deadline: the next relay may be free
             try:
-                return await self._through(lane, letter, now, wait)
+                accepted = await self._through(lane, letter, now, wait)
             except RelayUnavailable as exc:
                 unavailable.append(exc)
+                continue
+            if accepted is not None:
+                return accepted
         names = ", ".join(lane.relay.name for lane in self._lanes)
         if unavailable:
             last = unavailable[-1]
@@ -149,14 +155,25 @@ class Relays:
     async def close(self) -> None:
         await asyncio.gather(*(lane.relay.close() for lane in self._lanes))
 
-    async def _through(self, lane: _Lane, letter: Letter, now: float, wait: float) -> Accepted:
-        """Send through one relay (maybe as its probe); its trouble marks it down."""
+    async def _through(
+        self, lane: _Lane, letter: Letter, now: float, wait: float
+    ) -> Accepted | None:
+        """Send through one relay (maybe as its probe); its trouble marks it down.
+        ``None``: the relay went down while the letter waited for its paced turn."""
         probe = lane.down_since is not None
         if probe:
             lane.probing = True
         lane.reserve(now)
         try:
-            if wait:
+            if wait and not probe:
+                # Woken early when the relay fails meanwhile: skip it, as a down relay.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await lane.failed.wait()
+                if lane.down_since is not None:
+                    lane.give_back(now)
+                    return None
+            elif wait:
                 await asyncio.sleep(wait)
             accepted = await lane.relay.send(letter)
         except RelayUnavailable as exc:
@@ -188,6 +205,7 @@ class Relays:
         self._observe(lane.relay.name, "unavailable")
         first = lane.down_since is None
         lane.down_since = self._clock()
+        lane.failed.set()
         if first:
             log.warning("relay %s is down, failing over: %s", lane.relay.name, exc)
             self._health(lane.relay.name, False)
@@ -197,5 +215,6 @@ class Relays:
     def _recover(self, lane: _Lane) -> None:
         if lane.down_since is not None:
             lane.down_since = None
+            lane.failed = asyncio.Event()
             log.warning("relay %s is back", lane.relay.name)
             self._health(lane.relay.name, True)

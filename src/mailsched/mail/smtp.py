@@ -67,13 +67,18 @@ class SmtpMailer:
         *,
         tls_context: ssl.SSLContext | None = None,
         local_hostname: str | None = None,
+        fail_fast: bool = False,
     ) -> None:
         """Prepare the pool; nothing connects until the first :meth:`send`.
 
         ``tls_context`` replaces the system's trust store (for a private CA, say) and
-        ``local_hostname`` the name given in EHLO (by default this host's FQDN).
+        ``local_hostname`` the name given in EHLO (by default this host's FQDN). With
+        ``fail_fast`` (one relay of several), letters that waited for a connection
+        while connecting failed raise :class:`~mailsched.errors.RelayDown` at once,
+        for the next relay to take, instead of each trying (and timing out) in turn.
         """
         self._config = config
+        self._fail_fast = fail_fast
         self._tls_context = tls_context
         self._local_hostname = local_hostname
         self._slots = asyncio.Semaphore(config.connections)
@@ -81,6 +86,9 @@ class SmtpMailer:
         # others may time out on the server's side without costing a failed send.
         self._idle: list[SmtpConnection] = []
         self._closed = False
+        #: Failed attempts to connect so far: with ``fail_fast``, a letter that waited
+        #: for a slot while one failed does not queue up for a failure of its own.
+        self._connect_failures = 0
 
     @property
     def name(self) -> str:
@@ -96,6 +104,7 @@ class SmtpMailer:
         """
         if self._closed:
             raise RuntimeError("the SmtpMailer is closed")
+        failures = self._connect_failures
         async with self._slots:
             # Checked here, not by the caller: waiting for a free connection can
             # take long enough for the lease to pass (a worker paused, then resumed).
@@ -103,6 +112,12 @@ class SmtpMailer:
             client = self._take_idle()
             reused = client is not None
             if client is None:
+                if self._fail_fast and self._connect_failures != failures:
+                    # The relay could not be reached while this letter waited: nothing
+                    # went out, so Relays may hand it to the next relay at once.
+                    down = RelayDown("the SMTP server could not be reached a moment ago")
+                    down.relay = self.name
+                    raise down
                 client = await self._connect_as(self.name)
             while True:
                 try:
@@ -167,6 +182,7 @@ class SmtpMailer:
         try:
             return await self._connect()
         except SendError as error:
+            self._connect_failures += 1
             error.relay = name
             raise
 
