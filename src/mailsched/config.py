@@ -455,11 +455,7 @@ class Settings(BaseSettings):
         try:
             settings = cls()
         except ValidationError as exc:
-            problems = "; ".join(
-                f"MAILSCHED_{'_'.join(str(p) for p in err['loc']).upper().rstrip('_')}: "
-                f"{err['msg']}"
-                for err in exc.errors()
-            )
+            problems = "; ".join(f"{_variable(err['loc'])}: {err['msg']}" for err in exc.errors())
             raise ConfigError(problems) from exc
         if check_dkim:
             settings.dkim()  # the key file is read and checked now, not at the first send
@@ -647,6 +643,12 @@ def dkim_key(pem: bytes) -> DkimKey:
     raise ConfigError(
         f"MAILSCHED_DKIM_KEY_FILE: a {type(key).__name__}; DKIM needs an RSA or Ed25519 key"
     )
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    """The environment variable of a field (``from_`` is read from its alias)."""
+    name = "_".join(str(p) for p in loc).upper().rstrip("_")
+    return name if name.startswith("MAILSCHED_") else f"MAILSCHED_{name}"
 
 
 def retry_schedule(text: str) -> tuple[float, ...]:

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.domain.limits import permit
 from mailsched.domain.model import Campaign, CampaignStatus
-from mailsched.domain.shaping import Group, Shaping, room
+from mailsched.domain.shaping import Group, GroupState, Shaping, room
 from mailsched.store import sending, suppressions
 from mailsched.store import shaping as groups_store
 from mailsched.store.campaigns import complete_if_done, get_campaigns
@@ -98,7 +98,6 @@ async def claim(conn: AsyncConnection, req: ClaimRequest) -> dict[int, Claim]:
             later = _decide(req, campaign, rows[cid], histories[cid], results[cid], rooms)
             if later is not None:
                 late[cid] = later
-    await rooms.put_off(conn, req, results)
     taken = {r.campaign.id: r for r in results.values() if r.admitted and r.campaign}
     if taken:
         starting = [
@@ -122,6 +121,9 @@ async def claim(conn: AsyncConnection, req: ClaimRequest) -> dict[int, Claim]:
         else:
             # Queued ahead of its time (an old message): the dispatcher brings it back.
             await sending.reschedule(conn, [(r.id, r.scheduled_at) for r in rest])
+    # Last: a re-plan above plans every pending delivery of its campaign again, those
+    # a full group held back too; they wait for their group instead.
+    await rooms.put_off(conn, req, results)
     return results
 
 
@@ -184,6 +186,8 @@ class _Rooms:
         self.spacing: dict[str, timedelta] = {}
         self.seq: dict[str, int] = {}
         self.held: dict[int, list[Claimable]] = {}
+        #: Each group and its state: the pace of a later day may differ (warm-up).
+        self.shaped: dict[str, tuple[Group, GroupState]] = {}
 
     def admit(self, row: Claimable) -> bool:
         """Take room for ``row`` in each of its groups, if all have some."""
@@ -206,16 +210,17 @@ class _Rooms:
         """Those held back wait for their groups: in this worker when the room comes
         within the hold, else planned again for then, spread at the group's pace."""
         later: list[tuple[int, datetime]] = []
-        counts: Counter[str] = Counter()
+        cursor: dict[str, datetime] = {}
         for cid, held in self.held.items():
             result = results[cid]
             for row in held:
                 full = [g.name for g in self.member[row.id] if self.left[g.name] <= 0]
                 at = req.now
                 for name in full:
-                    opens = self.next_at[name] or req.now + self.spacing[name]
-                    at = max(at, opens + self.spacing[name] * counts[name])
-                    counts[name] += 1
+                    opens = cursor.get(name) or self.next_at[name] or req.now + self.spacing[name]
+                    at = max(at, opens)
+                    # At the pace of the day it lands on: a warm-up's cap grows daily.
+                    cursor[name] = opens + self._spacing_at(name, opens)
                 if at - req.now <= req.hold:
                     result.waiting.append(row.id)
                     result.wait_until = min(result.wait_until or at, at)
@@ -223,6 +228,11 @@ class _Rooms:
                     later.append((row.id, at))
         if later:
             await sending.reschedule(conn, later)
+
+    def _spacing_at(self, name: str, at: datetime) -> timedelta:
+        group, state = self.shaped[name]
+        limits = group.limits_at(at, state)
+        return max((lim.window / lim.count for lim in limits), default=timedelta(0))
 
     async def take(self, conn: AsyncConnection, taken: Mapping[int, Claim], now: datetime) -> None:
         """Number the admitted sends in their groups."""
@@ -275,6 +285,9 @@ async def _rooms(
         rooms.next_at[name] = answer.next_at
         rooms.spacing[name] = answer.spacing
         rooms.seq[name] = n
+        group = req.shaping.group(name)
+        assert group is not None
+        rooms.shaped[name] = (group, locked[name].state)
     return rooms
 
 

@@ -257,35 +257,50 @@ def parse(text: str, sender_domain: str) -> Shaping:
     return Shaping.of(groups, sender_domain)
 
 
-_PATH = re.compile(r"group\[(\d+)\](?:\.rule\[(\d+)\])?(?:\.(\w+))?")
+_PATH = re.compile(r"group\[(\d+)\](?:\.rule\[(\d+)\])?(?:\.(\w+))?(?:\.(\w+))?")
+#: Table headers as TOML allows them: spaces inside the brackets, a comment after.
+_GROUP_HEADER = re.compile(r"\s*\[\[\s*group\s*\]\]\s*(?:#.*)?")
+_RULE_HEADER = re.compile(r"\s*\[\[\s*group\s*\.\s*rule\s*\]\]\s*(?:#.*)?")
 
 
 def _line_of(text: str, path: str) -> int | None:
-    """The line of ``text`` that ``path`` (``group[2].rule[1].match``) names, when the
-    file uses ``[[group]]`` and ``[[group.rule]]`` headers (best effort)."""
+    """The line of ``text`` that ``path`` (``group[2].rule[1].match``,
+    ``group[1].warmup.start``) names, when the file uses ``[[group]]`` and
+    ``[[group.rule]]`` headers (best effort)."""
     found = _PATH.fullmatch(path)
     if found is None:
         return None
-    group, rule, key = int(found[1]), found[2], found[3]
+    group, rule, key, sub = int(found[1]), found[2], found[3], found[4]
     lines = text.splitlines()
-    headers = [n for n, line in enumerate(lines) if line.strip() == "[[group]]"]
+    headers = [n for n, line in enumerate(lines) if _GROUP_HEADER.fullmatch(line)]
     if len(headers) < group:
         return None
     start = headers[group - 1]
     end = headers[group] if group < len(headers) else len(lines)
     if rule is not None:
-        rules = [n for n in range(start, end) if lines[n].strip() == "[[group.rule]]"]
+        rules = [n for n in range(start, end) if _RULE_HEADER.fullmatch(lines[n])]
         if len(rules) < int(rule):
             return None
         start = rules[int(rule) - 1]
         later = [n for n in rules if n > start]
         end = later[0] if later else end
-    if key is not None:
-        assignment = re.compile(rf"\s*{key}\s*=")
+    if key is None:
+        return start + 1
+    if sub is not None:
+        # A sub-table, [group.warmup], or an inline table, warmup = { ... }.
+        table = re.compile(rf"\s*\[\s*group\s*\.\s*{key}\s*\]\s*(?:#.*)?")
         for n in range(start + 1, end):
-            if assignment.match(lines[n]):
-                return n + 1
-    return start + 1
+            if table.fullmatch(lines[n]):
+                return _assignment(lines, sub, n + 1, end) or n + 1
+    return _assignment(lines, key, start + 1, end) or start + 1
+
+
+def _assignment(lines: list[str], key: str, start: int, end: int) -> int | None:
+    assignment = re.compile(rf"\s*{key}\s*=")
+    for n in range(start, end):
+        if assignment.match(lines[n]):
+            return n + 1
+    return None
 
 
 def _group(where: str, item: Any) -> Group:
