@@ -47,7 +47,8 @@ async def send_span(db: Database) -> tuple[int, float]:
 
 async def lateness(db: Database) -> dict[str, list[float]]:
     """Seconds each SENT delivery was late: ``sent_at`` and its last slot's ``started_at``
-    behind ``scheduled_at``."""
+    behind its first plan (``planned_at``, or ``scheduled_at`` when no re-plan moved
+    it), and ``started_at`` behind the last plan (``replanned``: what re-planning hid)."""
 
     async def work(conn: AsyncConnection) -> dict[str, list[float]]:
         started = (
@@ -56,14 +57,15 @@ async def lateness(db: Database) -> dict[str, list[float]]:
             .subquery()
         )
         query = (
-            select(d.scheduled_at, d.sent_at, started.c.at)
+            select(d.scheduled_at, d.planned_at, d.sent_at, started.c.at)
             .join(started, started.c.delivery_id == d.id)
             .where(d.status == DeliveryStatus.SENT)
         )
         rows = (await conn.execute(query)).all()
-        sent = [(r.sent_at - r.scheduled_at).total_seconds() for r in rows]
-        start = [(_utc(r.at) - r.scheduled_at).total_seconds() for r in rows]
-        return {"sent": sent, "started": start}
+        sent = [(r.sent_at - (r.planned_at or r.scheduled_at)).total_seconds() for r in rows]
+        start = [(_utc(r.at) - (r.planned_at or r.scheduled_at)).total_seconds() for r in rows]
+        last = [(_utc(r.at) - r.scheduled_at).total_seconds() for r in rows]
+        return {"sent": sent, "started": start, "replanned": last}
 
     return await db.run(work)
 

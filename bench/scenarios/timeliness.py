@@ -87,4 +87,6 @@ async def run(
         "posting_overran_start_s": round(max(0.0, late_start), 2),
         "sent_at_late": dbstats.percentiles(late["sent"]),
         "started_at_late": dbstats.percentiles(late["started"]),
+        # Against the plan as re-planning left it: the drift the first plan shows.
+        "started_at_late_vs_last_plan": dbstats.percentiles(late["replanned"]),
     }

@@ -48,7 +48,8 @@ class Metrics:
         )
         self.lateness = Histogram(
             "mailsched_lateness_seconds",
-            "Actual send start minus planned send time",
+            "Actual send start minus the first planned time (first attempts only; a "
+            "re-plan does not reset it)",
             buckets=_LATENESS_BUCKETS,
             registry=r,
         )

@@ -220,6 +220,7 @@ async def test_deliveries_paginate_with_a_cursor(client: httpx.AsyncClient) -> N
         "lastError",
         "timezone",
         "relay",
+        "plannedAt",
     }
 
 

@@ -90,8 +90,11 @@ async def send_claims(deps: WorkerDeps, claims: Sequence[Claim]) -> None:
         for i, row in enumerate(claim.admitted):
             seq = claim.first_seq + i
             pending.add(asyncio.create_task(_send_one(deps, campaign, seq, row, lease_until)))
-            late = (claimed_at - row.scheduled_at).total_seconds()
-            deps.metrics.lateness.observe(max(0.0, late))
+            if not row.attempts:
+                # Against the first plan: a re-plan must not hide drift. A retry's
+                # wait is no lateness of the scheduler's.
+                late = (claimed_at - row.first_planned_at).total_seconds()
+                deps.metrics.lateness.observe(max(0.0, late))
     while pending:
         done, pending = await asyncio.wait(pending, timeout=_FLUSH_SECONDS)
         if done:

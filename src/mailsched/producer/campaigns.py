@@ -317,7 +317,9 @@ class Campaigns:
             await store.set_status(conn, campaign, status, now)
             await feedback.resumed(conn, campaign_id, now)
             await store.move_unclaimed(conn, campaign_id, RESUME, now)
-            await sending.replan(conn, campaign, self._window, max(now, campaign.start_time))
+            await sending.replan(
+                conn, campaign, self._window, max(now, campaign.start_time), new_plan=True
+            )
             in_flight = await store.count_status(conn, campaign_id, DeliveryStatus.SENDING)
             await store.complete_if_done(conn, campaign_id, now)
             return CampaignControl(campaign_id=campaign_id, status=status, in_flight=in_flight)
@@ -359,7 +361,7 @@ class Campaigns:
             count = await sending.retry_failed(conn, campaign, now)
             if count:
                 start = max(now, campaign.start_time)
-                await sending.replan(conn, campaign, self._window, start)
+                await sending.replan(conn, campaign, self._window, start, new_plan=True)
             return count
 
         return RetryStarted(campaign_id=campaign_id, retried=await self._db.run(work))
@@ -393,6 +395,7 @@ class Campaigns:
                     last_error=r.last_error,
                     timezone=r.timezone,
                     relay=r.relay,
+                    planned_at=r.planned_at,
                 )
                 for r in rows
             ],

@@ -407,6 +407,10 @@ class DeliveryItem(_Camel):
     #: The SMTP relay that answered its latest attempt (by its name, ``host:port``
     #: unless its URL gave one); ``None`` before any answer, or for ``.eml`` files.
     relay: str | None = None
+    #: When it was first planned: ``scheduledAt`` moves when the campaign is planned
+    #: again (it fell behind, or a server or shaping group asked it to wait), this does
+    #: not; an operator's resume or retry plans anew.
+    planned_at: datetime | None = None
 
 
 class DeliveryPage(_Camel):

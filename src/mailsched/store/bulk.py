@@ -49,13 +49,16 @@ class KeyedUpdate:
         rows: Mapping[Any, Sequence[object]],
         columns: Sequence[str],
         same: Mapping[str, object] | None = None,
+        first: Sequence[str] = (),
     ) -> int:
         """Set ``columns`` of each row keyed in ``rows`` (a tuple per key with a composite
         key) to its values, and ``same`` on all of them, where ``where`` holds too; return
-        how many rows changed."""
+        how many rows changed. ``first`` are SQL assignments made before the others
+        (MySQL reads the columns an assignment names as the assignments before it left
+        them; SQLite as they were)."""
         mark = self._marker
         keys = [k if isinstance(k, tuple) else (k,) for k in rows]
-        sets: list[str] = []
+        sets: list[str] = list(first)
         params: list[object] = []
         for name, value in (same or {}).items():
             sets.append(f"{name} = {mark}")

@@ -86,6 +86,8 @@ class DeliveryView:
     timezone: str | None = None
     #: The SMTP relay that answered its latest attempt.
     relay: str | None = None
+    #: When it was first planned (``scheduled_at`` unless a re-plan moved it).
+    planned_at: datetime | None = None
 
 
 def _campaign(row: Row[tuple[object, ...]]) -> Campaign:
@@ -294,7 +296,7 @@ async def list_deliveries(
     )
     query = (
         select(d.id, d.recipient, d.scheduled_at, d.status, d.attempts, d.sent_at, d.last_error)
-        .add_columns(d.timezone, relay.label("relay"))
+        .add_columns(d.timezone, relay.label("relay"), d.planned_at)
         .where(d.campaign_id == campaign_id, d.id > after_id)
         .order_by(d.id)
         .limit(limit)
@@ -315,6 +317,7 @@ async def list_deliveries(
             last_error=r.last_error,
             timezone=r.timezone,
             relay=r.relay,
+            planned_at=r.planned_at or r.scheduled_at,
         )
         for r in await conn.execute(query)
     ]

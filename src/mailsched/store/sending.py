@@ -63,6 +63,13 @@ class Claimable:
     vars: Mapping[str, Any] | None = None
     #: The recipient's own zone, under a "recipient" calendar.
     timezone: str | None = None
+    #: The first plan, when a re-plan moved ``scheduled_at`` since.
+    planned_at: datetime | None = None
+
+    @property
+    def first_planned_at(self) -> datetime:
+        """When the delivery was first planned: lateness is measured from it."""
+        return self.planned_at or self.scheduled_at
 
 
 async def queued(conn: AsyncConnection, ids: Sequence[int]) -> dict[int, list[Claimable]]:
@@ -75,7 +82,7 @@ async def queued(conn: AsyncConnection, ids: Sequence[int]) -> dict[int, list[Cl
     """
     rows = await conn.execute(
         select(d.id, d.campaign_id, d.status, d.recipient, d.scheduled_at, d.attempts)
-        .add_columns(d.name, d.vars, d.timezone)
+        .add_columns(d.name, d.vars, d.timezone, d.planned_at)
         .where(d.id.in_(ids))
         .with_for_update()
     )
@@ -91,6 +98,7 @@ async def queued(conn: AsyncConnection, ids: Sequence[int]) -> dict[int, list[Cl
                     r.name,
                     _variables(r.id, r.vars),
                     r.timezone,
+                    r.planned_at,
                 )
             )
     for claimable in found.values():
@@ -227,9 +235,12 @@ async def release_queued(conn: AsyncConnection, ids: Sequence[int], now: datetim
     await transitions.move(conn, REQUEUE, now, ids=ids)
 
 
-async def reschedule(conn: AsyncConnection, planned: Sequence[tuple[int, datetime]]) -> None:
-    """Move unclaimed deliveries to new planned times; they go back to SCHEDULED."""
-    await transitions.replan_times(conn, planned)
+async def reschedule(
+    conn: AsyncConnection, planned: Sequence[tuple[int, datetime]], *, new_plan: bool = False
+) -> None:
+    """Move unclaimed deliveries to new planned times; they go back to SCHEDULED, keeping
+    their first plan unless ``new_plan``."""
+    await transitions.replan_times(conn, planned, new_plan=new_plan)
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,11 +380,17 @@ def _delivery_ids(outcomes: Outcomes) -> list[int]:
 
 
 async def replan(
-    conn: AsyncConnection, campaign: Campaign, window: timedelta, not_before: datetime
+    conn: AsyncConnection,
+    campaign: Campaign,
+    window: timedelta,
+    not_before: datetime,
+    *,
+    new_plan: bool = False,
 ) -> int:
     """Plan every unclaimed delivery of the campaign again, as early as its rules and its
     calendar allow from ``not_before``, given its real sends. Call with the campaign
-    locked."""
+    locked. Each keeps its first plan (lateness is measured from it) unless
+    ``new_plan`` (an operator resumed the campaign, or retried its failures)."""
     tail = await pending_tail(conn, campaign.id)
     if not tail:
         return 0
@@ -383,7 +400,9 @@ async def replan(
     )
     zones = [zone for _, _, zone in tail]
     times = plan_sends(campaign.schedule, zones, not_before, rules, history, random.random)
-    await reschedule(conn, [(did, at) for (did, _, _), at in zip(tail, times, strict=True)])
+    await reschedule(
+        conn, [(did, at) for (did, _, _), at in zip(tail, times, strict=True)], new_plan=new_plan
+    )
     return len(tail)
 
 
@@ -398,7 +417,7 @@ async def retry_failed(conn: AsyncConnection, campaign: Campaign, now: datetime)
         RETRY_FAILED,
         now,
         campaign_id=campaign.id,
-        values={"scheduled_at": now, "attempts": 0},
+        values={"scheduled_at": now, "attempts": 0, "planned_at": None},
         fields={"retryAt": timestamp(now), "reason": "an operator retried the failed deliveries"},
     )
     if count and campaign.status == CampaignStatus.COMPLETED:

@@ -116,6 +116,9 @@ deliveries = Table(
     Column("last_error", String(500), nullable=True),
     # The recipient's own zone, for a "recipient" calendar; NULL: the campaign's.
     Column("timezone", String(64), nullable=True),
+    # The first plan, once a re-plan moved ``scheduled_at`` (NULL: ``scheduled_at`` is
+    # still it): lateness is measured against it, so re-planning cannot hide drift.
+    Column("planned_at", UTCDateTime, nullable=True),
     # The dispatcher's claim: due rows of one status, oldest first.
     Index("ix_deliveries_due", "status", "scheduled_at"),
     # A campaign's rows by status: counts, the re-plan of its tail, completion.

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.domain.events import EventType, NewEvent
@@ -36,6 +36,9 @@ from mailsched.errors import IllegalMove
 from mailsched.store import events
 from mailsched.store.bulk import KeyedUpdate
 from mailsched.store.tables import campaigns, deliveries
+
+#: The assignment that keeps a delivery's first plan when it moves to a new time.
+KEEP_FIRST_PLAN = "planned_at = COALESCE(planned_at, scheduled_at)"
 
 d = deliveries.c
 c = campaigns.c
@@ -139,8 +142,10 @@ async def move_each(
     if owner is not None:
         guard += " AND lease_owner = {}"
         params.append(owner)
+    # A move to a new time keeps the first plan (see ``planned_at``).
+    first = (KEEP_FIRST_PLAN,) if "scheduled_at" in columns else ()
     written = await KeyedUpdate(conn, "deliveries", "id", guard, params).update(
-        mine, columns, {"status": change.target.value, **(same or {})}
+        mine, columns, {"status": change.target.value, **(same or {})}, first
     )
     if change.event is not None:
         moved = {i: facts[i] for i in mine}
@@ -148,11 +153,17 @@ async def move_each(
     return written
 
 
-async def replan_times(conn: AsyncConnection, planned: Sequence[tuple[int, datetime]]) -> None:
+async def replan_times(
+    conn: AsyncConnection, planned: Sequence[tuple[int, datetime]], *, new_plan: bool = False
+) -> None:
     """Give unclaimed deliveries new planned times (:data:`REPLAN`: they go back to
-    SCHEDULED). One statement run for many rows: a re-plan can move a whole campaign."""
+    SCHEDULED). One statement run for many rows: a re-plan can move a whole campaign.
+
+    The first plan is kept in ``planned_at`` (lateness is measured against it), unless
+    ``new_plan``: an operator's resume or retry plans them anew."""
     if not planned:
         return
+    first = None if new_plan else func.coalesce(d.planned_at, d.scheduled_at)
     await conn.execute(
         update(deliveries)
         .where(
@@ -160,7 +171,12 @@ async def replan_times(conn: AsyncConnection, planned: Sequence[tuple[int, datet
             # Not IN (...): an expanding parameter cannot go through executemany.
             or_(*(d.status == s for s in _sources(REPLAN))),
         )
-        .values(status=REPLAN.target.value, scheduled_at=bindparam("b_at")),
+        # In this order: MySQL reads scheduled_at as the assignments before left it.
+        .ordered_values(
+            (d.planned_at, first),
+            (d.status, REPLAN.target.value),
+            (d.scheduled_at, bindparam("b_at")),
+        ),
         [{"b_id": did, "b_at": at} for did, at in planned],
     )
 
