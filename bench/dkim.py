@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,12 +31,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from bench import machine
-from bench.paths import REPO, RESULTS, scrub
+from bench.paths import RESULTS, scrub
+from bench.variants import alternate
 from mailsched.config import DkimKey
 from mailsched.mail.dkim import DkimSigner
 from mailsched.mail.message import MessageTemplate, Unsubscribe
 
-_RESULTS_LINE = re.compile(r"bench: results in (bench/results/\S+\.json)")
 DATE = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 LINKS = Unsubscribe("https://x.example/u/t0k3n", "mailto:u+t0k3n@x.example")
 KEYS = {
@@ -102,29 +99,6 @@ def dkimpy_ms(key: DkimKey, messages: list[bytes]) -> float:
     return round((time.perf_counter() - started) / len(messages) * 1e3, 3)
 
 
-def throughput(size: str, settings: dict[str, str]) -> dict[str, Any]:
-    """One ``python -m bench --only throughput`` with ``settings``; its figures."""
-    sets = [arg for name, value in settings.items() for arg in ("--set", f"{name}={value}")]
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", size, "--only", "throughput", "--no-doc", *sets],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    found = _RESULTS_LINE.search(done.stdout)
-    if done.returncode != 0 or found is None:
-        raise RuntimeError(f"bench failed: {scrub((done.stdout + done.stderr)[-3000:])}")
-    result = json.loads((REPO / found.group(1)).read_text())
-    runs = {f"{r['workers']}w": r["emails_per_s"] for r in result["throughput"]}
-    return {
-        **runs,
-        "cpu_1w": result["throughput"][0]["cpu_share_pct"],
-        "loadavg_1m_at_start": result["machine"]["loadavg_1m_at_start"],
-        "results": found.group(1),
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.dkim", description=__doc__)
     parser.add_argument("--rounds", type=int, default=1, help="runs of each variant")
@@ -168,22 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                     "MAILSCHED_DKIM_SELECTOR": "bench",
                     "MAILSCHED_DKIM_KEY_FILE": str(path),
                 }
-            for number in range(args.rounds):
-                for name, settings in variants.items():
-                    run = {"round": number + 1, "dkim": name}
-                    run |= throughput(args.size or "--quick", settings)
-                    out["runs"].append(run)
-                    print(f"  round {number + 1} dkim {name}: {run}", flush=True)
-        off = statistics.median(r["1w"] for r in out["runs"] if r["dkim"] == "off")
-        out["one_worker"] = {
-            name: {
-                "median": (
-                    m := statistics.median(r["1w"] for r in out["runs"] if r["dkim"] == name)
-                ),
-                "ratio_to_off": round(m / off, 3),
-            }
-            for name in ("off", *keys)
-        }
+            runs, out["one_worker"] = alternate(variants, args.rounds, args.size, "dkim")
+            out["runs"] = runs
         print(f"one worker, emails/s: {out['one_worker']}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{stamp}-dkim.json"

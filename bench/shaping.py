@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -30,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import machine
-from bench.dkim import throughput
 from bench.paths import RESULTS, scrub
+from bench.variants import alternate
 
 GROUP = """
 [[group]]
@@ -63,22 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             path = Path(work) / f"{name}.toml"
             path.write_text(text)
             variants[name] = {"MAILSCHED_SHAPING_FILE": str(path)}
-        for number in range(args.rounds):
-            for name, settings in variants.items():
-                run = {"round": number + 1, "shaping": name}
-                run |= throughput(args.size or "--quick", settings)
-                out["runs"].append(run)
-                print(f"  round {number + 1} shaping {name}: {run}", flush=True)
-    off = statistics.median(r["1w"] for r in out["runs"] if r["shaping"] == "off")
-    out["one_worker"] = {
-        name: {
-            "median": (
-                m := statistics.median(r["1w"] for r in out["runs"] if r["shaping"] == name)
-            ),
-            "ratio_to_off": round(m / off, 3),
-        }
-        for name in variants
-    }
+        runs, out["one_worker"] = alternate(variants, args.rounds, args.size, "shaping")
+        out["runs"] = runs
     print(f"one worker, emails/s: {out['one_worker']}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{stamp}-shaping.json"
