@@ -249,7 +249,7 @@ async def _rooms(
     conn: AsyncConnection, req: ClaimRequest, rows: Mapping[int, list[Claimable]]
 ) -> _Rooms:
     """Lock the shaping groups the rows send into and measure the room each has now."""
-    member = {}
+    member: dict[int, tuple[Group, ...]] = {}
     if req.shaping:
         member = {
             r.id: found
@@ -262,12 +262,11 @@ async def _rooms(
     if not wanted:
         return rooms
     locked = await groups_store.lock(conn, list(wanted))
+    groups = {g.name: g for found in member.values() for g in found}
     limits = {}
     ranges = {}
     for name, count in wanted.items():
-        group = req.shaping.group(name)
-        assert group is not None, "the member groups come from the same shaping"
-        limits[name] = group.limits_at(req.now, locked[name].state)
+        limits[name] = groups[name].limits_at(req.now, locked[name].state)
         n = locked[name].seq
         ranges[name] = [
             (max(1, n + 1 - lim.count), n + min(count, lim.count) - lim.count)
@@ -285,9 +284,7 @@ async def _rooms(
         rooms.next_at[name] = answer.next_at
         rooms.spacing[name] = answer.spacing
         rooms.seq[name] = n
-        group = req.shaping.group(name)
-        assert group is not None
-        rooms.shaped[name] = (group, locked[name].state)
+        rooms.shaped[name] = (groups[name], locked[name].state)
     return rooms
 
 
