@@ -66,43 +66,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class SmtpSink:
-    """Start with :meth:`start`, stop with :meth:`stop`; ``url`` is for MAILSCHED_SMTP_URL."""
+class ArrivalLog:
+    """What a test sink accepted, recorded from its server's thread and read from the
+    test's."""
 
     def __init__(self) -> None:
-        self.port = free_port()
         self._lock = threading.Lock()
         self._arrivals: list[Arrival] = []
-        self._contents: list[bytes] = []
-        self.rcpt_policy: RcptPolicy = lambda _address: None
-        self._controller = Controller(
-            _Handler(self), hostname="127.0.0.1", port=self.port, decode_data=False
-        )
-
-    @property
-    def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}"
-
-    def start(self) -> SmtpSink:
-        self._controller.start()
-        return self
-
-    def stop(self) -> None:
-        self._controller.stop()
 
     def record(self, arrival: Arrival) -> None:
         with self._lock:
             self._arrivals.append(arrival)
-
-    def record_content(self, content: bytes) -> None:
-        with self._lock:
-            self._contents.append(content)
-
-    @property
-    def contents(self) -> list[bytes]:
-        """Each message's bytes exactly as received (one per DATA, not per recipient)."""
-        with self._lock:
-            return list(self._contents)
 
     @property
     def arrivals(self) -> list[Arrival]:
@@ -120,3 +94,37 @@ class SmtpSink:
                 break
             time.sleep(0.05)
         return self.arrivals
+
+
+class SmtpSink(ArrivalLog):
+    """Start with :meth:`start`, stop with :meth:`stop`; ``url`` is for MAILSCHED_SMTP_URL."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.port = free_port()
+        self._contents: list[bytes] = []
+        self.rcpt_policy: RcptPolicy = lambda _address: None
+        self._controller = Controller(
+            _Handler(self), hostname="127.0.0.1", port=self.port, decode_data=False
+        )
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def start(self) -> SmtpSink:
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    def record_content(self, content: bytes) -> None:
+        with self._lock:
+            self._contents.append(content)
+
+    @property
+    def contents(self) -> list[bytes]:
+        """Each message's bytes exactly as received (one per DATA, not per recipient)."""
+        with self._lock:
+            return list(self._contents)

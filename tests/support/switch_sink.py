@@ -25,14 +25,13 @@ import email
 import email.policy
 import threading
 import time
-from collections import Counter
 from collections.abc import Coroutine
 from email.message import EmailMessage
 from typing import Any, Literal, TypeVar
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from tests.support.smtp_sink import Arrival, free_port
+from tests.support.smtp_sink import Arrival, ArrivalLog, free_port
 
 State = Literal["accept", "refuse", "busy", "silent"]
 T = TypeVar("T")
@@ -100,13 +99,14 @@ def _abort(session: SMTP | _Silent) -> None:
         transport.abort()
 
 
-class SwitchSink:
+class SwitchSink(ArrivalLog):
     """Start with :meth:`start`, stop with :meth:`stop`; ``url`` is for MAILSCHED_SMTP_URL.
 
     Its methods are called from the test's thread (blocking until the switch is done),
     never from its own loop."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.port = free_port()
         self.state: State = "refuse"
         self.mail_reply: str | None = None
@@ -114,8 +114,6 @@ class SwitchSink:
         #: TCP connections accepted, in any state.
         self.connections = 0
         self._drop_after_data = False
-        self._lock = threading.Lock()
-        self._arrivals: list[Arrival] = []
         self._sessions: list[SMTP | _Silent] = []
         self._listener: asyncio.Server | None = None
         self._loop = asyncio.new_event_loop()
@@ -160,25 +158,6 @@ class SwitchSink:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
-
-    @property
-    def arrivals(self) -> list[Arrival]:
-        with self._lock:
-            return list(self._arrivals)
-
-    def per_recipient(self) -> Counter[str]:
-        return Counter(a.rcpt.lower() for a in self.arrivals)
-
-    def wait_for(self, count: int, timeout: float) -> list[Arrival]:
-        """Wait until at least ``count`` messages arrived (or ``timeout``); return them all."""
-        deadline = time.monotonic() + timeout
-        while len(self.arrivals) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self.arrivals
-
-    def record(self, arrival: Arrival) -> None:
-        with self._lock:
-            self._arrivals.append(arrival)
 
     def take_drop(self) -> bool:
         with self._lock:
