@@ -120,14 +120,16 @@ class Group:
     rules: tuple[Rule, ...] = ()
     warmup: Warmup | None = None
 
-    def limits_at(self, now: datetime, state: GroupState) -> tuple[Limit, ...]:
+    def limits_at(
+        self, now: datetime, state: GroupState, *, warmup: bool = True
+    ) -> tuple[Limit, ...]:
         """The limits in force at ``now``: the file's, slowed when the group is, with the
-        warm-up's cap of the day."""
+        warm-up's cap of the day (unless ``warmup`` is false)."""
         found = list(self.limits)
         if state.slowed(now):
             factor = state.factor or 1.0
             found = [Limit(max(1, math.floor(lim.count * factor)), lim.window) for lim in found]
-        if self.warmup is not None and (cap := self.warmup.cap(now)) is not None:
+        if warmup and self.warmup is not None and (cap := self.warmup.cap(now)) is not None:
             found.append(Limit(cap, DAY))
         return tuple(found)
 

@@ -44,7 +44,8 @@ def group_lines(
     for group in shaping.groups:
         row = rows.get(group.name)
         state = row.state if row is not None else GroupState()
-        shown = list(group.limits_at(now, state))
+        # The warm-up's cap is shown beside the warm-up, not among the file's limits.
+        shown = list(group.limits_at(now, state, warmup=False))
         warmup = ""
         if group.warmup is not None:
             cap = group.warmup.cap(now)
@@ -54,9 +55,6 @@ def group_lines(
                 if cap is not None
                 else "warmed up (the ceiling is reached)"
             )
-            if cap is not None:
-                # The cap is shown beside the warm-up, not among the file's limits.
-                shown = shown[:-1]
         targets = sorted(group.domains) + [f"from {d}" for d in sorted(group.senders)]
         lines.append(
             GroupLine(
