@@ -19,6 +19,8 @@ class Profile:
     timeliness_seconds: int
     timeliness_shapes: tuple[str, ...]
     backlogs: tuple[int, ...]
+    #: Recipients uploaded to a draft, one fresh API each.
+    upload_sizes: tuple[int, ...]
 
 
 QUICK = Profile(
@@ -32,6 +34,7 @@ QUICK = Profile(
     timeliness_seconds=15,
     timeliness_shapes=("waves",),
     backlogs=(10_000, 100_000),
+    upload_sizes=(10_000, 100_000),
 )
 
 FULL = Profile(
@@ -45,6 +48,7 @@ FULL = Profile(
     timeliness_seconds=45,
     timeliness_shapes=("waves", "bursts", "smooth"),
     backlogs=(100_000, 500_000, 1_000_000),
+    upload_sizes=(100_000, 1_000_000),
 )
 
 #: Settings every mailsched process of the bench gets (the defaults, written out to record them).

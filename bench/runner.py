@@ -18,13 +18,13 @@ from bench import ingest_profile, machine
 from bench.paths import RESULTS, scrub
 from bench.procs import free_port
 from bench.profiles import Profile
-from bench.scenarios import ingest, scale, throughput, timeliness
+from bench.scenarios import ingest, scale, throughput, timeliness, upload
 from bench.sink import SmtpSink, smtp_source_rate
 from bench.stack import Servers
 
 #: smtp-source's message body, about the size of the bench's letters with their headers.
 LETTER_BYTES = 500
-SCENARIOS = ("ingest", "throughput", "timeliness", "scale")
+SCENARIOS = ("ingest", "throughput", "timeliness", "scale", "upload")
 
 
 class _Run:
@@ -98,6 +98,11 @@ class _Run:
             print(f"  {shape}: {result['sent_at_late']}", flush=True)
             self.out["timeliness"].append(result)
 
+    async def upload(self) -> None:
+        self.out["upload"] = await upload.run(
+            self.servers, self.work, list(self.profile.upload_sizes)
+        )
+
     async def scale(self) -> None:
         self.out["scale"] = await scale.run(
             self.servers, self.work, self.sink, list(self.profile.backlogs), self.settings
@@ -125,6 +130,7 @@ async def run_all(
             "throughput": run.throughput,
             "timeliness": run.timeliness,
             "scale": run.scale,
+            "upload": run.upload,
         }
         try:
             for number, name in enumerate(SCENARIOS, 1):

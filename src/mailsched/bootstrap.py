@@ -125,6 +125,7 @@ class Components:
             self.settings.rate_window,
             self.clock,
             max_body_bytes=self.settings.max_body_bytes,
+            max_recipients=self.settings.max_recipients,
         )
 
     def limits(self) -> Limits:

@@ -342,7 +342,7 @@ class Settings(BaseSettings):
 
     public_url: str | None = None
     secret_key: SecretStr | None = None
-    max_recipients: int = Field(100_000, ge=1)
+    max_recipients: int = Field(10_000_000, ge=1)
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     max_body_bytes: int = Field(1024 * 1024, ge=1)
     requests_per_minute: int = Field(600, ge=1)

@@ -166,6 +166,7 @@ async def test_get_campaign_reports_counts_and_times(
     assert view["status"] == "SCHEDULED"
     assert view["counts"] == {"SCHEDULED": 2} | dict.fromkeys(
         [
+            "DRAFT",
             "QUEUED",
             "SENDING",
             "PAUSED",
@@ -338,7 +339,10 @@ async def test_recipients_are_counted_before_they_are_validated(db: Database) ->
         response = await client.post(URL, json=spec_body(recipients=["bad", 2, {}, None]))
         assert response.status_code == 413, response.text
         assert response.json()["detail"] == [
-            {"field": "recipients", "message": "at most 3 recipients per campaign"}
+            {
+                "field": "recipients",
+                "message": "at most 3 recipients in a body; upload more to a draft",
+            }
         ]
         # Duplicates count: they are in the body all the same.
         response = await client.post(URL, json=spec_body(recipients=["a@x.io"] * 4))

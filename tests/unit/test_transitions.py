@@ -24,6 +24,10 @@ S = DeliveryStatus
 
 #: The table, written out: each allowed (from, to), and nothing else.
 ALLOWED = {
+    # A draft's recipients: planned when it is scheduled, or never sent.
+    (S.DRAFT, S.SCHEDULED),
+    (S.DRAFT, S.CANCELLED),
+    (S.DRAFT, S.SUPPRESSED),
     (S.SCHEDULED, S.SCHEDULED),
     (S.SCHEDULED, S.QUEUED),
     (S.SCHEDULED, S.PAUSED),
@@ -72,6 +76,7 @@ def test_final_statuses_never_move_but_for_what_comes_back() -> None:
 
 #: Each move: where from, where to, and what it tells the outside world.
 MOVES = {
+    "schedule": ({S.DRAFT}, S.SCHEDULED, None),
     "dispatch": ({S.SCHEDULED}, S.QUEUED, None),
     "requeue": ({S.QUEUED}, S.SCHEDULED, None),
     "claim": ({S.QUEUED}, S.SENDING, None),
@@ -82,9 +87,13 @@ MOVES = {
     "fail": ({S.SENDING}, S.FAILED, EventType.DELIVERY_FAILED),
     "pause": ({S.SCHEDULED, S.QUEUED}, S.PAUSED, None),
     "resume": ({S.PAUSED}, S.SCHEDULED, None),
-    "cancel": ({S.SCHEDULED, S.QUEUED, S.PAUSED}, S.CANCELLED, EventType.DELIVERY_CANCELLED),
+    "cancel": (
+        {S.DRAFT, S.SCHEDULED, S.QUEUED, S.PAUSED},
+        S.CANCELLED,
+        EventType.DELIVERY_CANCELLED,
+    ),
     "suppress": (
-        {S.SCHEDULED, S.QUEUED, S.PAUSED},
+        {S.DRAFT, S.SCHEDULED, S.QUEUED, S.PAUSED},
         S.SUPPRESSED,
         EventType.DELIVERY_SUPPRESSED,
     ),
@@ -128,6 +137,8 @@ def test_the_campaign_table_refuses_every_other_move(
 @pytest.mark.parametrize(
     ("current", "new", "event"),
     [
+        (C.DRAFT, C.SCHEDULED, EventType.CAMPAIGN_SCHEDULED),
+        (C.DRAFT, C.CANCELLED, EventType.CAMPAIGN_CANCELLED),
         (C.SCHEDULED, C.RUNNING, EventType.CAMPAIGN_STARTED),
         (C.RUNNING, C.PAUSED, EventType.CAMPAIGN_PAUSED),
         (C.SCHEDULED, C.PAUSED, EventType.CAMPAIGN_PAUSED),

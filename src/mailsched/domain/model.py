@@ -13,8 +13,10 @@ from mailsched.errors import IllegalMove
 
 
 class CampaignStatus(StrEnum):
-    """Where a campaign is in its life."""
+    """Where a campaign is in its life. A DRAFT takes uploaded recipients and sends
+    nothing until it is scheduled."""
 
+    DRAFT = "DRAFT"
     SCHEDULED = "SCHEDULED"
     RUNNING = "RUNNING"
     PAUSED = "PAUSED"
@@ -30,7 +32,8 @@ class CampaignStatus(StrEnum):
 class DeliveryStatus(StrEnum):
     """Where one recipient's email is.
 
-    SCHEDULED lives only in the database, QUEUED is on the queue, SENDING is
+    DRAFT is a recipient uploaded to a draft campaign, not yet planned. SCHEDULED
+    lives only in the database, QUEUED is on the queue, SENDING is
     claimed by a worker under a lease, PAUSED waits for its campaign to resume;
     SENT, FAILED, CANCELLED and SUPPRESSED (the recipient unsubscribed) are final
     for sending. A SENT email may still come back: BOUNCED (the recipient's
@@ -38,6 +41,7 @@ class DeliveryStatus(StrEnum):
     it as spam).
     """
 
+    DRAFT = "DRAFT"
     SCHEDULED = "SCHEDULED"
     QUEUED = "QUEUED"
     SENDING = "SENDING"
@@ -91,7 +95,7 @@ SENT_DELIVERY_STATUSES = frozenset(
 
 #: Deliveries not yet claimed by a worker: what pause, cancel and re-plans move.
 UNCLAIMED_DELIVERY_STATUSES = frozenset(
-    {DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED, DeliveryStatus.PAUSED}
+    {DeliveryStatus.DRAFT, DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED, DeliveryStatus.PAUSED}
 )
 
 _STOPPABLE = {DeliveryStatus.PAUSED, DeliveryStatus.CANCELLED, DeliveryStatus.SUPPRESSED}
@@ -104,6 +108,9 @@ _STOPPABLE = {DeliveryStatus.PAUSED, DeliveryStatus.CANCELLED, DeliveryStatus.SU
 #: BOUNCED or COMPLAINED is what the recipient's server reported later (a
 #: complaint may follow a bounce report of the same email).
 DELIVERY_TRANSITIONS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
+    DeliveryStatus.DRAFT: frozenset(
+        {DeliveryStatus.SCHEDULED, DeliveryStatus.CANCELLED, DeliveryStatus.SUPPRESSED}
+    ),
     DeliveryStatus.SCHEDULED: frozenset(
         {DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED, *_STOPPABLE}
     ),
@@ -159,7 +166,10 @@ def _move(
 
 _S, _Q, _G = DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED, DeliveryStatus.SENDING
 _P, _F = DeliveryStatus.PAUSED, DeliveryStatus.FAILED
+_D = DeliveryStatus.DRAFT
 
+#: A draft was scheduled: its recipients are planned (``campaign.scheduled`` tells of it).
+SCHEDULE = _move("schedule", {_D}, _S, None)
 #: Due: the dispatcher put it on the queue.
 DISPATCH = _move("dispatch", {_S}, _Q, None)
 #: Back from the queue: its message was lost, its worker stopped, or it came early.
@@ -177,8 +187,10 @@ FAIL = _move("fail", {_G}, DeliveryStatus.FAILED, EventType.DELIVERY_FAILED)
 #: Its campaign paused (``campaign.paused`` tells of the whole).
 PAUSE = _move("pause", {_S, _Q}, _P, None)
 RESUME = _move("resume", {_P}, _S, None)
-CANCEL = _move("cancel", {_S, _Q, _P}, DeliveryStatus.CANCELLED, EventType.DELIVERY_CANCELLED)
-SUPPRESS = _move("suppress", {_S, _Q, _P}, DeliveryStatus.SUPPRESSED, EventType.DELIVERY_SUPPRESSED)
+CANCEL = _move("cancel", {_D, _S, _Q, _P}, DeliveryStatus.CANCELLED, EventType.DELIVERY_CANCELLED)
+SUPPRESS = _move(
+    "suppress", {_D, _S, _Q, _P}, DeliveryStatus.SUPPRESSED, EventType.DELIVERY_SUPPRESSED
+)
 #: Planned again at a new time (the campaign fell behind, resumed, or slowed down).
 REPLAN = _move("replan", {_S, _Q}, _S, None)
 #: An operator asked for the campaign's failed deliveries to be tried again.
@@ -194,12 +206,14 @@ COMPLAIN = _move(
 )
 
 DELIVERY_MOVES: tuple[DeliveryMove, ...] = (
-    DISPATCH, REQUEUE, CLAIM, SEND, RETRY, RELEASE, TAKE_OVER, FAIL,
+    SCHEDULE, DISPATCH, REQUEUE, CLAIM, SEND, RETRY, RELEASE, TAKE_OVER, FAIL,
     PAUSE, RESUME, CANCEL, SUPPRESS, REPLAN, RETRY_FAILED, BOUNCE, COMPLAIN,
 )  # fmt: skip
 
 #: Every move a campaign may make, and the event it is.
 CAMPAIGN_TRANSITIONS: dict[tuple[CampaignStatus, CampaignStatus], EventType] = {
+    (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED): EventType.CAMPAIGN_SCHEDULED,
+    (CampaignStatus.DRAFT, CampaignStatus.CANCELLED): EventType.CAMPAIGN_CANCELLED,
     (CampaignStatus.SCHEDULED, CampaignStatus.RUNNING): EventType.CAMPAIGN_STARTED,
     (CampaignStatus.SCHEDULED, CampaignStatus.PAUSED): EventType.CAMPAIGN_PAUSED,
     (CampaignStatus.SCHEDULED, CampaignStatus.CANCELLED): EventType.CAMPAIGN_CANCELLED,

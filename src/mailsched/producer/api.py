@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -29,6 +30,7 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BeforeValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from mailsched import __version__
 from mailsched.domain.model import CampaignStatus, DeliveryStatus
@@ -42,6 +44,7 @@ from mailsched.errors import (
     StoreUnavailable,
 )
 from mailsched.metrics import Metrics
+from mailsched.producer import uploads
 from mailsched.producer.auth import Caller, TooManyRequests
 from mailsched.producer.campaigns import Campaigns
 from mailsched.producer.docs import install_docs
@@ -54,8 +57,11 @@ from mailsched.producer.schemas import (
     CampaignPage,
     CampaignPlan,
     CampaignRequest,
+    CampaignScheduled,
     CampaignView,
     DeliveryPage,
+    ErrorBody,
+    RecipientsAdded,
     RetryStarted,
 )
 from mailsched.ui.headers import UiHeaders
@@ -84,15 +90,40 @@ CampaignId = Annotated[int, Path(ge=1, le=MAX_ID), BeforeValidator(digits)]
 PageLimit = Annotated[int, Query(ge=1, le=1000), BeforeValidator(digits)]
 PlanLimit = Annotated[int, Query(ge=1, le=100_000), BeforeValidator(digits)]
 Cursor = Annotated[str | None, Query(pattern=_CURSOR)]
+IdempotencyKey = Annotated[
+    str | None, Header(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
+]
+
+#: An upload's body, for the OpenAPI description (it is read as it streams in).
+_UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        uploads.CSV: {"schema": {"type": "string"}},
+        uploads.NDJSON: {"schema": {"type": "string"}},
+    },
+}
+
+#: The routes whose body is read as it streams in, not held whole.
+STREAMED = re.compile(r"^/api/v1/email/campaign/[0-9]+/recipients$")
+
+
+#: The most recipients one JSON body holds, whatever a campaign may have: more are
+#: uploaded to a draft, as they stream in.
+MAX_BODY_RECIPIENTS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """How big a request may be."""
+    """How big a request may be. ``max_recipients`` is per campaign; one JSON body
+    holds at most :data:`MAX_BODY_RECIPIENTS` of them."""
 
-    max_recipients: int = 100_000
+    max_recipients: int = 10_000_000
     max_body_bytes: int = 1024 * 1024
     max_request_bytes: int = 32 * 1024 * 1024
+
+    @property
+    def body_recipients(self) -> int:
+        return min(self.max_recipients, MAX_BODY_RECIPIENTS)
 
 
 class Forbidden(Exception):
@@ -125,11 +156,12 @@ def create_app(
         redoc_url=None,
     )
     install_docs(app)
-    app.add_middleware(BodySizeLimit, max_bytes=limits.max_request_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_request_bytes, streamed=STREAMED)
     # Outside BodySizeLimit, so a 413 under /ui carries the dashboard's headers too.
     app.add_middleware(UiHeaders)
     on_created = on_created or (lambda: None)
     app.include_router(_campaign_routes(campaigns, caller, on_created, limits))
+    app.include_router(_draft_routes(campaigns, caller, on_created))
     app.include_router(_control_routes(campaigns, caller, on_created))
     for router in routers:
         app.include_router(router)
@@ -145,18 +177,19 @@ def _campaign_routes(
     limits: Limits,
 ) -> APIRouter:
     router = APIRouter(prefix="/api/v1/email", tags=["campaigns"], responses=ERROR_RESPONSES)
-    creating = APIRouter(route_class=_counting_recipients(limits.max_recipients))
+    creating = APIRouter(route_class=_counting_recipients(limits.body_recipients))
     CallerDep = Annotated[Caller, Depends(caller)]
 
     @creating.post("/campaign", status_code=status.HTTP_201_CREATED)
     async def create_campaign(
         request: CampaignRequest,
         caller: CallerDep,
-        idempotency_key: Annotated[
-            str | None, Header(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
-        ] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> CampaignCreated:
         """Store a campaign and plan one delivery per (distinct) recipient.
+
+        With ``"draft": true`` and no recipients, store a DRAFT: upload its recipients
+        (``POST …/recipients``), then schedule it (``POST …/schedule``).
 
         With an ``Idempotency-Key`` header, repeating the same request within 24 hours
         returns the first answer instead of creating another campaign.
@@ -227,6 +260,60 @@ def _campaign_routes(
     return router
 
 
+def _draft_routes(
+    campaigns: Campaigns,
+    caller: Callable[..., Awaitable[Caller]],
+    on_created: Callable[[], None],
+) -> APIRouter:
+    router = APIRouter(prefix="/api/v1/email", tags=["drafts"], responses=ERROR_RESPONSES)
+    CallerDep = Annotated[Caller, Depends(caller)]
+
+    @router.post(
+        "/campaign/{campaign_id}/recipients",
+        openapi_extra={"requestBody": _UPLOAD_BODY},
+        responses={415: {"model": ErrorBody, "description": "Not CSV or NDJSON in UTF-8"}},
+    )
+    async def upload_recipients(
+        campaign_id: CampaignId,
+        request: Request,
+        caller: CallerDep,
+        content_type: Annotated[str | None, Header()] = None,
+        skip_invalid: Annotated[bool, Query(alias="skipInvalid")] = False,
+        idempotency_key: IdempotencyKey = None,
+    ) -> RecipientsAdded:
+        """Append recipients to a DRAFT, streamed as ``text/csv`` (a header row naming
+        ``email``, and optionally ``name``, ``timezone`` and ``vars.<name>`` columns) or
+        ``application/x-ndjson`` (one recipient a line, as in a create's body).
+
+        All or nothing: a 422 names the first 100 bad rows by line, and stores
+        nothing of the upload; with ``skipInvalid=true`` the good rows are stored and
+        the bad ones reported. Addresses given twice, or already in the draft, are
+        dropped and counted. With an ``Idempotency-Key``, repeating the same upload
+        within 24 hours answers as the first did and adds nothing.
+        """
+        upload = uploads.Upload(_upload_format(content_type), request.stream(), skip_invalid)
+        added = await campaigns.add_recipients(caller.user_id, campaign_id, upload, idempotency_key)
+        if added.replayed:
+            return JSONResponse(  # type: ignore[return-value]
+                status_code=added.status_code,
+                content=_json(added.body),
+                headers={"Idempotent-Replayed": "true"},
+            )
+        result = RecipientsAdded.model_validate_json(added.body)
+        log.info("campaign %d: %d recipients added by upload", result.campaign_id, result.added)
+        return result
+
+    @router.post("/campaign/{campaign_id}/schedule")
+    async def schedule_campaign(campaign_id: CampaignId, caller: CallerDep) -> CampaignScheduled:
+        """Plan a DRAFT's recipients in the order they were uploaded, under the same
+        rules as a create (its calendar, the user's suppressions), and schedule it."""
+        scheduled = await campaigns.schedule(caller.user_id, campaign_id)
+        on_created()
+        return scheduled
+
+    return router
+
+
 def _control_routes(
     campaigns: Campaigns,
     caller: Callable[..., Awaitable[Caller]],
@@ -284,7 +371,8 @@ def _counting_recipients(limit: int) -> type[APIRoute]:
                 if isinstance(document, dict):
                     items = document.get("recipients")
                     if isinstance(items, list) and len(items) > limit:
-                        raise TooLarge("recipients", f"at most {limit} recipients per campaign")
+                        message = f"at most {limit} recipients in a body; upload more to a draft"
+                        raise TooLarge("recipients", message)
                 return await handler(request)
 
             return counted
@@ -297,6 +385,26 @@ def _check_size(request: CampaignRequest, limits: Limits) -> None:
     for name, text in (("body", request.body), ("htmlBody", request.html_body)):
         if text is not None and len(text.encode()) > limits.max_body_bytes:
             raise TooLarge(name, f"at most {limits.max_body_bytes} bytes")
+
+
+class UnsupportedUpload(Exception):
+    """An upload's Content-Type is not one this route reads (answered with 415)."""
+
+
+def _upload_format(content_type: str | None) -> str:
+    """The upload's format from its Content-Type: CSV or NDJSON, in UTF-8."""
+    media, *params = (content_type or "").split(";")
+    media = media.strip().lower()
+    if media not in uploads.FORMATS:
+        raise UnsupportedUpload(f"{uploads.CSV} or {uploads.NDJSON} (UTF-8), not {media!r}")
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
+            "utf-8",
+            "utf8",
+        ):
+            raise UnsupportedUpload("the upload must be UTF-8")
+    return media
 
 
 def _json(body: str) -> Any:
@@ -391,6 +499,31 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(exc.status_code, error, str(exc.detail), **(exc.headers or {}))
 
     _install_service_errors(app)
+    _install_upload_errors(app)
+
+
+def _install_upload_errors(app: FastAPI) -> None:
+    """What can go wrong with an upload as a whole."""
+
+    @app.exception_handler(uploads.RowsRefused)
+    async def rows_refused(_: Request, exc: uploads.RowsRefused) -> JSONResponse:
+        detail = [{"line": p.line, "field": p.field, "message": p.message} for p in exc.problems]
+        return JSONResponse(
+            status_code=422,
+            content={"error": "invalid_request", "detail": detail, "invalid": exc.invalid},
+        )
+
+    @app.exception_handler(UnsupportedUpload)
+    async def unsupported(_: Request, exc: UnsupportedUpload) -> JSONResponse:
+        return _error(
+            415, "unsupported_media_type", [{"field": "Content-Type", "message": str(exc)}]
+        )
+
+    @app.exception_handler(ClientDisconnect)
+    async def disconnected(_: Request, exc: ClientDisconnect) -> JSONResponse:
+        # Nobody reads this answer; what the request had begun is rolled back.
+        log.info("the client went away before its request was read whole")
+        return _error(400, "client_disconnected", "the request body ended early")
 
 
 def _install_service_errors(app: FastAPI) -> None:

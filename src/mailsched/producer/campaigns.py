@@ -7,7 +7,7 @@ import hashlib
 import json
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -24,24 +24,29 @@ from mailsched.domain.model import (
     DeliveryMove,
     DeliveryStatus,
 )
-from mailsched.domain.plan import PastCalendar, Rules
+from mailsched.domain.plan import PastCalendar, Rules, steady_offset
 from mailsched.errors import Conflict, DuplicateKey, Invalid, NotFound
-from mailsched.producer import templates
+from mailsched.producer import templates, uploads
+from mailsched.producer.limits import TooLarge
 from mailsched.producer.schemas import (
     CampaignControl,
     CampaignCreated,
     CampaignPage,
     CampaignPlan,
     CampaignRequest,
+    CampaignScheduled,
     CampaignSummary,
     CampaignView,
     DeliveryItem,
     DeliveryPage,
     PlannedDelivery,
+    Recipient,
+    RecipientsAdded,
     RetryStarted,
+    RowProblem,
 )
 from mailsched.store import campaigns as store
-from mailsched.store import feedback, idempotency, sending, suppressions
+from mailsched.store import drafts, feedback, idempotency, sending, suppressions
 from mailsched.store.db import Database
 
 Clock = Callable[[], datetime]
@@ -80,11 +85,13 @@ class Campaigns:
         clock: Clock,
         *,
         max_body_bytes: int = templates.MAX_BODY_BYTES,
+        max_recipients: int = 10_000_000,
     ) -> None:
         self._db = db
         self._window = window
         self._clock = clock
         self._max_body_bytes = max_body_bytes
+        self._max_recipients = max_recipients
 
     async def create(self, request: CampaignRequest, idempotency_key: str | None = None) -> Created:
         """Plan every recipient's send; store the campaign and its deliveries, all or nothing.
@@ -104,6 +111,7 @@ class Campaigns:
             html_body=request.html_body,
             templated=planned.templated,
             schedule=planned.schedule,
+            draft=request.draft,
         )
         rows, now, start = planned.rows, planned.now, planned.start
         times = [row.scheduled_at for row in rows if row.status == DeliveryStatus.SCHEDULED]
@@ -121,11 +129,11 @@ class Campaigns:
             campaign_id = await store.insert_campaign(conn, new, rows, now)
             body = CampaignCreated(
                 campaign_id=campaign_id,
-                status=CampaignStatus.SCHEDULED,
+                status=CampaignStatus.DRAFT if request.draft else CampaignStatus.SCHEDULED,
                 recipient_count=len(rows),
                 duplicates_dropped=request.duplicates_dropped,
-                first_send_at=min(times, default=start),
-                last_send_at=max(times, default=start),
+                first_send_at=None if request.draft else min(times, default=start),
+                last_send_at=None if request.draft else max(times, default=start),
             ).model_dump_json(by_alias=True)
             if idempotency_key:
                 await idempotency.save(
@@ -226,6 +234,177 @@ class Campaigns:
 
         return await self._db.run(work)
 
+    async def add_recipients(
+        self,
+        user_id: int,
+        campaign_id: int,
+        upload: uploads.Upload,
+        idempotency_key: str | None = None,
+    ) -> Created:
+        """Append an upload's recipients to the user's draft, read and checked as it
+        streams in, all in one transaction: all or nothing (:class:`RowsRefused`
+        names the first bad rows), or with ``skip_invalid`` the good rows alone.
+
+        Addresses the upload gives twice, or the draft holds already, are dropped and
+        counted. With an ``idempotency_key``, the same upload again answers as the
+        first did and adds nothing.
+        """
+        fingerprint = hashlib.sha256(
+            f"recipients:{campaign_id}:{upload.content_type}:{upload.skip_invalid}:".encode()
+        )
+
+        async def hashed() -> AsyncIterator[bytes]:
+            async for chunk in upload.chunks:
+                fingerprint.update(chunk)
+                yield chunk
+
+        async def work(conn: AsyncConnection) -> Created:
+            campaign = await _owned(conn, user_id, campaign_id, lock=True)
+            if campaign.status != CampaignStatus.DRAFT:
+                raise Conflict(f"campaign {campaign_id} is {campaign.status}, not DRAFT")
+            now = self._clock()
+            if idempotency_key:
+                stored = await idempotency.find(
+                    conn, user_id, idempotency_key, now - IDEMPOTENCY_WINDOW
+                )
+                if stored is not None:
+                    async for _ in hashed():
+                        pass
+                    if stored.request_hash != fingerprint.hexdigest():
+                        raise Conflict("this Idempotency-Key was used for a different request")
+                    return Created(stored.status_code, stored.response, replayed=True)
+            added = await self._append(conn, campaign, upload, hashed())
+            body = added.model_dump_json(by_alias=True)
+            if idempotency_key:
+                digest = fingerprint.hexdigest()
+                await idempotency.save(conn, user_id, idempotency_key, digest, 200, body, now)
+            return Created(200, body)
+
+        # Not retried on a deadlock: the body has been read.
+        return await self._db.run(work, retry=False)
+
+    async def _append(
+        self,
+        conn: AsyncConnection,
+        campaign: Campaign,
+        upload: uploads.Upload,
+        chunks: AsyncIterator[bytes],
+    ) -> RecipientsAdded:
+        received = added = duplicates = invalid = 0
+        problems: list[uploads.Problem] = []
+        check = _row_check(campaign, self._max_body_bytes, self._clock())
+        rows = uploads.reader(upload.content_type, check)
+        try:
+            async for batch in uploads.ahead(uploads.batches(chunks, rows)):
+                received += len(batch.rows) + len(batch.problems)
+                invalid += len(batch.problems)
+                problems += batch.problems[: _MAX_ROW_PROBLEMS - len(problems)]
+                if invalid and not upload.skip_invalid:
+                    continue  # read on, to name the first bad rows; store nothing
+                new = await self._new(conn, campaign, batch)
+                duplicates += len(batch.rows) - len(new)
+                total = campaign.recipient_count + added + len(new)
+                if total > self._max_recipients:
+                    message = f"at most {self._max_recipients} recipients per campaign"
+                    raise TooLarge("recipients", message)
+                await drafts.append(conn, campaign.id, new)
+                added += len(new)
+        except uploads.Unreadable as error:
+            raise uploads.RowsRefused([error.problem], invalid + 1) from error
+        if invalid and not upload.skip_invalid:
+            raise uploads.RowsRefused(problems, invalid)
+        if not received:
+            raise Invalid([("body", "no recipients in the upload")])
+        return RecipientsAdded(
+            campaign_id=campaign.id,
+            received=received,
+            added=added,
+            duplicates_dropped=duplicates,
+            invalid=invalid,
+            problems=[RowProblem(line=p.line, field=p.field, message=p.message) for p in problems],
+            recipient_count=campaign.recipient_count + added,
+        )
+
+    async def _new(
+        self, conn: AsyncConnection, campaign: Campaign, batch: uploads.Batch
+    ) -> list[store.NewDelivery]:
+        """The batch's rows whose addresses are new to the draft, as its deliveries."""
+        fresh: dict[str, Recipient] = {}
+        for _, r in batch.rows:
+            fresh.setdefault(r.email.casefold(), r)
+        held = await drafts.known(conn, campaign.id, [r.email for r in fresh.values()])
+        at = campaign.start_time
+        # The recipient's own zone is stored (the fallback resolved) for a worker's claim.
+        schedule = campaign.schedule
+        fallback = schedule.fallback if schedule is not None and schedule.per_recipient else None
+        return [
+            store.NewDelivery(
+                r.email,
+                at,
+                r.name,
+                json.dumps(r.vars) if r.vars else None,
+                DeliveryStatus.DRAFT,
+                (r.timezone or fallback) if fallback else None,
+            )
+            for key, r in fresh.items()
+            if key not in held
+        ]
+
+    async def schedule(self, user_id: int, campaign_id: int) -> CampaignScheduled:
+        """Plan a draft's recipients, in the order they were uploaded, under the same
+        rules as a create (its calendar, the user's suppressions), and schedule it."""
+
+        async def work(conn: AsyncConnection) -> CampaignScheduled:
+            campaign = await _owned(conn, user_id, campaign_id, lock=True)
+            if campaign.status != CampaignStatus.DRAFT:
+                raise Conflict(f"campaign {campaign_id} is {campaign.status}, not DRAFT")
+            if not campaign.recipient_count:
+                raise Conflict(f"campaign {campaign_id} has no recipients: upload them first")
+            now = self._clock()
+            start = max(campaign.start_time, now)
+            if campaign.schedule is not None:
+                _check_calendar(campaign.schedule, await drafts.zones(conn, campaign.id), start)
+            suppressed = await self._suppress_drafts(conn, campaign, now)
+            rules = campaign.rules(self._window)
+            count = campaign.recipient_count - suppressed
+            try:
+                if campaign.schedule is None and count:
+                    # Past the year 9999? Asked of the last send before any is written.
+                    _ = start + steady_offset(count - 1, rules)
+                await drafts.plan(conn, campaign, start, rules)
+            except (PastCalendar, OverflowError) as error:
+                message = "too late for these rules: the sends would run past the year 9999"
+                raise Invalid([("startTime", message)]) from error
+            await store.set_status(conn, campaign, CampaignStatus.SCHEDULED, now)
+            await store.complete_if_done(conn, campaign.id, now)
+            first, last = await drafts.span(conn, campaign.id)
+            return CampaignScheduled(
+                campaign_id=campaign.id,
+                status=CampaignStatus.COMPLETED if not count else CampaignStatus.SCHEDULED,
+                recipient_count=campaign.recipient_count,
+                suppressed=suppressed,
+                first_send_at=first,
+                last_send_at=last,
+            )
+
+        return await self._db.run(work)
+
+    async def _suppress_drafts(
+        self, conn: AsyncConnection, campaign: Campaign, now: datetime
+    ) -> int:
+        """Move the draft's recipients that the user suppressed to SUPPRESSED."""
+        if not await suppressions.has_any(conn, campaign.user_id):
+            return 0
+        moved, after = 0, 0
+        while chunk := await drafts.addresses(conn, campaign.id, after):
+            found = await suppressions.suppressed(
+                conn, campaign.user_id, [a for _, a in chunk], now
+            )
+            ids = [did for did, address in chunk if address in found]
+            moved += await suppressions.mark_suppressed(conn, ids, now)
+            after = chunk[-1][0]
+        return moved
+
     async def get(self, user_id: int, campaign_id: int) -> CampaignView:
         """The campaign with its delivery counts and send times."""
 
@@ -299,7 +478,12 @@ class Campaigns:
         return await self._control(
             user_id,
             campaign_id,
-            allowed={CampaignStatus.SCHEDULED, CampaignStatus.RUNNING, CampaignStatus.PAUSED},
+            allowed={
+                CampaignStatus.DRAFT,
+                CampaignStatus.SCHEDULED,
+                CampaignStatus.RUNNING,
+                CampaignStatus.PAUSED,
+            },
             target=CampaignStatus.CANCELLED,
             deliveries=CANCEL,
         )
@@ -497,9 +681,11 @@ def _without_sending_time(
 
 def _fingerprint(request: CampaignRequest) -> str:
     data = request.model_dump(mode="json")
+    # As before schedules and drafts existed: a retry across an upgrade still matches its key.
     if data.get("schedule") is None:
-        # As before schedules existed: a retry across an upgrade still matches its key.
         data.pop("schedule", None)
+    if not data.get("draft"):
+        data.pop("draft", None)
     canonical = json.dumps(data, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -512,3 +698,67 @@ async def _owned(
     if campaign is None or campaign.user_id != user_id:
         raise NotFound(f"campaign {campaign_id} not found")
     return campaign
+
+
+#: The bad rows an upload's answer names.
+_MAX_ROW_PROBLEMS = 100
+
+
+def _row_check(campaign: Campaign, max_body_bytes: int, now: datetime) -> uploads.RowCheck:
+    """The draft's own checks of an uploaded row: its templates render for the
+    recipient (as a create checks each), and its zone fits the calendar."""
+    schedule = campaign.schedule
+    per_recipient = schedule is not None and schedule.per_recipient
+    checker = (
+        templates.RecipientChecker(
+            campaign.subject, campaign.body, campaign.html_body, max_body_bytes=max_body_bytes
+        )
+        if campaign.templated
+        else None
+    )
+    required = (
+        templates.required_variables(campaign.subject, campaign.body, campaign.html_body)
+        if checker
+        else frozenset()
+    )
+    zones: dict[str, bool] = {}
+    days = calendar.HORIZON.days
+
+    def check(r: Recipient) -> None:
+        if r.timezone is not None:
+            if not per_recipient:
+                raise uploads.BadField("timezone", 'used only with schedule timezone "recipient"')
+            assert schedule is not None
+            if r.timezone not in zones:
+                start = max(campaign.start_time, now)
+                zones[r.timezone] = not calendar.closed_zones(schedule, [r.timezone], start)
+            if not zones[r.timezone]:
+                message = f"no sending time in {r.timezone} in the next {days} days"
+                raise uploads.BadField("timezone", message)
+        if checker is None:
+            return
+        missing = templates.missing_variables(required, (r.vars or {}).keys())
+        if missing:
+            raise uploads.BadField("vars", f"missing variables: {', '.join(missing)}")
+        try:
+            checker.render(r.email, r.name, r.vars)
+        except templates.TemplateProblem as problem:
+            message = str(problem).removeprefix(f"{problem.field}: ")
+            raise uploads.BadField(problem.field, message) from problem
+
+    return check
+
+
+def _check_calendar(schedule: Schedule, zones: set[str | None], start: datetime) -> None:
+    """:class:`Invalid` unless ``schedule`` has sending time from ``start`` on in every
+    zone the draft's recipients use."""
+    days = calendar.HORIZON.days
+    closed = calendar.closed_zones(schedule, zones if schedule.per_recipient else {None}, start)
+    if closed:
+        where = "schedule" if not schedule.per_recipient else "schedule.fallbackTimezone"
+        message = f"no sending time in {', '.join(closed)} in the next {days} days"
+        raise Invalid([(where, message)])
+    gap = calendar.long_gap(schedule, start.date())
+    if gap is not None:
+        message = f"no sending day between {gap[0]} and {gap[1]}: more than {days} days"
+        raise Invalid([("schedule.excludeDates", message)])

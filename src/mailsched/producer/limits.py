@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,14 +18,25 @@ class TooLarge(Exception):
 
 
 class BodySizeLimit:
-    """ASGI middleware: 413 for a request body over ``max_bytes``, declared or streamed."""
+    """ASGI middleware: 413 for a request body over ``max_bytes``, declared or streamed.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    A POST to a path that ``streamed`` matches is passed on as it comes: its route
+    reads the body as it streams in, and bounds what it keeps itself.
+    """
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, streamed: re.Pattern[str] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (
+            self.streamed is not None
+            and scope.get("method") == "POST"
+            and self.streamed.match(scope.get("path", ""))
+        ):
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")

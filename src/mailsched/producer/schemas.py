@@ -17,7 +17,9 @@ from pydantic import (
     PlainSerializer,
     PlainValidator,
     PrivateAttr,
+    ValidationInfo,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -149,6 +151,15 @@ _RECIPIENT_SCHEMA = {
         },
     ]
 }
+
+#: One recipient's checks, field by field, for uploads (each message names its field).
+recipient_name = _name
+recipient_vars = _vars
+
+
+def recipient_zone(value: object) -> str | None:
+    return _zone(value, "timezone: ")
+
 
 RecipientField = Annotated[
     Recipient,
@@ -302,8 +313,21 @@ class CampaignRequest(_Camel):
     start_time: Annotated[AwareDatetime, BeforeValidator(_date_time_text), AfterValidator(_utc)]
     delay_seconds: int = Field(ge=0, le=MAX_DELAY_SECONDS, strict=True)
     hourly_limit: int = Field(ge=1, le=MAX_HOURLY_LIMIT, strict=True)
-    recipients: list[RecipientField] = Field(min_length=1)
+    #: Create a DRAFT without recipients: upload them (``POST …/recipients``), then
+    #: schedule it (``POST …/schedule``).
+    draft: bool = Field(False, strict=True)
+    recipients: list[RecipientField] = Field(default_factory=list, validate_default=True)
     schedule: ScheduleSpec | None = None
+
+    @field_validator("recipients")
+    @classmethod
+    def _some_recipients(cls, value: list[Recipient], info: ValidationInfo) -> list[Recipient]:
+        if info.data.get("draft"):
+            if value:
+                raise ValueError("a draft takes none here: upload them to the draft")
+        elif not value:
+            raise ValueError("should have at least 1 item (or create a draft, and upload them)")
+        return value
 
     _duplicates: int = PrivateAttr(default=0)
 
@@ -326,14 +350,54 @@ class CampaignRequest(_Camel):
 
 
 class CampaignCreated(_Camel):
-    """The 201 answer to a new campaign; the send times are the planned ones."""
+    """The 201 answer to a new campaign; the send times are the planned ones (``None``
+    for a draft, which plans nothing until it is scheduled)."""
 
     campaign_id: int
     status: CampaignStatus
     recipient_count: int
     duplicates_dropped: int
-    first_send_at: datetime
-    last_send_at: datetime
+    first_send_at: datetime | None
+    last_send_at: datetime | None
+
+
+class RowProblem(_Camel):
+    """Why one uploaded row was refused: its line in the upload (1 is a CSV's header),
+    the column or key at fault, and what is wrong."""
+
+    line: int
+    field: str
+    message: str
+
+
+class RecipientsAdded(_Camel):
+    """The answer to an upload of recipients to a draft."""
+
+    campaign_id: int
+    #: Rows read (a CSV's header and blank lines are not rows).
+    received: int
+    #: Rows stored as new recipients.
+    added: int
+    #: Rows whose address the upload had already given, or the draft already held.
+    duplicates_dropped: int
+    #: Rows refused (stored only with ``skipInvalid=true``, and then left out).
+    invalid: int
+    #: The first 100 refused rows.
+    problems: list[RowProblem]
+    #: The draft's recipients after this upload.
+    recipient_count: int
+
+
+class CampaignScheduled(_Camel):
+    """The answer to scheduling a draft: its plan, as a create's would be."""
+
+    campaign_id: int
+    status: CampaignStatus
+    recipient_count: int
+    #: Recipients the user had suppressed: stored, never sent to.
+    suppressed: int
+    first_send_at: datetime | None
+    last_send_at: datetime | None
 
 
 class CampaignView(_Camel):
@@ -465,11 +529,21 @@ class FieldError(BaseModel):
     message: str
 
 
+class LineError(BaseModel):
+    """One refused row of an upload."""
+
+    line: int
+    field: str
+    message: str
+
+
 class ErrorBody(BaseModel):
-    """Every 4xx and 5xx answer."""
+    """Every 4xx and 5xx answer (an upload's 422 names lines too, and counts the
+    refused rows in ``invalid``)."""
 
     error: str
-    detail: str | list[FieldError]
+    detail: str | list[FieldError] | list[LineError]
+    invalid: int | None = None
 
 
 #: The error answers every API route may give, for the OpenAPI description.

@@ -40,6 +40,8 @@ class NewCampaign:
     html_body: str | None = None
     templated: bool = False
     schedule: Schedule | None = None
+    #: A DRAFT: its recipients are uploaded later, and it is scheduled then.
+    draft: bool = False
 
 
 class NewDelivery(NamedTuple):
@@ -136,7 +138,7 @@ async def insert_campaign(
             start_time=new.start_time,
             delay_seconds=new.delay_seconds,
             hourly_limit=new.hourly_limit,
-            status=CampaignStatus.SCHEDULED,
+            status=CampaignStatus.DRAFT if new.draft else CampaignStatus.SCHEDULED,
             recipient_count=len(recipients),
             slot_seq=0,
             created_at=now,
@@ -148,8 +150,11 @@ async def insert_campaign(
     key = result.inserted_primary_key
     assert key is not None
     campaign_id = int(key[0])
-    await _insert_deliveries(conn, campaign_id, recipients)
-    transitions.stage_scheduled(conn, campaign_id, new.user_id, now)
+    if recipients:
+        await insert_deliveries(conn, campaign_id, recipients)
+    if not new.draft:
+        # A draft's campaign.scheduled is staged when it is scheduled.
+        transitions.stage_scheduled(conn, campaign_id, new.user_id, now)
     if any(r.status == DeliveryStatus.SUPPRESSED for r in recipients):
         d = deliveries.c
         suppressed = await transitions.lock(
@@ -166,7 +171,7 @@ async def insert_campaign(
     return campaign_id
 
 
-async def _insert_deliveries(
+async def insert_deliveries(
     conn: AsyncConnection, campaign_id: int, recipients: Sequence[NewDelivery]
 ) -> None:
     """One driver-level executemany: the hot path of a 100,000-recipient POST.

@@ -139,12 +139,15 @@ class Database:
         """``"sqlite"`` or ``"mysql"``."""
         return self.engine.dialect.name
 
-    async def run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def run(
+        self, work: Callable[[AsyncConnection], Awaitable[T]], *, retry: bool = True
+    ) -> T:
         """Run ``work`` in one transaction: commit if it returns, roll back if it raises.
 
-        Deadlocks and lock timeouts run ``work`` again from the start, so it must
-        not have effects outside the transaction that cannot be repeated (the
-        outbox relay's publish may be: its readers take a message twice).
+        Deadlocks and lock timeouts run ``work`` again from the start (unless not
+        ``retry``), so it must not have effects outside the transaction that cannot
+        be repeated (the outbox relay's publish may be: its readers take a message
+        twice; a streamed request body cannot be read twice).
 
         The events that ``work`` staged (:func:`mailsched.store.events.stage`) are
         written last, just before the commit: see :mod:`mailsched.store.events`.
@@ -165,6 +168,7 @@ class Database:
                 cause = error.__cause__
                 if (
                     attempt > self._retries
+                    or not retry
                     or not isinstance(cause, exc.DBAPIError)
                     or not _is_retryable(cause)
                 ):

@@ -123,6 +123,10 @@ deliveries = Table(
     Index("ix_deliveries_due", "status", "scheduled_at"),
     # A campaign's rows by status: counts, the re-plan of its tail, completion.
     Index("ix_deliveries_campaign_status", "campaign_id", "status", "scheduled_at"),
+    # A campaign's rows by address: an upload's duplicates. Case-insensitive, as
+    # recipients are deduplicated: MySQL's collation is; on SQLite the migration
+    # makes the index ``COLLATE NOCASE``.
+    Index("ix_deliveries_recipient", "campaign_id", "recipient"),
 )
 
 #: One row per send attempt, numbered per campaign. The rolling-window rule needs

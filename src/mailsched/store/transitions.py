@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
@@ -26,16 +26,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from mailsched.domain.events import EventType, NewEvent
 from mailsched.domain.model import (
     REPLAN,
+    SCHEDULE,
     CampaignStatus,
     DeliveryMove,
     DeliveryStatus,
     SendOutcome,
     campaign_event,
 )
+from mailsched.domain.plan import Rules
 from mailsched.errors import IllegalMove
 from mailsched.store import events
 from mailsched.store.bulk import KeyedUpdate
-from mailsched.store.tables import campaigns, deliveries
+from mailsched.store.tables import campaigns, deliveries, stored_time
 
 #: The assignment that keeps a delivery's first plan when it moves to a new time.
 KEEP_FIRST_PLAN = "planned_at = COALESCE(planned_at, scheduled_at)"
@@ -154,10 +156,15 @@ async def move_each(
 
 
 async def replan_times(
-    conn: AsyncConnection, planned: Sequence[tuple[int, datetime]], *, new_plan: bool = False
+    conn: AsyncConnection,
+    planned: Sequence[tuple[int, datetime]],
+    *,
+    new_plan: bool = False,
+    change: DeliveryMove = REPLAN,
 ) -> None:
     """Give unclaimed deliveries new planned times (:data:`REPLAN`: they go back to
-    SCHEDULED). One statement run for many rows: a re-plan can move a whole campaign.
+    SCHEDULED; :data:`SCHEDULE`: a draft's are planned). One statement run for many
+    rows: a re-plan can move a whole campaign.
 
     The first plan is kept in ``planned_at`` (lateness is measured against it), unless
     ``new_plan``: an operator's resume or retry plans them anew."""
@@ -169,16 +176,56 @@ async def replan_times(
         .where(
             d.id == bindparam("b_id"),
             # Not IN (...): an expanding parameter cannot go through executemany.
-            or_(*(d.status == s for s in _sources(REPLAN))),
+            or_(*(d.status == s for s in _sources(change))),
         )
         # In this order: MySQL reads scheduled_at as the assignments before left it.
         .ordered_values(
             (d.planned_at, first),
-            (d.status, REPLAN.target.value),
+            (d.status, change.target.value),
             (d.scheduled_at, bindparam("b_at")),
         ),
         [{"b_id": did, "b_at": at} for did, at in planned],
     )
+
+
+async def schedule_steadily(
+    conn: AsyncConnection, campaign_id: int, start: datetime, rules: Rules
+) -> int:
+    """Plan every DRAFT delivery of the campaign (:data:`SCHEDULE`), in id order, as
+    :func:`~mailsched.domain.plan.plan` would from ``start`` with no history; return
+    how many. MySQL only: one statement, the times computed by the database from each
+    row's number (:func:`~mailsched.domain.plan.steady_offset`, in SQL)."""
+    microsecond = timedelta(microseconds=1)
+    delay, window = rules.delay // microsecond, rules.window // microsecond
+    if rules.delay * rules.limit >= rules.window:
+        offset, params = "r.n * %s", [delay]
+    else:
+        offset = "(r.n DIV %s) * %s + MOD(r.n, %s) * %s"
+        params = [rules.limit, window, rules.limit, delay]
+    # The derived table is materialized (it numbers rows with a window function), so
+    # MySQL lets the UPDATE read the table it writes.
+    sql = (
+        "UPDATE deliveries d JOIN ("
+        " SELECT id, ROW_NUMBER() OVER (ORDER BY id) - 1 AS n FROM deliveries"
+        " WHERE campaign_id = %s AND status = %s"
+        ") r ON d.id = r.id"
+        f" SET d.status = %s, d.scheduled_at = TIMESTAMPADD(MICROSECOND, {offset}, %s)"
+        " WHERE d.status = %s"
+    )
+    source = DeliveryStatus.DRAFT.value
+    assert _sources(SCHEDULE) == [source]
+    result = await conn.exec_driver_sql(
+        sql,
+        (
+            campaign_id,
+            source,
+            SCHEDULE.target.value,
+            *params,
+            stored_time(conn.dialect)(start),
+            source,
+        ),
+    )
+    return result.rowcount
 
 
 async def lock(conn: AsyncConnection, where: Sequence[ColumnElement[bool]]) -> dict[int, Facts]:

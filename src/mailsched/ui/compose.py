@@ -188,13 +188,13 @@ class _Composer:
             zones=sorted(calendar.zone_names()),
             # A new key for each rendering: each is a new intent to create.
             idempotency=f"ui-{secrets.token_urlsafe(18)}",
-            max_recipients=self._limits.max_recipients,
+            max_recipients=self._limits.body_recipients,
         )
 
     def _checked(self, user_id: int, form: Form) -> tuple[CampaignRequest, list[int]] | None:
         """The create request the form stands for, or ``None`` with ``form.errors`` set."""
         try:
-            listed = read_recipients(form.recipients, self._limits.max_recipients)
+            listed = read_recipients(form.recipients, self._limits.body_recipients)
         except BadList as exc:
             form.wrong("recipients", str(exc))
             listed = None
