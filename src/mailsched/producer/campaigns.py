@@ -291,6 +291,7 @@ class Campaigns:
         chunks: AsyncIterator[bytes],
     ) -> RecipientsAdded:
         received = added = duplicates = invalid = 0
+        over = False
         problems: list[uploads.Problem] = []
         check = _row_check(campaign, self._max_body_bytes, self._clock())
         rows = uploads.reader(upload.content_type, check)
@@ -299,18 +300,21 @@ class Campaigns:
                 received += len(batch.rows) + len(batch.problems)
                 invalid += len(batch.problems)
                 problems += batch.problems[: _MAX_ROW_PROBLEMS - len(problems)]
-                if invalid and not upload.skip_invalid:
-                    continue  # read on, to name the first bad rows; store nothing
+                if over or (invalid and not upload.skip_invalid):
+                    # Read on (a client is told once it has sent its request), to name
+                    # the first bad rows; store nothing.
+                    continue
                 new = await self._new(conn, campaign, batch)
                 duplicates += len(batch.rows) - len(new)
-                total = campaign.recipient_count + added + len(new)
-                if total > self._max_recipients:
-                    message = f"at most {self._max_recipients} recipients per campaign"
-                    raise TooLarge("recipients", message)
-                await drafts.append(conn, campaign.id, new)
-                added += len(new)
+                over = campaign.recipient_count + added + len(new) > self._max_recipients
+                if not over:
+                    await drafts.append(conn, campaign.id, new)
+                    added += len(new)
         except uploads.Unreadable as error:
             raise uploads.RowsRefused([error.problem], invalid + 1) from error
+        if over:
+            message = f"at most {self._max_recipients} recipients per campaign"
+            raise TooLarge("recipients", message)
         if invalid and not upload.skip_invalid:
             raise uploads.RowsRefused(problems, invalid)
         if not received:
