@@ -100,12 +100,15 @@ def _zone(value: object, what: str = "") -> str | None:
     return value
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _name(value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not 1 <= len(value) <= 200:
         raise ValueError("name: a string of 1 to 200 characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value) or header_break(value):
+    if _CONTROL.search(value) or header_break(value):
         raise ValueError("name: must not contain control characters (CR, LF, ...)")
     return value
 
