@@ -213,3 +213,40 @@ async def test_a_campaign_paused_by_the_breaker_says_why(
         '<dd class="warning" data-field="pause-reason">'
         "hard bounces at 10.0% of 20 sends &lt;b&gt;</dd>" in page
     )
+
+
+async def test_a_draft_is_scheduled_from_its_page(
+    app: FastAPI, browser: httpx.AsyncClient, db: Database
+) -> None:
+    key = await new_key(db, 1)
+    async with client_for(app, key) as api:
+        body = {
+            "userId": 1,
+            "subject": "Draft",
+            "body": "Hello.",
+            "startTime": "2026-11-28T12:00:00Z",
+            "delaySeconds": 60,
+            "hourlyLimit": 10,
+            "draft": True,
+        }
+        ident = (await api.post(URL, json=body)).json()["campaignId"]
+        uploaded = await api.post(
+            f"{URL}/{ident}/recipients",
+            content=b'"a@example.com"\n"b@example.com"\n',
+            headers={"Content-Type": "application/x-ndjson"},
+        )
+        assert uploaded.status_code == 200, uploaded.text
+    await _sign_in(browser, key)
+    token = await _csrf(browser)
+    page = (await browser.get(f"/ui/campaigns/{ident}")).text
+    assert '<td data-count="DRAFT">2</td>' in page
+    assert _buttons(page) == {"Sign out", "Schedule", "Cancel", "Cancel campaign", "Keep"}
+    answer = await browser.post(f"/ui/campaigns/{ident}/schedule", data={"csrf": token})
+    assert answer.headers["location"] == f"/ui/campaigns/{ident}?notice=schedule"
+    assert await _status(app, key, ident) == "SCHEDULED"
+    page = (await browser.get(answer.headers["location"])).text
+    assert "Scheduled: its recipients are planned" in page
+    assert '<td data-count="SCHEDULED">2</td>' in page
+    assert "Schedule" not in _buttons(page) and "Pause" in _buttons(page)
+    again = await browser.post(f"/ui/campaigns/{ident}/schedule", data={"csrf": token})
+    assert again.headers["location"].endswith("notice=conflict")

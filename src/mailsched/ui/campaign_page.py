@@ -37,9 +37,10 @@ MAX_SEARCH = 320
 _S = CampaignStatus
 #: The statuses each control applies to (as the service methods allow them).
 CONTROLS: dict[str, frozenset[CampaignStatus]] = {
+    "schedule": frozenset({_S.DRAFT}),
     "pause": frozenset({_S.SCHEDULED, _S.RUNNING}),
     "resume": frozenset({_S.PAUSED}),
-    "cancel": frozenset({_S.SCHEDULED, _S.RUNNING, _S.PAUSED}),
+    "cancel": frozenset({_S.DRAFT, _S.SCHEDULED, _S.RUNNING, _S.PAUSED}),
     "retry-failed": frozenset({_S.SCHEDULED, _S.RUNNING, _S.COMPLETED}),
 }
 

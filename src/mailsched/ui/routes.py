@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from mailsched.domain.model import CampaignStatus, DeliveryStatus
 from mailsched.domain.shaping import Shaping
-from mailsched.errors import Conflict, NotFound
+from mailsched.errors import Conflict, Invalid, NotFound
 from mailsched.producer.api import Limits
 from mailsched.producer.auth import Authenticator
 from mailsched.producer.campaigns import Campaigns
@@ -229,13 +229,15 @@ _NOTICES = {
     "resume": "Resumed.",
     "cancel": "Cancelled.",
     "retry-failed": "The failed deliveries will be sent again.",
+    "schedule": "Scheduled: its recipients are planned, in the order they were uploaded.",
+    "unplannable": "It cannot be scheduled: its calendar or start leave no time to send.",
     "conflict": "That is not possible in the campaign's current status.",
 }
 
 
 class _Controls:
-    """Pause, Resume, Cancel and Retry failed: POST forms with the CSRF token, each
-    calling the service method the API calls, then 303 back to the page."""
+    """Schedule (a draft), Pause, Resume, Cancel and Retry failed: POST forms with the
+    CSRF token, each calling the service method the API calls, then 303 back."""
 
     def __init__(self, pages: Pages, campaigns: Campaigns, on_resumed: Callable[[], None]) -> None:
         self._pages = pages
@@ -250,7 +252,10 @@ class _Controls:
             return self._pages.not_found(session)
         user_id, ident = session.user_id, int(campaign_id)
         try:
-            if action == "pause":
+            if action == "schedule":
+                await self._campaigns.schedule(user_id, ident)
+                self._on_resumed()
+            elif action == "pause":
                 await self._campaigns.pause(user_id, ident)
             elif action == "cancel":
                 await self._campaigns.cancel(user_id, ident)
@@ -264,6 +269,8 @@ class _Controls:
             return self._pages.not_found(session)
         except Conflict:
             action = "conflict"
+        except Invalid:
+            action = "unplannable"
         return see_other(f"/ui/campaigns/{ident}?notice={action}")
 
 
