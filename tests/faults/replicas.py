@@ -16,8 +16,12 @@ class Replicas:
     """Asks the cluster at ``bootstrap`` about its partitions."""
 
     def __init__(self, bootstrap: str) -> None:
-        self._bootstrap = bootstrap
-        self._admin = AdminClient({"bootstrap.servers": bootstrap})
+        # Errors only: a node taken down on purpose is no news.
+        self._config: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": bootstrap,
+            "log_level": 3,
+        }
+        self._admin = AdminClient(self._config)
 
     def leaders(self, topic: str) -> dict[int, int]:
         """Each partition of ``topic`` and the node leading it (-1: none)."""
@@ -26,7 +30,7 @@ class Replicas:
 
     def used_partition(self, topic: str) -> int | None:
         """The one partition of ``topic`` holding records (a campaign keeps to one)."""
-        consumer = Consumer({"bootstrap.servers": self._bootstrap, "group.id": "faults-probe"})
+        consumer = Consumer({**self._config, "group.id": "faults-probe"})
         try:
             for number in sorted(self.leaders(topic)):
                 low, high = consumer.get_watermark_offsets(
