@@ -159,5 +159,5 @@ def test_rolling_restart(replicated: Cluster, report: Report, run: int) -> None:
             notes.append(f"node {node} back in sync after {caught_up:.1f} s")
         return notes
 
-    # Three restarts take 1-1.5 min on the 2-core machine: sends must outlast them.
-    _midway(replicated, report, "Kafka cluster: rolling restart", run, 480, fault)
+    # Three restarts took 47-115 s on the 2-core machine: sends must outlast them.
+    _midway(replicated, report, "Kafka cluster: rolling restart", run, 640, fault)
