@@ -51,7 +51,7 @@ Fault = Callable[[Replicas, str], list[str]]
 def kafka_cluster() -> Iterator[str]:
     """The 3-node cluster's bootstrap list; afterwards every node runs again."""
     if os.environ.get("MAILSCHED_FAULTS_LONG") != "1":
-        pytest.skip("long scenario (3-node Kafka cluster, 1-2 min a run): scripts/faults --long")
+        pytest.skip("long scenario (3-node Kafka cluster, 1-3 min a run): scripts/faults --long")
     try:
         bootstrap = services.start_kafka_cluster()
     except (AssertionError, subprocess.SubprocessError) as exc:
