@@ -1,7 +1,7 @@
 """The figures of a fault scenario, and the report the suite writes.
 
-The pure part (``figures``, ``failures``, ``unexplained``, ``markdown``) is unit-tested in
-``test_harness.py``. :class:`Results` collects one :class:`Figures` per
+The pure part (``figures``, ``failures``, ``stall``, ``unexplained``, ``markdown``) is
+unit-tested in ``test_harness.py``. :class:`Results` collects one :class:`Figures` per
 scenario run and writes them as JSON (``MAILSCHED_FAULTS_REPORT``, default
 ``tests/faults/.results.json``) with a markdown table beside it
 (``.md``). ``python -m tests.faults.harness [REPORT]`` prints the table.
@@ -9,6 +9,7 @@ scenario run and writes them as JSON (``MAILSCHED_FAULTS_REPORT``, default
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -46,6 +47,8 @@ class Figures:
     recovery: float | None = None
     #: What ``recovery`` measures up to: "first send", "completed", "api ready", ...
     recovery_kind: str = ""
+    #: The longest gap between arrivals at the sink around the fault (see ``stall``).
+    stall: float | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -84,6 +87,17 @@ def recovery(
     if completed_at is not None:
         return max(0.0, completed_at - fault_end), "completed"
     return None, "never"
+
+
+def stall(times: Sequence[float], start: float, end: float) -> float | None:
+    """The longest gap between consecutive arrivals that overlaps the fault ``[start, end]``.
+
+    A gap that begins before the fault and ends after it counts whole: it is how long
+    the recipients waited. ``None`` when no gap touches the fault (nothing arrived
+    after it began).
+    """
+    gaps = [b - a for a, b in itertools.pairwise(sorted(times)) if b >= start and a <= end]
+    return max(gaps, default=None)
 
 
 def figures(
@@ -206,14 +220,15 @@ def _fmt(value: float | None, spec: str) -> str:
 def markdown(rows: Sequence[Mapping[str, object]]) -> str:
     """The results as a markdown table (rows as written to the JSON report)."""
     lines = [
-        "| scenario | run | recipients | delivered | failed | lost | duplicates "
-        "| window events | window ratio | min gap / delay (s) | recovery (s) | result |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
+        "| scenario | run | recipients | delivered | failed | lost | duplicates | window events "
+        "| window ratio | min gap / delay (s) | recovery (s) | stall (s) | result |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---|",
     ]
     for row in rows:
         ratio = row.get("window_ratio")
         gap = row.get("min_gap")
         rec = row.get("recovery")
+        longest = row.get("stall")
         kind = row.get("recovery_kind") or ""
         problems = row.get("problems") or []
         assert isinstance(problems, list)
@@ -223,7 +238,8 @@ def markdown(rows: Sequence[Mapping[str, object]]) -> str:
         lines.append(
             f"| {row['scenario']} | {row['run']} | {row['recipients']} | {row['delivered']} "
             f"| {row['failed']} | {row['lost']} | {row['duplicates']} | {row['window_events']} "
-            f"| {_fmt(ratio, '.2f')} | {gap_text} | {recovery_text} | {result} |"  # type: ignore[arg-type]
+            f"| {_fmt(ratio, '.2f')} | {gap_text} | {recovery_text} "  # type: ignore[arg-type]
+            f"| {_fmt(longest, '.1f')} | {result} |"  # type: ignore[arg-type]
         )
     return "\n".join(lines) + "\n"
 

@@ -8,6 +8,7 @@ repository root; these helpers kill them the hard way and let
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -86,3 +87,33 @@ def wipe_kafka() -> None:
 def kill_mariadb() -> None:
     """kill -9 MariaDB."""
     _signal_and_wait(_pid(MARIADB_PID), signal.SIGKILL, 10)
+
+
+# The 3-node Kafka cluster (``scripts/services kafka-cluster``), beside the single broker.
+
+#: The cluster's node ids, which ``scripts/services kafka-node`` takes.
+NODES = (1, 2, 3)
+
+
+def _services(*args: str, timeout: float) -> str:
+    result = subprocess.run(
+        [str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"scripts/services {' '.join(args)} failed:\n{result.stderr}")
+    return result.stdout
+
+
+def start_kafka_cluster(timeout: float = 300) -> str:
+    """Start whichever cluster nodes are down, wait until all are ready; the bootstrap list."""
+    _services("kafka-cluster", "start", timeout=timeout)
+    env = _services("env", timeout=30)
+    found = re.search(r"MAILSCHED_TEST_KAFKA_CLUSTER_BOOTSTRAP_SERVERS=(\S+)", env)
+    if found is None:
+        raise AssertionError(f"scripts/services env names no cluster:\n{env}")
+    return found.group(1)
+
+
+def kafka_node(action: str, node: int) -> None:
+    """``kill`` (SIGKILL), ``stop`` (controlled shutdown) or ``start`` (and wait) one node."""
+    _services("kafka-node", action, str(node), timeout=180)

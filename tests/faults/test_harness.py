@@ -16,6 +16,7 @@ from tests.faults.harness import (
     lost,
     markdown,
     recovery,
+    stall,
     unexplained,
 )
 from tests.faults.harness import window_ratio as ratio
@@ -60,6 +61,26 @@ def test_recovery_is_the_first_send_after_the_fault_else_completion(
     arrivals: list[float], completed: float | None, expected: tuple[float | None, str]
 ) -> None:
     assert recovery(10.0, arrivals, completed) == expected
+
+
+@pytest.mark.parametrize(
+    ("times", "expected"),
+    [
+        # Arrivals every second, 6 s without any across the fault at 10-11.
+        ([7.0, 8.0, 9.0, 15.0, 16.0], 6.0),
+        # The longest gap is before the fault: only those touching it count.
+        ([0.0, 8.0, 9.5, 11.5, 12.0], 2.0),
+        # A gap spanning the whole fault counts whole.
+        ([9.0, 13.0], 4.0),
+        # Nothing arrived once the fault began: no stall to tell.
+        ([1.0, 2.0], None),
+        ([], None),
+    ],
+)
+def test_stall_is_the_longest_gap_touching_the_fault(
+    times: list[float], expected: float | None
+) -> None:
+    assert stall(times, 10.0, 11.0) == expected
 
 
 # The SIGSTOP scenario's times: the stalled worker (pid 1) stops at 10, the reaper
@@ -179,5 +200,7 @@ def test_markdown_has_a_row_per_run() -> None:
     row = {**f.__dict__, "passed": True}
     table = markdown([row])
     assert table.splitlines()[2] == (
-        "| kill | 2 | 30 | 30 | 0 | 0 | 0 | 0 | 0.50 | - / 0.0 | 3.2 (first send) | pass |"
+        "| kill | 2 | 30 | 30 | 0 | 0 | 0 | 0 | 0.50 | - / 0.0 | 3.2 (first send) | - | pass |"
     )
+    row["stall"] = 4.25
+    assert "| 3.2 (first send) | 4.2 | pass |" in markdown([row])
