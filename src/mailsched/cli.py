@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailsched import __version__, logs
+from mailsched import __version__, logs, processes
 from mailsched.config import Settings
 from mailsched.errors import ConfigError, MailschedError
 from mailsched.mail import keygen
@@ -48,7 +48,16 @@ def _parser() -> argparse.ArgumentParser:
         "MAILSCHED_BOUNCE_ADDRESS, the bounce mailbox",
     )
     commands.add_parser("api", help="the producer: REST API and dispatcher (needs Kafka)")
-    commands.add_parser("worker", help="the consumer: claims, sends and records (needs Kafka)")
+    worker = commands.add_parser(
+        "worker", help="the consumer: claims, sends and records (needs Kafka)"
+    )
+    worker.add_argument(
+        "--processes",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="run N worker processes under this one (one per core); default 1",
+    )
     commands.add_parser("dispatcher", help="only the dispatcher (needs Kafka)")
     commands.add_parser(
         "webhooks", help="reads the events topic and delivers webhooks (needs Kafka)"
@@ -79,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, help="the key file to write (0600); default: MAILSCHED_DKIM_KEY_FILE"
     )
     return parser
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise argparse.ArgumentTypeError("a whole number from 1 to 256")
+    return int(text)
 
 
 def _dkim_keygen(settings: Settings, args: argparse.Namespace) -> int:
@@ -164,6 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _dkim_keygen(settings, args)
         elif args.command == "keys":
             return asyncio.run(_keys(settings, args))
+        elif args.command == "worker" and args.processes > 1:
+            # The children stop within their own grace; a little more for their exit.
+            grace = settings.shutdown_grace_seconds + 15
+            return processes.supervise(args.processes, settings.metrics_port, grace)
         else:
             asyncio.run(serve(settings, _ROLES[args.command]))
     except MailschedError as exc:
