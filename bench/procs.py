@@ -46,7 +46,7 @@ class Mailsched:
         env = {**clean_environ(), **self.settings}
         with self.log.open("ab") as out:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "mailsched", self.command],
+                [sys.executable, "-m", "mailsched", *self.command.split()],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -67,8 +67,13 @@ class Mailsched:
         return float(self.proc.memory_info().rss) / 2**20
 
     def cpu_seconds(self) -> float:
-        times = self.proc.cpu_times()
-        return float(times.user + times.system)
+        """Its CPU time and its children's (``worker --processes N`` runs N of them)."""
+        total = 0.0
+        for proc in (self.proc, *self.proc.children(recursive=True)):
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
 
     def wait_healthy(self, port: int, timeout: float = 60.0) -> None:
         """Until ``GET /healthz`` answers 200."""

@@ -109,11 +109,17 @@ def _throughput_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         rate = run["emails_per_s"] or 0
         cpu = run["cpu_share_pct"]
         shown = ", ".join(f"{k} {v}%" for k, v in cpu.items() if k != "machine_busy_of_all_cores")
-        one = run["workers"] == 1
+        processes = run.get("processes", 1)
+        one = run["workers"] == 1 and processes == 1
+        who = (
+            f"{run['workers']} worker(s)"
+            if processes == 1
+            else f"1 `worker --processes {processes}`"
+        )
         rows.append(
             (
                 "2 throughput",
-                f"{run['deliveries']:,} due now, 10 campaigns, {run['workers']} worker(s)",
+                f"{run['deliveries']:,} due now, 10 campaigns, {who}",
                 f"{rate:,} emails/s = {100 * rate / ceiling:.0f}% of ceiling "
                 f"(CPU of one core: {shown}; machine {cpu['machine_busy_of_all_cores']}% busy)",
                 "≥ 3,000/s and ≥ 15%" if one else "",

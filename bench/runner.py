@@ -64,6 +64,12 @@ class _Run:
             )
             print(f"  {workers} worker(s): {result['emails_per_s']} emails/s", flush=True)
             runs.append(result)
+        # One worker command with a process per core, on this 2-core machine.
+        result = await throughput.run(
+            self.servers, self.work, self.sink, p.throughput, 1, self.settings, processes=2
+        )
+        print(f"  1 worker --processes 2: {result['emails_per_s']} emails/s", flush=True)
+        runs.append(result)
         self.out["throughput"] = runs
         print("  profiling worker and dispatcher (py-spy)", flush=True)
         self.profiles.mkdir(parents=True, exist_ok=True)

@@ -27,12 +27,15 @@ async def run(
     workers: int,
     settings: dict[str, str],
     profile_dir: Path | None = None,
+    processes: int = 1,
 ) -> dict[str, Any]:
-    """Workers join first; then 10 campaigns are posted, all due at one instant a little later,
-    so that posting is over before the first send. The rate is over the SENT times."""
+    """Workers (each ``mailsched worker --processes <processes>``) join first; then 10
+    campaigns are posted, all due at one instant a little later, so that posting is over
+    before the first send. The rate is over the SENT times."""
     async with Stack(servers, workdir, common=settings) as stack, http_client() as client:
         api = stack.start("api")
-        procs = [stack.start("worker", smtp_url=sink.url) for _ in range(workers)]
+        command = "worker" if processes == 1 else f"worker --processes {processes}"
+        procs = [stack.start(command, smtp_url=sink.url) for _ in range(workers)]
         start = datetime.now(UTC) + timedelta(seconds=2 + total / 20_000)
         for k in range(CAMPAIGNS):
             body = campaign_body(total // CAMPAIGNS, start=start, tag=f"t{k}")
@@ -52,6 +55,7 @@ async def run(
             "deliveries": total,
             "campaigns": CAMPAIGNS,
             "workers": workers,
+            "processes": processes,
             "finished": done,
             "sent": sent,
             "emails_per_s": round(sent / span) if span else None,
