@@ -32,7 +32,13 @@ async def known(conn: AsyncConnection, campaign_id: int, addresses: Sequence[str
     for start in range(0, len(addresses), _CHUNK):
         chunk = addresses[start : start + _CHUNK]
         rows = await conn.execute(
-            select(d.recipient).where(d.campaign_id == campaign_id, recipient.in_(chunk))
+            select(d.recipient)
+            .where(d.campaign_id == campaign_id, recipient.in_(chunk))
+            # Within the upload's own transaction the statistics still say the table
+            # is as it was: MariaDB chose the campaign's index and read every row
+            # stored so far for each batch (7 s a batch at 560,000 rows).
+            .with_hint(deliveries, "FORCE INDEX (ix_deliveries_recipient)", "mysql")
+            .with_hint(deliveries, "INDEXED BY ix_deliveries_recipient", "sqlite")
         )
         found.update(r.recipient.casefold() for r in rows)
     return found
