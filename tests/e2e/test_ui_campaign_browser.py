@@ -1,7 +1,8 @@
 """A campaign's dashboard page in a real browser, on each stack: Pause stops the
 sends (none reach the sink while it stays paused), Resume finishes them, and
 the page follows the campaign to its end by itself (controls, next sends, chart),
-and Cancel asks first (Keep changes nothing, Cancel campaign cancels); no console
+and Cancel asks first (Keep changes nothing, Cancel campaign cancels); a draft's
+Schedule button plans its uploaded recipients, which are then sent; no console
 error and no request to another host.
 
 With ``MAILSCHED_UI_SCREENSHOTS=1`` it also saves the finished campaign's page at
@@ -95,6 +96,43 @@ async def test_pause_resume_and_cancel_from_the_campaign_page(
         await dialog.get_by_role("button", name="Cancel campaign").click()
         await page.get_by_text("Cancelled.").wait_for()
         assert await _status(api, later) == "CANCELLED"
+        await page.close()
+    assert watched.errors == [], watched.errors
+    assert watched.foreign() == []
+
+
+async def test_a_draft_is_scheduled_from_its_page_and_sent(
+    stack: Stack, smtp_sink: SmtpSink, tmp_path: Path, browser: Any
+) -> None:
+    async with deployed(stack, {"MAILSCHED_SMTP_URL": smtp_sink.url}, tmp_path) as (app, api):
+        await asyncio.to_thread(app.wait_joined)
+        page, watched = await signed_in(browser, app.base_url, app.key)
+        created = await api.campaign(
+            {
+                "userId": 1,
+                "subject": "From a draft",
+                "body": "Hello.",
+                "startTime": datetime.now(UTC).isoformat(),
+                "delaySeconds": 0,
+                "hourlyLimit": 1000,
+                "draft": True,
+            }
+        )
+        draft = created["campaignId"]
+        uploaded = await api.client.post(
+            f"/api/v1/email/campaign/{draft}/recipients",
+            content=b"email\na@example.com\nb@example.com\nc@example.com\n",
+            headers={"Content-Type": "text/csv"},
+        )
+        assert uploaded.status_code == 200, uploaded.text
+        await page.goto(f"{app.base_url}/ui/campaigns/{draft}")
+        assert await page.locator('[data-count="DRAFT"]').inner_text() == "3"
+        assert await page.get_by_role("button", name="Pause").count() == 0
+        await page.get_by_role("button", name="Schedule").click()
+        await page.get_by_text("Scheduled: its recipients are planned").wait_for()
+        await api.completed(draft, within=60)
+        assert _arrived(smtp_sink, draft) == 3
+        await page.locator("#campaign").get_by_text("COMPLETED").wait_for()
         await page.close()
     assert watched.errors == [], watched.errors
     assert watched.foreign() == []
