@@ -88,12 +88,13 @@ class Mailsched:
             time.sleep(0.1)
         raise TimeoutError(f"mailsched {self.command} did not answer /healthz in {timeout:.0f} s")
 
-    def wait_log(self, needle: str, timeout: float = 60.0) -> None:
-        """Until ``needle`` appears in the process's output (a worker: ``assigned``)."""
+    def wait_log(self, needle: str, timeout: float = 60.0, times: int = 1) -> None:
+        """Until ``needle`` appears ``times`` times in the process's output (a worker:
+        ``assigned``, once per process of ``worker --processes N``)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_alive()
-            if needle in self.log.read_text(errors="replace"):
+            if self.log.read_text(errors="replace").count(needle) >= times:
                 return
             time.sleep(0.1)
         raise TimeoutError(f"mailsched {self.command} did not log {needle!r} in {timeout:.0f} s")

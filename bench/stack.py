@@ -129,8 +129,12 @@ class Stack:
         self.procs.append(proc)
         if command in ("api", "run"):
             proc.wait_healthy(int(extra["port"]))
-        elif command == "worker":
-            proc.wait_log("assigned")
+        elif command.split()[0] == "worker":
+            # Each process of `worker --processes N` joins the group: wait for them all,
+            # or the last to join would rebalance the group mid-run.
+            words = command.split()
+            processes = int(words[words.index("--processes") + 1]) if "--processes" in words else 1
+            proc.wait_log("assigned", times=processes)
         return proc
 
     async def _server_sql(self, statement: str) -> None:
