@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import random
@@ -295,21 +296,24 @@ class Campaigns:
         problems: list[uploads.Problem] = []
         check = _row_check(campaign, self._max_body_bytes, self._clock())
         rows = uploads.reader(upload.content_type, check)
+        # Closed as soon as this stops, for whatever reason: its reader stops with it.
+        reading = contextlib.aclosing(uploads.ahead(uploads.batches(chunks, rows)))
         try:
-            async for batch in uploads.ahead(uploads.batches(chunks, rows)):
-                received += len(batch.rows) + len(batch.problems)
-                invalid += len(batch.problems)
-                problems += batch.problems[: _MAX_ROW_PROBLEMS - len(problems)]
-                if over or (invalid and not upload.skip_invalid):
-                    # Read on (a client is told once it has sent its request), to name
-                    # the first bad rows; store nothing.
-                    continue
-                new = await self._new(conn, campaign, batch)
-                duplicates += len(batch.rows) - len(new)
-                over = campaign.recipient_count + added + len(new) > self._max_recipients
-                if not over:
-                    await drafts.append(conn, campaign.id, new)
-                    added += len(new)
+            async with reading as batches:
+                async for batch in batches:
+                    received += len(batch.rows) + len(batch.problems)
+                    invalid += len(batch.problems)
+                    problems += batch.problems[: _MAX_ROW_PROBLEMS - len(problems)]
+                    if over or (invalid and not upload.skip_invalid):
+                        # Read on (a client is told once it has sent its request), to name
+                        # the first bad rows; store nothing.
+                        continue
+                    new = await self._new(conn, campaign, batch)
+                    duplicates += len(batch.rows) - len(new)
+                    over = campaign.recipient_count + added + len(new) > self._max_recipients
+                    if not over:
+                        await drafts.append(conn, campaign.id, new)
+                        added += len(new)
         except uploads.Unreadable as error:
             raise uploads.RowsRefused([error.problem], invalid + 1) from error
         if over:

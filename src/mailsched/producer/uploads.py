@@ -14,12 +14,11 @@ lines is named by its first.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import json
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -153,30 +152,32 @@ async def _gathered(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         yield b"".join(pending)
 
 
-async def ahead(items: AsyncIterator[Batch], depth: int = 2) -> AsyncIterator[Batch]:
+async def ahead(items: AsyncIterator[Batch], depth: int = 2) -> AsyncGenerator[Batch, None]:
     """``items``, read up to ``depth`` ahead in a task of their own: the next batch is
     read and checked while the last one is being stored. An error reading comes out
     where the item would have."""
-    queue: asyncio.Queue[Batch | BaseException | None] = asyncio.Queue(depth)
+    # Not BaseException: a cancelled reader must stop, not wait for room in the queue.
+    queue: asyncio.Queue[Batch | Exception | None] = asyncio.Queue(depth)
 
     async def read() -> None:
         try:
             async for item in items:
                 await queue.put(item)
             await queue.put(None)
-        except BaseException as error:  # handed over: the reader's caller raises it
+        except Exception as error:  # handed over: the reader's caller raises it
             await queue.put(error)
 
     task = asyncio.create_task(read())
     try:
         while (item := await queue.get()) is not None:
-            if isinstance(item, BaseException):
+            if isinstance(item, Exception):
                 raise item
             yield item
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # The reader's own end (its cancellation) is not ours: a cancellation of this
+        # generator's caller still comes out of the gather.
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def _text(line: bytes) -> str:
