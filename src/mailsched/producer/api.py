@@ -46,7 +46,7 @@ from mailsched.errors import (
 from mailsched.metrics import Metrics
 from mailsched.producer import uploads
 from mailsched.producer.auth import Caller, TooManyRequests
-from mailsched.producer.campaigns import Campaigns
+from mailsched.producer.campaigns import Campaigns, Created
 from mailsched.producer.docs import install_docs
 from mailsched.producer.limits import BodySizeLimit, TooLarge
 from mailsched.producer.schemas import (
@@ -199,11 +199,7 @@ def _campaign_routes(
         _check_size(request, limits)
         created = await campaigns.create(request, idempotency_key)
         if created.replayed:
-            return JSONResponse(  # type: ignore[return-value]
-                status_code=created.status_code,
-                content=_json(created.body),
-                headers={"Idempotent-Replayed": "true"},
-            )
+            return _replayed(created)  # type: ignore[return-value]
         on_created()
         result = CampaignCreated.model_validate_json(created.body)
         log.info("campaign %d created: %d recipients", result.campaign_id, result.recipient_count)
@@ -294,11 +290,7 @@ def _draft_routes(
         upload = uploads.Upload(_upload_format(content_type), request.stream(), skip_invalid)
         added = await campaigns.add_recipients(caller.user_id, campaign_id, upload, idempotency_key)
         if added.replayed:
-            return JSONResponse(  # type: ignore[return-value]
-                status_code=added.status_code,
-                content=_json(added.body),
-                headers={"Idempotent-Replayed": "true"},
-            )
+            return _replayed(added)  # type: ignore[return-value]
         result = RecipientsAdded.model_validate_json(added.body)
         log.info("campaign %d: %d recipients added by upload", result.campaign_id, result.added)
         return result
@@ -405,6 +397,15 @@ def _upload_format(content_type: str | None) -> str:
         ):
             raise UnsupportedUpload("the upload must be UTF-8")
     return media
+
+
+def _replayed(stored: Created) -> JSONResponse:
+    """The stored first answer to a request repeated with its ``Idempotency-Key``."""
+    return JSONResponse(
+        status_code=stored.status_code,
+        content=_json(stored.body),
+        headers={"Idempotent-Replayed": "true"},
+    )
 
 
 def _json(body: str) -> Any:
