@@ -126,6 +126,7 @@ class Components:
             self.clock,
             max_body_bytes=self.settings.max_body_bytes,
             max_recipients=self.settings.max_recipients,
+            margin=self.settings.plan_margin,
         )
 
     def limits(self) -> Limits:
@@ -353,6 +354,7 @@ class Components:
                 metrics=self.metrics,
                 shaping=self.shaping(),
                 connections=WorkerDeps.connection_limits(self.shaping()),
+                margin=self.settings.plan_margin,
             )
         )
 

@@ -318,6 +318,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     rate_window_seconds: float = Field(3600.0, gt=0)
+    #: How long after a send starts the plan expects the server's answer: the room the
+    #: plan leaves in each gap and window (see :meth:`mailsched.domain.plan.Rules.planned`).
+    plan_margin_seconds: float = Field(0.1, ge=0, le=60)
 
     kafka_bootstrap_servers: str | None = None
     kafka_topic: str = "mailsched.deliveries"
@@ -471,6 +474,10 @@ class Settings(BaseSettings):
     @property
     def rate_window(self) -> timedelta:
         return timedelta(seconds=self.rate_window_seconds)
+
+    @property
+    def plan_margin(self) -> timedelta:
+        return timedelta(seconds=self.plan_margin_seconds)
 
     def relays(self) -> tuple[SmtpConfig, ...]:
         """The SMTP relays in order of preference; none means ``.eml`` files."""

@@ -215,13 +215,15 @@ async def test_deliveries_that_come_due_after_their_window_closed_wait_for_the_n
         items = await deliveries(app, created.campaign_id)
         assert arrivals(smtp_sink, created.campaign_id) == [], "sent while the window was shut"
         assert [i.status for i in items] == ["SCHEDULED"] * len(recipients)
-        # Planned again, from the next opening, still a delay apart.
+        # Planned again, from the next opening, still a delay (and the plan's margin
+        # for each answer) apart.
+        gap = timedelta(seconds=2) + settings.plan_margin
         assert sorted(i.scheduled_at for i in items) == [
-            tomorrow + timedelta(seconds=2 * k) for k in range(len(recipients))
+            tomorrow + gap * k for k in range(len(recipients))
         ]
         assert all(i.attempts == 0 for i in items)
         view = await app.campaigns().get(USER, created.campaign_id)
-        assert view.estimated_completion_at == tomorrow + timedelta(seconds=6)
+        assert view.estimated_completion_at == tomorrow + gap * 3
 
         clock.jump(tomorrow - timedelta(seconds=1))
         await wait_until(lambda: completed(app, created.campaign_id), within=60)

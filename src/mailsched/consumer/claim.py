@@ -51,6 +51,8 @@ class ClaimRequest:
     hold: timedelta
     window: timedelta
     shaping: Shaping = field(default_factory=Shaping)
+    #: The room a re-plan leaves for each send's answer (the rules are measured from it).
+    margin: timedelta = timedelta(0)
 
 
 @dataclass(slots=True)
@@ -117,7 +119,9 @@ async def claim(conn: AsyncConnection, req: ClaimRequest) -> dict[int, Claim]:
     # After the slots are taken: a re-plan counts the sends just admitted as in flight.
     for cid, (rest, next_at) in late.items():
         if next_at > rest[0].scheduled_at + req.hold:
-            results[cid].replanned = await sending.replan(conn, live[cid], req.window, req.now)
+            results[cid].replanned = await sending.replan(
+                conn, live[cid], req.window, req.now, margin=req.margin
+            )
         else:
             # Queued ahead of its time (an old message): the dispatcher brings it back.
             await sending.reschedule(conn, [(r.id, r.scheduled_at) for r in rest])

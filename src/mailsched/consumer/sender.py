@@ -63,6 +63,8 @@ class WorkerDeps:
     shaping: Shaping = field(default_factory=Shaping)
     #: A semaphore per shaping group with ``max_connections``: its sends at once here.
     connections: Mapping[str, asyncio.Semaphore] = field(default_factory=dict)
+    #: The room a re-plan leaves for each send's answer (``MAILSCHED_PLAN_MARGIN_SECONDS``).
+    margin: timedelta = timedelta(0)
 
     @staticmethod
     def connection_limits(shaping: Shaping) -> dict[str, asyncio.Semaphore]:
@@ -187,7 +189,13 @@ async def _write(
             if verdict.slow_down_until is not None:
                 # The server asked us to slow down: the whole campaign waits, not just
                 # the deliveries it refused.
-                await replan(conn, campaigns[cid], deps.window, verdict.slow_down_until)
+                await replan(
+                    conn,
+                    campaigns[cid],
+                    deps.window,
+                    verdict.slow_down_until,
+                    margin=deps.margin,
+                )
         await complete_finished(conn, list(verdicts), now)
         return lost
 

@@ -139,6 +139,7 @@ class Worker:
             hold=deps.config.hold,
             window=deps.window,
             shaping=deps.shaping,
+            margin=deps.margin,
         )
         claims = await deps.db.run(lambda conn: claim(conn, request))
         for campaign_id, result in claims.items():

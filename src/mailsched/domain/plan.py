@@ -47,6 +47,24 @@ class Rules:
         if self.window <= timedelta(0):
             raise ValueError("window must be positive")
 
+    def planned(self, margin: timedelta) -> Rules:
+        """These rules as a plan applies them, expecting the server to answer each send
+        ``margin`` after it starts.
+
+        The worker measures each gap from when the server *answered* the send before,
+        and each window from when it answered the send ``limit`` places back
+        (:mod:`mailsched.domain.limits`). A plan that spaced the starts by ``delay``
+        alone would have each gap open one send's latency later than it assumed, and
+        the lag would add up, send after send. With ``margin`` in each gap and each
+        window, the plan and the worker agree on when they open while sends take no
+        longer than that; a slower send is caught up by the next gaps' margins. With
+        no delay there is no gap to leave room in.
+        """
+        if margin < timedelta(0):
+            raise ValueError("margin must not be negative")
+        delay = self.delay + margin if self.delay else self.delay
+        return Rules(delay, self.limit, self.window + margin)
+
 
 def next_slots(
     not_before: Sequence[datetime],

@@ -87,9 +87,13 @@ class Campaigns:
         *,
         max_body_bytes: int = templates.MAX_BODY_BYTES,
         max_recipients: int = 10_000_000,
+        margin: timedelta = timedelta(0),
     ) -> None:
         self._db = db
         self._window = window
+        #: The room each planned gap and window leaves for the send before it to be
+        #: answered (:meth:`~mailsched.domain.plan.Rules.planned`).
+        self._margin = margin
         self._clock = clock
         self._max_body_bytes = max_body_bytes
         self._max_recipients = max_recipients
@@ -188,7 +192,9 @@ class Campaigns:
         suppressed = await self._suppressed(request)
         now = self._clock()
         start = max(request.start_time, now)
-        rules = Rules(timedelta(seconds=request.delay_seconds), request.hourly_limit, self._window)
+        rules = Rules(
+            timedelta(seconds=request.delay_seconds), request.hourly_limit, self._window
+        ).planned(self._margin)
         sending_to = [r for r in request.recipients if r.email not in suppressed]
         zones = [r.timezone for r in sending_to] if schedule and schedule.per_recipient else []
         try:
@@ -373,7 +379,7 @@ class Campaigns:
             if campaign.schedule is not None:
                 _check_calendar(campaign.schedule, await drafts.zones(conn, campaign.id), start)
             suppressed = await self._suppress_drafts(conn, campaign, now)
-            rules = campaign.rules(self._window)
+            rules = campaign.rules(self._window).planned(self._margin)
             count = campaign.recipient_count - suppressed
             try:
                 if campaign.schedule is None and count:
@@ -510,7 +516,12 @@ class Campaigns:
             await feedback.resumed(conn, campaign_id, now)
             await store.move_unclaimed(conn, campaign_id, RESUME, now)
             await sending.replan(
-                conn, campaign, self._window, max(now, campaign.start_time), new_plan=True
+                conn,
+                campaign,
+                self._window,
+                max(now, campaign.start_time),
+                new_plan=True,
+                margin=self._margin,
             )
             in_flight = await store.count_status(conn, campaign_id, DeliveryStatus.SENDING)
             await store.complete_if_done(conn, campaign_id, now)
@@ -553,7 +564,9 @@ class Campaigns:
             count = await sending.retry_failed(conn, campaign, now)
             if count:
                 start = max(now, campaign.start_time)
-                await sending.replan(conn, campaign, self._window, start, new_plan=True)
+                await sending.replan(
+                    conn, campaign, self._window, start, new_plan=True, margin=self._margin
+                )
             return count
 
         return RetryStarted(campaign_id=campaign_id, retried=await self._db.run(work))

@@ -386,20 +386,26 @@ async def replan(
     not_before: datetime,
     *,
     new_plan: bool = False,
+    margin: timedelta = timedelta(0),
 ) -> int:
     """Plan every unclaimed delivery of the campaign again, as early as its rules and its
-    calendar allow from ``not_before``, given its real sends. Call with the campaign
+    calendar allow from ``not_before``, given its real sends, with ``margin`` for each
+    send's answer (:meth:`~mailsched.domain.plan.Rules.planned`). Call with the campaign
     locked. Each keeps its first plan (lateness is measured from it) unless
     ``new_plan`` (an operator resumed the campaign, or retried its failures)."""
     tail = await pending_tail(conn, campaign.id)
     if not tail:
         return 0
     rules = campaign.rules(window)
-    history = await recent_finishes(
+    answered = await recent_finishes(
         conn, campaign.id, rules.limit, not_before - rules.window, not_before
     )
+    # Real sends are known by their answers: the plan's margin is already behind them.
+    history = [at - margin for at in answered]
     zones = [zone for _, _, zone in tail]
-    times = plan_sends(campaign.schedule, zones, not_before, rules, history, random.random)
+    times = plan_sends(
+        campaign.schedule, zones, not_before, rules.planned(margin), history, random.random
+    )
     await reschedule(
         conn, [(did, at) for (did, _, _), at in zip(tail, times, strict=True)], new_plan=new_plan
     )
