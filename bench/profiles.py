@@ -47,7 +47,7 @@ FULL = Profile(
     ceiling_messages=100_000,
     timeliness_seconds=45,
     timeliness_shapes=("waves", "bursts", "smooth"),
-    backlogs=(100_000, 500_000, 1_000_000),
+    backlogs=(100_000, 500_000, 1_000_000, 10_000_000),
     upload_sizes=(100_000, 1_000_000),
 )
 
