@@ -14,6 +14,8 @@ class Profile:
     ingest_repeats: int
     profile_ingest: int
     throughput: int
+    #: Recipients of each small campaign in the many-small-campaigns run of ``throughput``.
+    small_campaign: int
     profile_throughput: int
     ceiling_messages: int
     timeliness_seconds: int
@@ -29,6 +31,7 @@ QUICK = Profile(
     ingest_repeats=1,
     profile_ingest=10_000,
     throughput=10_000,
+    small_campaign=2,
     profile_throughput=10_000,
     ceiling_messages=20_000,
     timeliness_seconds=15,
@@ -43,6 +46,7 @@ FULL = Profile(
     ingest_repeats=3,
     profile_ingest=100_000,
     throughput=100_000,
+    small_campaign=5,
     profile_throughput=30_000,
     ceiling_messages=100_000,
     timeliness_seconds=45,

@@ -24,6 +24,9 @@ from bench.stack import Servers
 
 #: smtp-source's message body, about the size of the bench's letters with their headers.
 LETTER_BYTES = 500
+#: smtp-source's sessions for the ceiling: the issue's ``smtp-source -d -s 20``, whatever
+#: number of connections the workers are given.
+SOURCE_SESSIONS = 20
 SCENARIOS = ("ingest", "throughput", "timeliness", "scale", "upload")
 
 
@@ -50,26 +53,21 @@ class _Run:
         )
 
     async def throughput(self) -> None:
-        p, connections = self.profile, int(self.settings["MAILSCHED_SMTP_CONNECTIONS"])
-        ceiling = smtp_source_rate(self.sink, p.ceiling_messages, connections, LETTER_BYTES)
+        p = self.profile
+        ceiling = smtp_source_rate(self.sink, p.ceiling_messages, SOURCE_SESSIONS, LETTER_BYTES)
         self.out["ceiling"] = {
             "command": ceiling.command,
             "messages": ceiling.messages,
             "emails_per_s": round(ceiling.per_second),
         }
-        runs = []
-        for workers in (1, 2):
-            result = await throughput.run(
-                self.servers, self.work, self.sink, p.throughput, workers, self.settings
-            )
-            print(f"  {workers} worker(s): {result['emails_per_s']} emails/s", flush=True)
-            runs.append(result)
+        large = throughput.ten_large(p.throughput)
+        runs = [await self._throughput(large, 1)]
+        # Right after the ten large campaigns, so that the ratio compares like with like.
+        small = throughput.many_small(p.throughput, p.small_campaign)
+        self.out["throughput_many_small"] = await self._throughput(small, 1)
+        runs.append(await self._throughput(large, 2))
         # One worker command with a process per core, on this 2-core machine.
-        result = await throughput.run(
-            self.servers, self.work, self.sink, p.throughput, 1, self.settings, processes=2
-        )
-        print(f"  1 worker --processes 2: {result['emails_per_s']} emails/s", flush=True)
-        runs.append(result)
+        runs.append(await self._throughput(large, 1, processes=2))
         self.out["throughput"] = runs
         print("  profiling worker and dispatcher (py-spy)", flush=True)
         self.profiles.mkdir(parents=True, exist_ok=True)
@@ -77,7 +75,7 @@ class _Run:
             self.servers,
             self.work,
             self.sink,
-            p.profile_throughput,
+            throughput.ten_large(p.profile_throughput),
             1,
             self.settings,
             self.profiles,
@@ -85,6 +83,16 @@ class _Run:
         self.out["throughput_profile"] = {
             k: profiled[k] for k in ("deliveries", "emails_per_s", "profiles")
         }
+
+    async def _throughput(
+        self, mix: throughput.Mix, workers: int, processes: int = 1
+    ) -> dict[str, Any]:
+        result = await throughput.run(
+            self.servers, self.work, self.sink, mix, workers, self.settings, processes=processes
+        )
+        who = f"{workers} worker(s)" if processes == 1 else f"1 worker --processes {processes}"
+        print(f"  {mix.name}, {who}: {result['emails_per_s']} emails/s", flush=True)
+        return result
 
     async def timeliness(self) -> None:
         runs = self.out.get("throughput") or [{}]
