@@ -20,6 +20,8 @@ class Profile:
     ceiling_messages: int
     timeliness_seconds: int
     timeliness_shapes: tuple[str, ...]
+    #: The overload run that measures a timeliness shape's capacity.
+    capacity_seconds: int
     backlogs: tuple[int, ...]
     #: Recipients uploaded to a draft, one fresh API each.
     upload_sizes: tuple[int, ...]
@@ -36,6 +38,7 @@ QUICK = Profile(
     ceiling_messages=20_000,
     timeliness_seconds=15,
     timeliness_shapes=("waves",),
+    capacity_seconds=5,
     backlogs=(10_000, 100_000),
     upload_sizes=(10_000, 100_000),
 )
@@ -51,6 +54,7 @@ FULL = Profile(
     ceiling_messages=100_000,
     timeliness_seconds=45,
     timeliness_shapes=("waves", "bursts", "smooth"),
+    capacity_seconds=10,
     backlogs=(100_000, 500_000, 1_000_000, 10_000_000),
     upload_sizes=(100_000, 1_000_000),
 )

@@ -95,11 +95,22 @@ class _Run:
         return result
 
     async def timeliness(self) -> None:
-        runs = self.out.get("throughput") or [{}]
-        capacity = runs[0].get("emails_per_s") or 2000
-        rate = max(10, round(capacity / 2 / 10) * 10)
+        large = (self.out.get("throughput") or [{}])[0].get("emails_per_s") or 2000
+        small = self.out.get("throughput_many_small", {}).get("emails_per_s") or large
         self.out["timeliness"] = []
         for shape in self.profile.timeliness_shapes:
+            capacity = await timeliness.capacity(
+                self.servers,
+                self.work,
+                self.sink,
+                shape,
+                small if shape == "smooth" else large,
+                self.profile.capacity_seconds,
+                self.settings,
+            )
+            half = capacity["capacity_per_s"] / 2
+            rate = max(10, round(half / 10) * 10)
+            print(f"  {shape}: capacity {2 * half:.0f}/s, run at {rate}/s", flush=True)
             result = await timeliness.run(
                 self.servers,
                 self.work,
@@ -110,7 +121,7 @@ class _Run:
                 self.settings,
             )
             print(f"  {shape}: {result['sent_at_late']}", flush=True)
-            self.out["timeliness"].append(result)
+            self.out["timeliness"].append(result | {"capacity": capacity})
 
     async def upload(self) -> None:
         self.out["upload"] = await upload.run(
