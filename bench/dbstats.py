@@ -214,3 +214,33 @@ async def table_bytes(db: Database, table: str) -> int:
     )
     async with db.engine.connect() as conn:
         return int((await conn.execute(query, {"t": table})).scalar_one() or 0)
+
+
+async def campaign_lateness(db: Database, campaign_id: int) -> list[float | None]:
+    """Seconds each delivery of one campaign was sent behind its first plan, in plan order;
+    ``None`` for one not SENT."""
+
+    async def work(conn: AsyncConnection) -> list[float | None]:
+        plan = func.coalesce(d.planned_at, d.scheduled_at)
+        query = (
+            select(plan.label("plan"), d.sent_at, d.status)
+            .where(d.campaign_id == campaign_id)
+            .order_by(plan, d.id)
+        )
+        return [
+            (r.sent_at - _utc(r.plan)).total_seconds() if r.status == DeliveryStatus.SENT else None
+            for r in (await conn.execute(query)).all()
+        ]
+
+    return await db.run(work)
+
+
+async def last_sent(db: Database, besides: int) -> datetime | None:
+    """The last ``sent_at`` of the deliveries of every campaign but ``besides``."""
+
+    async def work(conn: AsyncConnection) -> datetime | None:
+        query = select(func.max(d.sent_at)).where(d.campaign_id != besides)
+        value = (await conn.execute(query)).scalar_one()
+        return _utc(value) if value else None
+
+    return await db.run(work)

@@ -18,7 +18,7 @@ from bench import ingest_profile, machine
 from bench.paths import RESULTS, scrub
 from bench.procs import free_port
 from bench.profiles import Profile
-from bench.scenarios import ingest, scale, throughput, timeliness, upload
+from bench.scenarios import head_of_line, ingest, scale, throughput, timeliness, upload
 from bench.sink import SmtpSink, smtp_source_rate
 from bench.stack import Servers
 
@@ -27,7 +27,7 @@ LETTER_BYTES = 500
 #: smtp-source's sessions for the ceiling: the issue's ``smtp-source -d -s 20``, whatever
 #: number of connections the workers are given.
 SOURCE_SESSIONS = 20
-SCENARIOS = ("ingest", "throughput", "timeliness", "scale", "upload")
+SCENARIOS = ("ingest", "throughput", "timeliness", "scale", "upload", "head_of_line")
 
 
 class _Run:
@@ -123,6 +123,13 @@ class _Run:
             print(f"  {shape}: {result['sent_at_late']}", flush=True)
             self.out["timeliness"].append(result | {"capacity": capacity})
 
+    async def head_of_line(self) -> None:
+        result = await head_of_line.run(
+            self.servers, self.work, self.sink, self.profile.head_of_line_bulk, self.settings
+        )
+        print(f"  small campaign late (ms): {result['late_ms']}", flush=True)
+        self.out["head_of_line"] = result
+
     async def upload(self) -> None:
         self.out["upload"] = await upload.run(
             self.servers, self.work, list(self.profile.upload_sizes)
@@ -156,6 +163,7 @@ async def run_all(
             "timeliness": run.timeliness,
             "scale": run.scale,
             "upload": run.upload,
+            "head_of_line": run.head_of_line,
         }
         try:
             for number, name in enumerate(SCENARIOS, 1):
