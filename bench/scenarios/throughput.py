@@ -124,7 +124,7 @@ async def _posting_time(client: httpx.AsyncClient, api: Mailsched, stack: Stack,
     )
     started = time.perf_counter()
     await post_all(client, port_of(api), stack.api_key, bodies)
-    return 1.5 * (time.perf_counter() - started) * mix.campaigns / sample
+    return 1.25 * (time.perf_counter() - started) * mix.campaigns / sample
 
 
 def _record(profile_dir: Path | None, api: Mailsched, worker: Mailsched) -> dict[str, Recording]:
