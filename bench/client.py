@@ -132,5 +132,17 @@ async def post_all(
     await asyncio.gather(*(send(b) for b in bodies))
 
 
+async def posting_time(
+    client: httpx.AsyncClient, port: int, key: str | None, sample: Sequence[bytes], count: int
+) -> float:
+    """Seconds that posting ``count`` bodies like ``sample`` should take, a quarter more
+    than ``sample`` took to post (bodies planned weeks ahead, so never due while a run
+    lasts): a start planned after posting must not fall inside it, on a machine whose
+    speed others' work changes from one minute to the next."""
+    started = time.perf_counter()
+    await post_all(client, port, key, sample)
+    return 1.25 * (time.perf_counter() - started) * count / len(sample)
+
+
 def http_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=httpx.Timeout(300.0), limits=httpx.Limits(max_connections=32))

@@ -18,7 +18,7 @@ import httpx
 import psutil
 
 from bench import dbstats, waits
-from bench.client import campaign_body, far_future, http_client, post_all
+from bench.client import campaign_body, far_future, http_client, post_all, posting_time
 from bench.procs import Mailsched, cpu_seconds, service_processes
 from bench.pyspy import Recording, summarize
 from bench.sink import SmtpSink
@@ -113,18 +113,13 @@ async def run(
 
 
 async def _posting_time(client: httpx.AsyncClient, api: Mailsched, stack: Stack, mix: Mix) -> float:
-    """Seconds that posting ``mix`` should take, from a timed sample of its campaigns
-    planned weeks ahead (harmless to the run: never due while it lasts)."""
     if mix.campaigns <= 10:
         return mix.deliveries / 20_000  # ten large bodies: their rows' insert dominates
-    sample = min(200, mix.campaigns // 10)
-    bodies = (
+    sample = [
         campaign_body(mix.recipients, start=far_future(), delay=mix.delay, tag=f"warm{k}")
-        for k in range(sample)
-    )
-    started = time.perf_counter()
-    await post_all(client, port_of(api), stack.api_key, bodies)
-    return 1.25 * (time.perf_counter() - started) * mix.campaigns / sample
+        for k in range(min(200, mix.campaigns // 10))
+    ]
+    return await posting_time(client, port_of(api), stack.api_key, sample, mix.campaigns)
 
 
 def _record(profile_dir: Path | None, api: Mailsched, worker: Mailsched) -> dict[str, Recording]:
