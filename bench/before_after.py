@@ -34,6 +34,7 @@ from typing import Any
 from bench import machine
 from bench.paths import REPO, RESULTS, scrub
 from bench.quiet import wait_quiet
+from bench.variants import label
 
 _RESULTS_LINE = re.compile(r"bench: results in (bench/results/\S+\.json)")
 _PROBE = (
@@ -83,7 +84,7 @@ def throughput(tree: Path, size: str) -> dict[str, Any]:
         tail = scrub((done.stdout + done.stderr)[-3000:])
         raise RuntimeError(f"bench failed in {scrub(str(tree))}: {tail}")
     result = json.loads((tree / found.group(1)).read_text())
-    runs = {f"{r['workers']}w": r["emails_per_s"] for r in result["throughput"]}
+    runs = {label(r): r["emails_per_s"] for r in result["throughput"]}
     return {
         **runs,
         "profiled_1w": result["throughput_profile"]["emails_per_s"],

@@ -1,4 +1,4 @@
-"""How big each measurement is: ``--quick`` (about 2 minutes) and ``--full``."""
+"""How big each measurement is: ``--quick`` (about 4 minutes) and ``--full``."""
 
 from __future__ import annotations
 
@@ -14,10 +14,16 @@ class Profile:
     ingest_repeats: int
     profile_ingest: int
     throughput: int
+    #: Recipients of each small campaign in the many-small-campaigns run of ``throughput``.
+    small_campaign: int
     profile_throughput: int
     ceiling_messages: int
     timeliness_seconds: int
     timeliness_shapes: tuple[str, ...]
+    #: The overload run that measures a timeliness shape's capacity.
+    capacity_seconds: int
+    #: Bulk deliveries being sent when the small campaign of head_of_line starts.
+    head_of_line_bulk: int
     backlogs: tuple[int, ...]
     #: Recipients uploaded to a draft, one fresh API each.
     upload_sizes: tuple[int, ...]
@@ -29,10 +35,13 @@ QUICK = Profile(
     ingest_repeats=1,
     profile_ingest=10_000,
     throughput=10_000,
+    small_campaign=3,
     profile_throughput=10_000,
     ceiling_messages=20_000,
     timeliness_seconds=15,
     timeliness_shapes=("waves",),
+    capacity_seconds=5,
+    head_of_line_bulk=20_000,
     backlogs=(10_000, 100_000),
     upload_sizes=(10_000, 100_000),
 )
@@ -43,11 +52,14 @@ FULL = Profile(
     ingest_repeats=3,
     profile_ingest=100_000,
     throughput=100_000,
+    small_campaign=10,
     profile_throughput=30_000,
     ceiling_messages=100_000,
     timeliness_seconds=45,
     timeliness_shapes=("waves", "bursts", "smooth"),
-    backlogs=(100_000, 500_000, 1_000_000),
+    capacity_seconds=10,
+    head_of_line_bulk=100_000,
+    backlogs=(100_000, 500_000, 1_000_000, 10_000_000),
     upload_sizes=(100_000, 1_000_000),
 )
 

@@ -18,13 +18,16 @@ from bench import ingest_profile, machine
 from bench.paths import RESULTS, scrub
 from bench.procs import free_port
 from bench.profiles import Profile
-from bench.scenarios import ingest, scale, throughput, timeliness, upload
+from bench.scenarios import head_of_line, ingest, scale, throughput, timeliness, upload
 from bench.sink import SmtpSink, smtp_source_rate
 from bench.stack import Servers
 
 #: smtp-source's message body, about the size of the bench's letters with their headers.
 LETTER_BYTES = 500
-SCENARIOS = ("ingest", "throughput", "timeliness", "scale", "upload")
+#: smtp-source's sessions for the ceiling: the issue's ``smtp-source -d -s 20``, whatever
+#: number of connections the workers are given.
+SOURCE_SESSIONS = 20
+SCENARIOS = ("ingest", "throughput", "timeliness", "scale", "upload", "head_of_line")
 
 
 class _Run:
@@ -50,26 +53,21 @@ class _Run:
         )
 
     async def throughput(self) -> None:
-        p, connections = self.profile, int(self.settings["MAILSCHED_SMTP_CONNECTIONS"])
-        ceiling = smtp_source_rate(self.sink, p.ceiling_messages, connections, LETTER_BYTES)
+        p = self.profile
+        ceiling = smtp_source_rate(self.sink, p.ceiling_messages, SOURCE_SESSIONS, LETTER_BYTES)
         self.out["ceiling"] = {
             "command": ceiling.command,
             "messages": ceiling.messages,
             "emails_per_s": round(ceiling.per_second),
         }
-        runs = []
-        for workers in (1, 2):
-            result = await throughput.run(
-                self.servers, self.work, self.sink, p.throughput, workers, self.settings
-            )
-            print(f"  {workers} worker(s): {result['emails_per_s']} emails/s", flush=True)
-            runs.append(result)
+        large = throughput.ten_large(p.throughput)
+        runs = [await self._throughput(large, 1)]
+        # Right after the ten large campaigns, so that the ratio compares like with like.
+        small = throughput.many_small(p.throughput, p.small_campaign)
+        self.out["throughput_many_small"] = await self._throughput(small, 1)
+        runs.append(await self._throughput(large, 2))
         # One worker command with a process per core, on this 2-core machine.
-        result = await throughput.run(
-            self.servers, self.work, self.sink, p.throughput, 1, self.settings, processes=2
-        )
-        print(f"  1 worker --processes 2: {result['emails_per_s']} emails/s", flush=True)
-        runs.append(result)
+        runs.append(await self._throughput(large, 1, processes=2))
         self.out["throughput"] = runs
         print("  profiling worker and dispatcher (py-spy)", flush=True)
         self.profiles.mkdir(parents=True, exist_ok=True)
@@ -77,7 +75,7 @@ class _Run:
             self.servers,
             self.work,
             self.sink,
-            p.profile_throughput,
+            throughput.ten_large(p.profile_throughput),
             1,
             self.settings,
             self.profiles,
@@ -86,12 +84,33 @@ class _Run:
             k: profiled[k] for k in ("deliveries", "emails_per_s", "profiles")
         }
 
+    async def _throughput(
+        self, mix: throughput.Mix, workers: int, processes: int = 1
+    ) -> dict[str, Any]:
+        result = await throughput.run(
+            self.servers, self.work, self.sink, mix, workers, self.settings, processes=processes
+        )
+        who = f"{workers} worker(s)" if processes == 1 else f"1 worker --processes {processes}"
+        print(f"  {mix.name}, {who}: {result['emails_per_s']} emails/s", flush=True)
+        return result
+
     async def timeliness(self) -> None:
-        runs = self.out.get("throughput") or [{}]
-        capacity = runs[0].get("emails_per_s") or 2000
-        rate = max(10, round(capacity / 2 / 10) * 10)
+        large = (self.out.get("throughput") or [{}])[0].get("emails_per_s") or 2000
+        small = self.out.get("throughput_many_small", {}).get("emails_per_s") or large
         self.out["timeliness"] = []
         for shape in self.profile.timeliness_shapes:
+            capacity = await timeliness.capacity(
+                self.servers,
+                self.work,
+                self.sink,
+                shape,
+                small if shape == "smooth" else large,
+                self.profile.capacity_seconds,
+                self.settings,
+            )
+            half = capacity["capacity_per_s"] / 2
+            rate = max(10, round(half / 10) * 10)
+            print(f"  {shape}: capacity {2 * half:.0f}/s, run at {rate}/s", flush=True)
             result = await timeliness.run(
                 self.servers,
                 self.work,
@@ -102,7 +121,14 @@ class _Run:
                 self.settings,
             )
             print(f"  {shape}: {result['sent_at_late']}", flush=True)
-            self.out["timeliness"].append(result)
+            self.out["timeliness"].append(result | {"capacity": capacity})
+
+    async def head_of_line(self) -> None:
+        result = await head_of_line.run(
+            self.servers, self.work, self.sink, self.profile.head_of_line_bulk, self.settings
+        )
+        print(f"  small campaign late (ms): {result['late_ms']}", flush=True)
+        self.out["head_of_line"] = result
 
     async def upload(self) -> None:
         self.out["upload"] = await upload.run(
@@ -137,6 +163,7 @@ async def run_all(
             "timeliness": run.timeliness,
             "scale": run.scale,
             "upload": run.upload,
+            "head_of_line": run.head_of_line,
         }
         try:
             for number, name in enumerate(SCENARIOS, 1):

@@ -15,6 +15,13 @@ from bench.paths import REPO, scrub
 _RESULTS_LINE = re.compile(r"bench: results in (bench/results/\S+\.json)")
 
 
+def label(run: dict[str, Any]) -> str:
+    """``1w``, ``2w``, and ``1wx2`` for ``worker --processes 2``: one worker too, and
+    otherwise taken for the plain one-worker run."""
+    processes = run.get("processes", 1)
+    return f"{run['workers']}w" + (f"x{processes}" if processes > 1 else "")
+
+
 def throughput(size: str, settings: dict[str, str]) -> dict[str, Any]:
     """One ``python -m bench --only throughput`` with ``settings``; its figures."""
     sets = [arg for name, value in settings.items() for arg in ("--set", f"{name}={value}")]
@@ -29,7 +36,7 @@ def throughput(size: str, settings: dict[str, str]) -> dict[str, Any]:
     if done.returncode != 0 or found is None:
         raise RuntimeError(f"bench failed: {scrub((done.stdout + done.stderr)[-3000:])}")
     result = json.loads((REPO / found.group(1)).read_text())
-    runs = {f"{r['workers']}w": r["emails_per_s"] for r in result["throughput"]}
+    runs = {label(r): r["emails_per_s"] for r in result["throughput"]}
     return {
         **runs,
         "cpu_1w": result["throughput"][0]["cpu_share_pct"],
