@@ -14,6 +14,11 @@ Three shapes of the same load, since ``delaySeconds`` is whole seconds:
   second, so one email is due every ``1/rate`` s;
 * ``bursts``: 10 campaigns with ``hourlyLimit: rate/10`` per a 1-second rate window
   (``MAILSCHED_RATE_WINDOW_SECONDS=1``), starts spread over a second: a burst every 100 ms.
+
+The plan leaves ``MAILSCHED_PLAN_MARGIN_SECONDS`` (``m``) for each send's answer in each
+gap and window, so a campaign of ``smooth`` sends every ``1 + m`` s and one of ``bursts``
+a burst every ``1 + m`` s: both shapes have ``1 + m`` times as many campaigns, or as big
+bursts, to plan ``rate`` emails/s.
 """
 
 from __future__ import annotations
@@ -38,17 +43,18 @@ async def run(
     settings: dict[str, str],
 ) -> dict[str, Any]:
     """Post the load ahead of time, let it run, and read send times from the database."""
-    campaigns = {"smooth": rate, "bursts": 10, "waves": 10 * seconds}[shape]
+    step = 1 + float(settings.get("MAILSCHED_PLAN_MARGIN_SECONDS", "0"))
+    campaigns = {"smooth": round(rate * step), "bursts": 10, "waves": 10 * seconds}[shape]
     extra = {"MAILSCHED_RATE_WINDOW_SECONDS": "1"} if shape == "bursts" else {}
     async with Stack(servers, workdir, common=settings | extra) as stack, http_client() as client:
         api = stack.start("api")
         stack.start("worker", smtp_url=sink.url)
         lead = campaigns / 100
         if campaigns > 10:
-            sample = _bodies(shape, rate, seconds, far_future())[: min(200, campaigns // 10)]
+            sample = _bodies(shape, rate, seconds, far_future(), step)[: min(200, campaigns // 10)]
             lead = await posting_time(client, port_of(api), stack.api_key, sample, campaigns)
         base = datetime.now(UTC) + timedelta(seconds=3 + lead)
-        bodies = _bodies(shape, rate, seconds, base)
+        bodies = _bodies(shape, rate, seconds, base, step)
         total = sum(b.count(b"@example.com") for b in bodies)
         await post_all(client, port_of(api), stack.api_key, bodies)
         late_start = (datetime.now(UTC) - base).total_seconds()
@@ -73,22 +79,32 @@ async def run(
     }
 
 
-def _bodies(shape: str, rate: int, seconds: int, base: datetime) -> list[bytes]:
-    """The campaigns of ``shape`` planning ``rate`` emails/s for ``seconds`` from ``base``."""
+def _bodies(shape: str, rate: int, seconds: int, base: datetime, step: float = 1.0) -> list[bytes]:
+    """The campaigns of ``shape`` planning ``rate`` emails/s for ``seconds`` from ``base``,
+    each gap and window planned ``step`` s long (a second and the plan's margin)."""
     if shape == "smooth":
+        count = round(rate * step)
         return [
-            campaign_body(seconds, start=base + timedelta(seconds=k / rate), delay=1, tag=f"s{k}")
-            for k in range(rate)
+            campaign_body(
+                round(seconds / step),
+                start=base + timedelta(seconds=k * step / count),
+                delay=1,
+                tag=f"s{k}",
+            )
+            for k in range(count)
         ]
     if shape == "waves":
         return [
             campaign_body(rate // 10, start=base + timedelta(seconds=k / 10), tag=f"w{k}")
             for k in range(10 * seconds)
         ]
-    per = rate // 10
+    per = round(rate / 10 * step)
     return [
         campaign_body(
-            per * seconds, start=base + timedelta(seconds=k / 10), hourly_limit=per, tag=f"b{k}"
+            per * round(seconds / step),
+            start=base + timedelta(seconds=k * step / 10),
+            hourly_limit=per,
+            tag=f"b{k}",
         )
         for k in range(10)
     ]
