@@ -97,5 +97,5 @@ def test_seen_never_forgets_a_noted_key(keys: list[str]) -> None:
 def test_seen_rarely_mistakes_a_new_key_for_a_noted_one() -> None:
     seen = uploads.Seen()
     maybes = sum(seen.add(f"user{i}@example.com") for i in range(100_000))
-    # About one in a billion at a million keys: none expected here.
+    # About one in a billion at a hundred thousand keys: none expected here.
     assert maybes == 0
