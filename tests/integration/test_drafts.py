@@ -160,6 +160,23 @@ async def test_duplicates_are_dropped_within_the_upload_and_against_the_draft(
     assert await stored_count(db, campaign_id) == 2
 
 
+async def test_an_upload_into_an_empty_draft_drops_duplicates_across_its_batches(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    # Into an empty draft the stored rows are asked only about what the upload's own
+    # filter has (maybe) seen: here, addresses stored from an earlier batch.
+    campaign_id = await new_draft(client)
+    count = BATCH_BYTES // 20
+    addresses = [f"user{i}@example.com" for i in range(count)]
+    body = ndjson(*addresses, "USER0@example.com", {"email": f"User{count - 1}@example.com"})
+    assert len(body) > BATCH_BYTES
+    answer = await client.post(f"{URL}/{campaign_id}/recipients", content=body, headers=NDJSON)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["added"] == count
+    assert answer.json()["duplicatesDropped"] == 2
+    assert await stored_count(db, campaign_id) == count
+
+
 async def test_bad_rows_refuse_the_whole_upload_naming_their_lines(
     client: httpx.AsyncClient, db: Database
 ) -> None:

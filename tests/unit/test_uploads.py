@@ -7,6 +7,8 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailsched.producer import uploads
 from mailsched.producer.uploads import Batch
@@ -81,3 +83,19 @@ async def test_a_reading_error_comes_out_where_its_item_would_have() -> None:
         async for _ in uploads.ahead(failing()):
             seen += 1
     assert seen == 1
+
+
+@given(st.lists(st.text(max_size=40), max_size=200))
+@settings(max_examples=50)
+def test_seen_never_forgets_a_noted_key(keys: list[str]) -> None:
+    seen = uploads.Seen()
+    for key in keys:
+        seen.add(key)
+    assert all(seen.add(key) for key in keys)
+
+
+def test_seen_rarely_mistakes_a_new_key_for_a_noted_one() -> None:
+    seen = uploads.Seen()
+    maybes = sum(seen.add(f"user{i}@example.com") for i in range(100_000))
+    # About one in a billion at a hundred thousand keys: none expected here.
+    assert maybes == 0

@@ -302,6 +302,9 @@ class Campaigns:
         problems: list[uploads.Problem] = []
         check = _row_check(campaign, self._max_body_bytes, self._clock())
         rows = uploads.reader(upload.content_type, check)
+        # Into an empty draft, an address is a duplicate only if the upload gave it
+        # before: the stored rows are asked only about those the filter cannot rule out.
+        seen = uploads.Seen() if await drafts.empty(conn, campaign.id) else None
         # Closed as soon as this stops, for whatever reason: its reader stops with it.
         reading = contextlib.aclosing(uploads.ahead(uploads.batches(chunks, rows)))
         try:
@@ -314,7 +317,7 @@ class Campaigns:
                         # Read on (a client is told once it has sent its request), to name
                         # the first bad rows; store nothing.
                         continue
-                    new = await self._new(conn, campaign, batch)
+                    new = await self._new(conn, campaign, batch, seen)
                     duplicates += len(batch.rows) - len(new)
                     over = campaign.recipient_count + added + len(new) > self._max_recipients
                     if not over:
@@ -340,13 +343,19 @@ class Campaigns:
         )
 
     async def _new(
-        self, conn: AsyncConnection, campaign: Campaign, batch: uploads.Batch
+        self,
+        conn: AsyncConnection,
+        campaign: Campaign,
+        batch: uploads.Batch,
+        seen: uploads.Seen | None,
     ) -> list[store.NewDelivery]:
-        """The batch's rows whose addresses are new to the draft, as its deliveries."""
+        """The batch's rows whose addresses are new to the draft, as its deliveries
+        (with ``seen``, the draft held none before this upload)."""
         fresh: dict[str, Recipient] = {}
         for _, r in batch.rows:
             fresh.setdefault(r.email.casefold(), r)
-        held = await drafts.known(conn, campaign.id, [r.email for r in fresh.values()])
+        asked = [r.email for key, r in fresh.items() if seen is None or seen.add(key)]
+        held = await drafts.known(conn, campaign.id, asked)
         at = campaign.start_time
         # The recipient's own zone is stored (the fallback resolved) for a worker's claim.
         schedule = campaign.schedule
