@@ -302,9 +302,10 @@ class Campaigns:
         problems: list[uploads.Problem] = []
         check = _row_check(campaign, self._max_body_bytes, self._clock())
         rows = uploads.reader(upload.content_type, check)
-        # Into an empty draft, an address is a duplicate only if the upload gave it
-        # before: the stored rows are asked only about those the filter cannot rule out.
-        seen = uploads.Seen() if await drafts.empty(conn, campaign.id) else None
+        # Into an empty draft (its locked row counts what it holds), an address is a
+        # duplicate only if the upload gave it before: the stored rows are asked only
+        # about those the filter cannot rule out.
+        seen = uploads.Seen() if campaign.recipient_count == 0 else None
         # Closed as soon as this stops, for whatever reason: its reader stops with it.
         reading = contextlib.aclosing(uploads.ahead(uploads.batches(chunks, rows)))
         try:

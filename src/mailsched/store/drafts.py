@@ -50,12 +50,6 @@ async def known(conn: AsyncConnection, campaign_id: int, addresses: Sequence[str
     return found
 
 
-async def empty(conn: AsyncConnection, campaign_id: int) -> bool:
-    """Whether the campaign holds no deliveries at all."""
-    row = await conn.execute(select(d.id).where(d.campaign_id == campaign_id).limit(1))
-    return row.first() is None
-
-
 async def append(conn: AsyncConnection, campaign_id: int, rows: Sequence[NewDelivery]) -> None:
     """Store new DRAFT deliveries of the (locked) draft, and count them in it."""
     if not rows:
