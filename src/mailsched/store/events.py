@@ -7,6 +7,8 @@ transaction commits, so a transaction that takes ids after another commits after
 it: ids become visible in increasing order, never with a gap that fills in later.
 A reader that resumes after the last id it saw therefore misses nothing, which an
 autoincrement column (numbered at insert, visible at commit) cannot promise.
+On MySQL the counter, the events and the commit go in one query (:func:`flush`),
+so that lock is held for no round trip of the client's.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, delete, insert, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.domain.events import Event, EventType, NewEvent
@@ -67,23 +70,135 @@ def discard(conn: AsyncConnection) -> None:
 
 
 async def flush(conn: AsyncConnection) -> Counter[str]:
-    """Write the staged events, in the order they were staged; return how many of each
-    type."""
+    """Write the staged events, in the order they were staged, as the transaction's last
+    step; return how many of each type.
+
+    On MySQL this also commits: taking the ids, writing the events and ``COMMIT`` go
+    to the server as one multi-statement query (:func:`_write_and_commit`), so the
+    counter's lock is held for no round trip of the client's. The caller's own
+    ``COMMIT`` after it finds nothing left to commit.
+    """
     staged: list[NewEvent | DeliveryEvents] = conn.info.pop(_STAGED, [])
     written: Counter[str] = Counter()
-    run: list[NewEvent] = []
-    for item in [*staged, None]:
+    for item in staged:
         if isinstance(item, NewEvent):
-            run.append(item)
+            written[item.type.value] += 1
+        else:
+            written[item.type.value] += len(item.delivery_ids)
+    if not staged:
+        return written
+    if conn.dialect.name == "mysql":
+        await _write_and_commit(conn, staged)
+        return written
+    run: list[NewEvent] = []
+    for next_item in [*staged, None]:
+        if isinstance(next_item, NewEvent):
+            run.append(next_item)
             continue
         if run:
             await append(conn, run)
-            written.update(ev.type.value for ev in run)
             run = []
-        if item is not None:
-            await _append_selected(conn, item)
-            written[item.type.value] += len(item.delivery_ids)
+        if next_item is not None:
+            await _append_selected(conn, next_item)
     return written
+
+
+#: Roughly the most parameters one query of :func:`_write_and_commit` carries: far
+#: below MySQL's packet limit, whatever the events hold.
+_TRIP_PARAMETERS = 60_000
+
+
+async def _write_and_commit(
+    conn: AsyncConnection, staged: Sequence[NewEvent | DeliveryEvents]
+) -> None:
+    """Take the ids, write ``staged`` and commit, in one query on MySQL (more only for a
+    flush of tens of thousands of events).
+
+    The counter's row lock is held from its ``UPDATE`` to the ``COMMIT``, and every
+    other transaction that writes events waits for it. Sent one statement at a time,
+    the lock was also held while the client read each reply and its event loop came
+    back to this task: milliseconds on a busy worker, paid by every other writer in
+    turn. In one query the server runs them without a pause.
+
+    Sent through the driver's own cursor: the statements after the first are read
+    (and their errors raised) before this returns, where SQLAlchemy's cursor would
+    leave them to be found, and logged, while closing. A failure is raised as the
+    ``DBAPIError`` SQLAlchemy raises, so that retries and
+    :func:`~mailsched.store.db.translate_errors` see it as they see any other.
+    """
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    dbapi: Any = conn.dialect.loaded_dbapi
+    for statements, values in _one_trip(staged, stored_time(conn.dialect)):
+        sql = ";\n".join(statements)
+        try:
+            cursor = driver.cursor()
+            try:
+                await cursor.execute(sql, tuple(values))
+                while await cursor.nextset():
+                    pass
+            finally:
+                await cursor.close()
+        except dbapi.Error as error:
+            raise DBAPIError.instance(sql, values, error, dbapi.Error) from error
+
+
+#: Roughly the most parameters one query of :func:`_write_and_commit` carries: far
+#: below MySQL's packet limit, whatever the events hold.
+_TRIP_PARAMETERS = 60_000
+_VALUES = "(LAST_INSERT_ID() - %s, %s, %s, %s, %s, %s)"
+#: Events per multi-row ``INSERT`` (of six parameters each).
+_ROWS_PER_INSERT = 2_000
+
+
+def _one_trip(
+    staged: Sequence[NewEvent | DeliveryEvents], stored: Callable[[datetime], object]
+) -> list[tuple[list[str], list[object]]]:
+    """The queries of :func:`_write_and_commit` (MySQL's ``%s`` parameters): each its
+    statements and their parameters; the counter's ``UPDATE`` first, ``COMMIT`` last.
+
+    The ids come from ``LAST_INSERT_ID()``, which the counter's ``UPDATE`` sets and
+    no statement after it changes (``events.id`` is not auto-incremented): an event's
+    id is the counter's new value less the number of events staged after it.
+    """
+    total = sum(1 if isinstance(item, NewEvent) else len(item.delivery_ids) for item in staged)
+    take = "UPDATE sequences SET value = LAST_INSERT_ID(value + %s) WHERE name = 'events'"
+    queries: list[tuple[list[str], list[object]]] = [([take], [total])]
+
+    def add(sql: str, params: Sequence[object]) -> None:
+        if len(queries[-1][1]) + len(params) > _TRIP_PARAMETERS:
+            queries.append(([], []))
+        queries[-1][0].append(sql)
+        queries[-1][1].extend(params)
+
+    after = total
+    times: dict[datetime, object] = {}
+    run: list[object] = []
+    for item in [*staged, None]:
+        if isinstance(item, NewEvent):
+            at = times.get(item.occurred_at)
+            if at is None:
+                at = times[item.occurred_at] = stored(item.occurred_at)
+            after -= 1
+            run += (after, item.user_id, item.type.value, at, item.campaign_id, _JSON(item.data()))
+            if len(run) < _ROWS_PER_INSERT * 6:
+                continue
+        if run:
+            rows = ", ".join([_VALUES] * (len(run) // 6))
+            add(f"INSERT INTO events ({_COLUMNS}) VALUES {rows}", run)
+            run = []
+        if isinstance(item, DeliveryEvents):
+            at = stored(item.occurred_at)
+            for sql, params in _selected_statements(item, "%s", at, _BEFORE, after):
+                add(sql, params)
+            after -= len(item.delivery_ids)
+    queries[-1][0].append("COMMIT")
+    return queries
+
+
+_COLUMNS = "id, user_id, type, occurred_at, campaign_id, data"
+#: The id just before a run of events, given how many events are staged from it on.
+_BEFORE = "LAST_INSERT_ID() - %s"
 
 
 async def append(conn: AsyncConnection, new: Sequence[NewEvent]) -> int:
@@ -123,12 +238,27 @@ _FIELD = re.compile(r"[A-Za-z]+")
 
 async def _append_selected(conn: AsyncConnection, bulk: DeliveryEvents) -> None:
     """Write ``bulk``'s events straight from the deliveries' rows, in delivery id order."""
-    ids = sorted(bulk.delivery_ids)
-    if not ids:
+    if not bulk.delivery_ids:
         return
-    last = await _take_ids(conn, len(ids))
-    first = last - len(ids) + 1
+    last = await _take_ids(conn, len(bulk.delivery_ids))
+    first = last - len(bulk.delivery_ids) + 1
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    at = stored_time(conn.dialect)(bulk.occurred_at)
+    for sql, params in _selected_statements(bulk, mark, at, mark, first - 1):
+        await conn.exec_driver_sql(sql, params)
+
+
+def _selected_statements(
+    bulk: DeliveryEvents,
+    mark: str,
+    at: object,
+    before: str,
+    before_value: int,
+) -> Iterator[tuple[str, tuple[object, ...]]]:
+    """The ``INSERT … SELECT`` statements that write ``bulk``'s events, a chunk each;
+    ``before`` is the SQL of the id just before the first event, with one parameter,
+    ``before_value``."""
+    ids = sorted(bulk.delivery_ids)
     pairs = ["'campaignId', campaign_id", "'deliveryId', id", "'recipient', recipient"]
     pairs.append("'attempt', attempts")
     constants: list[object] = []
@@ -136,17 +266,16 @@ async def _append_selected(conn: AsyncConnection, bulk: DeliveryEvents) -> None:
         assert _FIELD.fullmatch(name), name  # a name from our code, written into the SQL
         pairs.append(f"'{name}', {mark}")
         constants.append(value)
-    at = stored_time(conn.dialect)(bulk.occurred_at)
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         sql = (
             "INSERT INTO events (id, user_id, type, occurred_at, campaign_id, data) "
-            f"SELECT {mark} + ROW_NUMBER() OVER (ORDER BY id), {mark}, {mark}, {mark}, "
+            f"SELECT {before} + {start:d} + ROW_NUMBER() OVER (ORDER BY id), "
+            f"{mark}, {mark}, {mark}, "
             f"campaign_id, JSON_OBJECT({', '.join(pairs)}) "
             f"FROM deliveries WHERE id IN ({', '.join([mark] * len(chunk))})"
         )
-        params = (first + start - 1, bulk.user_id, bulk.type.value, at, *constants, *chunk)
-        await conn.exec_driver_sql(sql, params)
+        yield sql, (before_value, bulk.user_id, bulk.type.value, at, *constants, *chunk)
 
 
 async def _take_ids(conn: AsyncConnection, count: int) -> int:

@@ -7,11 +7,16 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailsched.domain.events import EventType, NewEvent
+from mailsched.domain.events import Event, EventType, NewEvent
+from mailsched.errors import DuplicateKey
 from mailsched.store import events
+from mailsched.store.campaigns import NewCampaign, NewDelivery, insert_campaign
 from mailsched.store.db import Database
+from mailsched.store.tables import deliveries
+from mailsched.store.tables import events as events_table
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
@@ -187,3 +192,112 @@ async def test_prune_deletes_old_events_in_batches(db: Database) -> None:
         return [e.id for e in await events.after(conn, 0, 10)]
 
     assert await db.run(left) == [4, 5]
+
+
+# --- the flush at the end of every unit of work ------------------------------------
+
+
+async def _staged_ids(db: Database, count: int) -> list[int]:
+    """A campaign of ``count`` deliveries, written without events; their ids."""
+    new = NewCampaign(1, "s", "b", T0, 0, 1000)
+    recipients = [NewDelivery(f"u{i}@example.com", T0) for i in range(count)]
+
+    async def work(conn: AsyncConnection) -> list[int]:
+        await insert_campaign(conn, new, recipients, T0)
+        events.discard(conn)  # its own "scheduled" event is not this test's business
+        return [r.id for r in await conn.execute(select(deliveries.c.id).order_by("id"))]
+
+    return await db.run(work)
+
+
+async def test_a_flush_numbers_events_in_the_order_they_were_staged(db: Database) -> None:
+    """Single events and events read from delivery rows, interleaved, across more than
+    one query's worth of parameters (MySQL sends the flush in as few queries as fit)."""
+    ids = await _staged_ids(db, 25)
+    many = 12_000  # 72,000 parameters: more than one query of the one-trip flush
+
+    async def work(conn: AsyncConnection) -> None:
+        events.stage(conn, [_event(1, EventType.CAMPAIGN_SCHEDULED)])
+        events.stage(conn, [events.DeliveryEvents(EventType.DELIVERY_CANCELLED, 1, ids, T0, {})])
+        events.stage(conn, [_event(2, EventType.DELIVERY_SENT) for _ in range(many)])
+        events.stage(
+            conn,
+            [events.DeliveryEvents(EventType.DELIVERY_SENT, 1, ids[:3], T0, {"smtpCode": 250})],
+        )
+        events.stage(conn, [_event(1, EventType.CAMPAIGN_COMPLETED)])
+
+    await db.run(work)
+
+    async def read(conn: AsyncConnection) -> list[Event]:
+        return await events.after(conn, 0, 20_000)
+
+    found = await db.run(read)
+    assert [ev.id for ev in found] == list(range(1, 1 + 1 + 25 + many + 3 + 1))
+    kinds = [ev.type for ev in found]
+    assert kinds[0] == EventType.CAMPAIGN_SCHEDULED
+    assert kinds[1:26] == [EventType.DELIVERY_CANCELLED] * 25
+    assert [ev.data["deliveryId"] for ev in found[1:26]] == ids
+    assert kinds[26 : 26 + many] == [EventType.DELIVERY_SENT] * many
+    assert {ev.user_id for ev in found[26 : 26 + many]} == {2}
+    tail = found[26 + many :]
+    assert [(ev.type, ev.data.get("deliveryId")) for ev in tail[:3]] == [
+        (EventType.DELIVERY_SENT, i) for i in ids[:3]
+    ]
+    assert tail[0].data["smtpCode"] == 250
+    assert tail[3].type == EventType.CAMPAIGN_COMPLETED
+
+    async def counter(conn: AsyncConnection) -> int:
+        return await events.last_id(conn)
+
+    assert await db.run(counter) == found[-1].id
+
+
+async def test_a_flush_that_fails_halfway_stores_nothing(db: Database) -> None:
+    """On MySQL the flush is one multi-statement query ending in COMMIT; a statement
+    that fails after the counter's UPDATE must fail the unit of work and roll back
+    all of it, not be found (and only logged) when the cursor closes."""
+    ids = await _staged_ids(db, 2)
+
+    async def squat(conn: AsyncConnection) -> None:
+        # A row where the next event's id will be: its INSERT is refused.
+        await conn.execute(
+            insert(events_table).values(
+                id=1, user_id=9, type="x", occurred_at=T0, campaign_id=None, data="{}"
+            )
+        )
+
+    await db.run(squat)
+
+    async def work(conn: AsyncConnection) -> None:
+        await conn.execute(
+            update(deliveries).where(deliveries.c.id == ids[0]).values(status="PAUSED")
+        )
+        events.stage(conn, [_event(1, EventType.DELIVERY_SENT)])
+
+    with pytest.raises(DuplicateKey):
+        await db.run(work)
+
+    async def state(conn: AsyncConnection) -> tuple[str, int, int]:
+        status = (
+            await conn.execute(select(deliveries.c.status).where(deliveries.c.id == ids[0]))
+        ).scalar_one()
+        count = (await conn.execute(select(func.count()).select_from(events_table))).scalar_one()
+        return status, count, await events.last_id(conn)
+
+    assert await db.run(state) == ("SCHEDULED", 1, 0)
+
+
+@pytest.mark.parametrize("database_url", ["mariadb"], indirect=True)
+async def test_a_flush_leaves_the_counter_free_when_it_returns(db: Database) -> None:
+    """On MySQL the flush ends with the transaction's COMMIT, sent with the counter's
+    UPDATE: no writer waits for the counter while this client gets round to its own
+    COMMIT (which finds nothing left to do)."""
+    async with db.engine.begin() as conn:
+        events.stage(conn, [_event(1, EventType.DELIVERY_SENT)])
+        await events.flush(conn)
+        async with db.engine.connect() as other:
+            await other.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = 1")
+            # Waits a second and fails if the first connection still holds the counter.
+            taken = await events.append(other, [_event(2, EventType.DELIVERY_SENT)])
+            await other.commit()
+    assert taken == 2
