@@ -67,6 +67,15 @@ def stored_time(dialect: Dialect) -> Callable[[datetime], object]:
     return process
 
 
+def loaded_time(dialect: Dialect) -> Callable[[object], datetime | None]:
+    """:class:`UTCDateTime`'s conversion of a value read on ``dialect``, for rows
+    fetched by statements that bypass SQLAlchemy's result processing (see
+    :func:`stored_time`): an aware UTC datetime, or ``None``."""
+    process = UTCDateTime().dialect_impl(dialect).result_processor(dialect, None)
+    assert process is not None, "UTCDateTime converts every value"
+    return process
+
+
 #: An address compared byte for byte (see ``suppressions``).
 Address = String(320).with_variant(mysql.VARCHAR(320, collation="utf8mb4_bin"), "mysql")
 
