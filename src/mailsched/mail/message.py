@@ -178,9 +178,39 @@ def subject_header(subject: str) -> bytes:
     return b"Subject: " + header.encode(linesep="\r\n").encode("ascii") + b"\r\n"
 
 
+#: An ASCII address that the email package writes into ``From`` as it is.
+_PLAIN_FROM = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+")
+#: The longest line the email package sends as 7bit (the policy's line length).
+_SEVEN_BIT_LINE = _POLICY.max_line_length or 78
+_PLAIN_HEADERS = (
+    b'\r\nContent-Type: text/plain; charset="utf-8"'
+    b"\r\nContent-Transfer-Encoding: 7bit\r\nMIME-Version: 1.0\r\n\r\n"
+)
+
+
+def plain_part(from_: str, body: str) -> bytes | None:
+    """What :func:`_shared_part` makes of a text-only ``body`` after the subject, byte
+    for byte, made without the :mod:`email` package when the body goes as 7bit (ASCII,
+    no line over 78 characters) and ``From`` is a plain ASCII address; else ``None``.
+
+    The email package takes about half a millisecond for it: once per campaign, but
+    once per recipient in a templated campaign. A property test holds the two equal.
+    """
+    if len(from_) > 70 or not body.isascii() or not _PLAIN_FROM.fullmatch(from_):
+        return None
+    lines = body.encode("ascii").splitlines()
+    if any(len(line) > _SEVEN_BIT_LINE for line in lines):
+        return None
+    return b"From: " + from_.encode("ascii") + _PLAIN_HEADERS + b"\r\n".join(lines) + b"\r\n"
+
+
 def _shared_part(from_: str, subject: str, body: str, html_body: str | None) -> bytes:
     """``From``, ``Subject``, the MIME headers and the encoded body or bodies."""
     subject_line = subject_header(subject)
+    if html_body is None:
+        plain = plain_part(from_, body)
+        if plain is not None:
+            return subject_line + plain
     if len(body) + len(html_body or "") > LARGE:
         return (
             b"From: " + from_.encode("utf-8") + b"\r\n" + subject_line + large_body(body, html_body)
