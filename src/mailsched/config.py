@@ -191,6 +191,8 @@ class WorkerConfig:
     retry_base: timedelta
     retry_cap: timedelta
     shutdown_grace: float
+    #: How far ahead of its time a delivery may be claimed, to be sent at its time.
+    ahead: timedelta = timedelta(0)
 
 
 #: Seconds between a webhook's attempts: from seconds (a receiver's short hiccup
@@ -338,6 +340,7 @@ class Settings(BaseSettings):
     worker_inflight_batches: int = Field(4, ge=1, le=64)
     lease_seconds: float = Field(120.0, gt=0)
     hold_seconds: float = Field(2.0, ge=0)
+    claim_ahead_seconds: float = Field(0.25, ge=0, lt=1)
     max_attempts: int = Field(5, ge=1)
     retry_base_seconds: float = Field(30.0, gt=0)
     retry_cap_seconds: float = Field(3600.0, gt=0)
@@ -622,6 +625,7 @@ class Settings(BaseSettings):
             inflight_batches=self.worker_inflight_batches,
             lease=timedelta(seconds=self.lease_seconds),
             hold=timedelta(seconds=self.hold_seconds),
+            ahead=timedelta(seconds=min(self.claim_ahead_seconds, self.hold_seconds)),
             max_attempts=self.max_attempts,
             retry_base=timedelta(seconds=self.retry_base_seconds),
             retry_cap=timedelta(seconds=self.retry_cap_seconds),

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailsched.domain.limits import permit
+from mailsched.domain.limits import permit, permit_ahead
 from mailsched.domain.model import Campaign, CampaignStatus
 from mailsched.domain.shaping import Group, GroupState, Shaping, room
 from mailsched.store import sending, suppressions
@@ -53,6 +53,9 @@ class ClaimRequest:
     shaping: Shaping = field(default_factory=Shaping)
     #: The room a re-plan leaves for each send's answer (the rules are measured from it).
     margin: timedelta = timedelta(0)
+    #: A delivery that may start within this of ``now`` is admitted now, to be sent
+    #: at its time (see :func:`~mailsched.domain.limits.permit_ahead`).
+    ahead: timedelta = timedelta(0)
 
 
 @dataclass(slots=True)
@@ -65,6 +68,8 @@ class Claim:
     admitted: list[Claimable] = field(default_factory=list)
     #: The send slot of ``admitted[i]`` is number ``first_seq + i``.
     first_seq: int = 0
+    #: When ``admitted[i]`` starts, when admitted ahead of its time; empty: now.
+    starts: list[datetime] = field(default_factory=list)
     lease_until: datetime | None = None
     #: Deliveries to ask about again at ``wait_until`` (due within the hold).
     waiting: list[int] = field(default_factory=list)
@@ -135,7 +140,7 @@ def _decide(
     req: ClaimRequest,
     campaign: Campaign,
     rows: list[Claimable],
-    history: tuple[datetime | None, list[datetime | None]],
+    history: _History,
     result: Claim,
     rooms: _Rooms,
 ) -> tuple[list[Claimable], datetime] | None:
@@ -143,12 +148,21 @@ def _decide(
     the rest and when the first of it may start, if that is later (the campaign fell
     behind, or a message came early). A delivery whose shaping group is full gives
     its place to the next one that may start now."""
-    last, refs = history
+    last, refs, settled = history
     floors = {r.id: _floor(campaign, r, req.now) for r in rows}
     # Those whose window is open now go first, whatever their planned order.
     rows.sort(key=lambda r: (floors[r.id], r.scheduled_at, r.id))
     rules = campaign.rules(req.window)
     answer = permit(req.now, [floors[r.id] for r in rows], rules, last, refs)
+    if not answer.admitted and settled and not any(rooms.member.get(r.id) for r in rows):
+        # Nothing may start now, and no send of the campaign is in flight: what may
+        # start within the horizon goes at its time, not a claim's round trip after.
+        starts = permit_ahead(req.now, req.ahead, [floors[r.id] for r in rows], rules, last, refs)
+        if starts:
+            _admit(req, campaign, rows[: len(starts)], result)
+            result.starts = starts
+            later = rows[len(starts) :]
+            return _wait(req, later, floors[later[0].id], result) if later else None
     admitted: list[Claimable] = []
     rest: list[Claimable] = []
     for i, row in enumerate(rows):
@@ -165,19 +179,30 @@ def _decide(
             result.held[rooms.full_group(row)] += 1
             rooms.hold(campaign.id, row)
     if admitted:
-        result.admitted = admitted
-        result.first_seq = campaign.slot_seq + 1
-        result.lease_until = req.now + req.lease
+        _admit(req, campaign, admitted, result)
     next_at = answer.next_at
     if rest and len(admitted) < answer.admitted:
         next_at = max(floors[rest[0].id], next_at or floors[rest[0].id])
     if not rest or next_at is None:
         return None
+    return _wait(req, rest, next_at, result)
+
+
+def _wait(
+    req: ClaimRequest, rest: list[Claimable], next_at: datetime, result: Claim
+) -> tuple[list[Claimable], datetime] | None:
+    """Hold ``rest`` in the worker when ``next_at`` comes within the hold; else return it."""
     if next_at - req.now <= req.hold:
         result.waiting = [r.id for r in rest]
         result.wait_until = next_at
         return None
     return rest, next_at
+
+
+def _admit(req: ClaimRequest, campaign: Campaign, rows: list[Claimable], result: Claim) -> None:
+    result.admitted = rows
+    result.first_seq = campaign.slot_seq + 1
+    result.lease_until = req.now + req.lease
 
 
 class _Rooms:
@@ -330,23 +355,33 @@ async def _drop_suppressed(
     return kept
 
 
+#: A campaign's last answer, its window references, and whether none is in flight.
+_History = tuple[datetime | None, list[datetime | None], bool]
+
+
 async def _histories(
     conn: AsyncConnection,
     live: Mapping[int, Campaign],
     rows: Mapping[int, list[Claimable]],
     now: datetime,
-) -> dict[int, tuple[datetime | None, list[datetime | None]]]:
-    """Per campaign: when its latest send finished, and the window references for its
-    next sends (the send ``limit`` places before each). One query for the batch."""
+) -> dict[int, _History]:
+    """Per campaign: when its latest send finished, the window references for its next
+    sends (the send ``limit`` places before each), and whether all of them had been
+    answered: a send in flight counts as ending ``now``, a lower bound, so a rule
+    measured from it can never admit a send too early. One query for the batch."""
     wanted: dict[int, list[tuple[int, int]]] = {}
     for cid, found in rows.items():
         n, limit = live[cid].slot_seq, live[cid].hourly_limit
         wanted[cid] = [(max(1, n + 1 - limit), n + len(found) - limit), (n, n)]
-    times = await sending.slot_times(conn, wanted, now)
+    times = await sending.slot_times(conn, wanted)
     histories = {}
     for cid, found in rows.items():
         n, limit = live[cid].slot_seq, live[cid].hourly_limit
         got = times.get(cid, {})
-        refs = [got.get(n + 1 + j - limit) for j in range(min(len(found), limit))]
-        histories[cid] = (got.get(n), refs)
+        wanted_seqs = [n + 1 + j - limit for j in range(min(len(found), limit))]
+        # A send that exists but has no answer yet is in flight.
+        settled = all(got[seq] is not None for seq in (n, *wanted_seqs) if seq in got)
+        answered = {seq: at or now for seq, at in got.items()}
+        refs = [answered.get(seq) for seq in wanted_seqs]
+        histories[cid] = (answered.get(n), refs, settled)
     return histories

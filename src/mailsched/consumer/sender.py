@@ -91,11 +91,14 @@ async def send_claims(deps: WorkerDeps, claims: Sequence[Claim]) -> None:
         leases[campaign.id] = lease_until
         for i, row in enumerate(claim.admitted):
             seq = claim.first_seq + i
-            pending.add(asyncio.create_task(_send_one(deps, campaign, seq, row, lease_until)))
+            # Admitted ahead of its time, a send waits for it.
+            start = claim.starts[i] if claim.starts else claimed_at
+            send = _send_one(deps, campaign, seq, row, lease_until, start)
+            pending.add(asyncio.create_task(send))
             if not row.attempts:
                 # Against the first plan: a re-plan must not hide drift. A retry's
                 # wait is no lateness of the scheduler's.
-                late = (claimed_at - row.first_planned_at).total_seconds()
+                late = (start - row.first_planned_at).total_seconds()
                 deps.metrics.lateness.observe(max(0.0, late))
     while pending:
         done, pending = await asyncio.wait(pending, timeout=_FLUSH_SECONDS)
@@ -104,8 +107,16 @@ async def send_claims(deps: WorkerDeps, claims: Sequence[Claim]) -> None:
 
 
 async def _send_one(
-    deps: WorkerDeps, campaign: Campaign, seq: int, row: Claimable, lease_until: datetime
+    deps: WorkerDeps,
+    campaign: Campaign,
+    seq: int,
+    row: Claimable,
+    lease_until: datetime,
+    start: datetime,
 ) -> Attempt:
+    wait = (start - deps.clock()).total_seconds()
+    if wait > 0:
+        await asyncio.sleep(wait)
     if not deps.connections:
         return await _send_now(deps, campaign, seq, row, lease_until)
     groups = deps.shaping.groups_for(row.recipient)

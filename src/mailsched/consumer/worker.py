@@ -140,6 +140,7 @@ class Worker:
             window=deps.window,
             shaping=deps.shaping,
             margin=deps.margin,
+            ahead=deps.config.ahead,
         )
         claims = await deps.db.run(lambda conn: claim(conn, request))
         for campaign_id, result in claims.items():
@@ -158,21 +159,24 @@ class Worker:
         """Claim a batch's deliveries in one transaction and send what may go now; ask
         again about what the rules held back when its time comes, all the campaigns
         due by then in one claim again (a batch of a thousand campaigns whose messages
-        came a little early is a few claims, not a thousand)."""
+        came a little early is a few claims, not a thousand). Each is asked about a
+        little ahead of its time (``ahead``), so that the claim's round trip is over by
+        then and the send goes at its time."""
         deps = self._deps
+        ahead = deps.config.ahead
         claims = await self._claim(deliveries)
         sends = [asyncio.create_task(send_claims(deps, list(claims.values())))]
         try:
             held = _held(claims)
             while held:
-                first = min(until for until, _ in held.values())
+                first = min(until for until, _ in held.values()) - ahead
                 if await self._stop_within(first):
                     # Shutting down: hand what we were waiting for back to the dispatcher.
                     ids = [i for _, waiting in held.values() for i in waiting]
                     await self._release(ids)
                     return
                 now = deps.clock()
-                due = {cid: ids for cid, (until, ids) in held.items() if until <= now}
+                due = {cid: ids for cid, (until, ids) in held.items() if until <= now + ahead}
                 if not due:
                     continue  # the timer fired a little early
                 claims = await self._claim(due)

@@ -60,3 +60,41 @@ def backoff(attempt: int, base: timedelta, cap: timedelta, jitter: float) -> tim
         seconds=min(cap.total_seconds(), base.total_seconds() * 2.0 ** min(attempt - 1, 64))
     )
     return nominal / 2 + nominal / 2 * jitter
+
+
+def permit_ahead(
+    now: datetime,
+    horizon: timedelta,
+    scheduled: Sequence[datetime],
+    rules: Rules,
+    last: datetime | None,
+    window_refs: Sequence[datetime | None],
+) -> list[datetime]:
+    """When the first of the deliveries planned at ``scheduled`` (in order) may start,
+    for those that may start within ``horizon`` of ``now``: a worker that admits them
+    now and sends each at its time sends it on time, where asking again at that
+    time would have sent it a claim's round trip late.
+
+    Ask only when :func:`permit` admits none of them now, and when the campaign has
+    no send in flight: ``last`` and ``window_refs`` must all be answers. Then each
+    start given is exact, because every rule it applies is measured from an answer
+    already known:
+
+    * the first's gap from ``last`` and window from ``window_refs[0]``;
+    * a later one's gap would be measured from the answer to the one before it,
+      which nobody knows yet. So none is given when the gap is ``horizon`` or
+      shorter (a gap of 0 is no rule): a longer gap puts it beyond the horizon;
+    * likewise a window of ``horizon`` or shorter gives none, so that no start
+      depends on the answer to a send of this same claim.
+    """
+    if horizon <= timedelta(0) or rules.window <= horizon:
+        return []
+    if timedelta(0) < rules.delay <= horizon:
+        return []
+    floors = [max(now, s) for s in scheduled]
+    starts = []
+    for t in next_slots(floors, rules, last, window_refs):
+        if t > now + horizon:
+            break
+        starts.append(t)
+    return starts

@@ -123,13 +123,10 @@ def _variables(delivery_id: int, text: str | None) -> dict[str, Any] | None:
 
 
 async def slot_times(
-    conn: AsyncConnection, wanted: Mapping[int, Sequence[tuple[int, int]]], now: datetime
-) -> dict[int, dict[int, datetime]]:
+    conn: AsyncConnection, wanted: Mapping[int, Sequence[tuple[int, int]]]
+) -> dict[int, dict[int, datetime | None]]:
     """When sends finished: for each campaign, those numbered in its ranges
-    ``(first_seq, last_seq)``, in one query.
-
-    A send still in flight counts as finishing ``now``: a lower bound, so a rule
-    measured from it can never admit a send too early.
+    ``(first_seq, last_seq)``, in one query; ``None`` for a send still in flight.
     """
     ranges = [
         (cid, first, last)
@@ -150,9 +147,9 @@ async def slot_times(
         tuple(value for triple in ranges for value in triple),
     )
     loaded = loaded_time(conn.dialect)
-    times: dict[int, dict[int, datetime]] = {}
+    times: dict[int, dict[int, datetime | None]] = {}
     for r in rows:
-        times.setdefault(r.campaign_id, {})[r.seq] = loaded(r.finished_at) or now
+        times.setdefault(r.campaign_id, {})[r.seq] = loaded(r.finished_at)
     return times
 
 
