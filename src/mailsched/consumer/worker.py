@@ -163,25 +163,34 @@ class Worker:
         little ahead of its time (``ahead``), so that the claim's round trip is over by
         then and the send goes at its time."""
         deps = self._deps
-        ahead = deps.config.ahead
+        asked = deps.clock()
         claims = await self._claim(deliveries)
         sends = [asyncio.create_task(send_claims(deps, list(claims.values())))]
         try:
             held = _held(claims)
+            # Those already asked within the horizon, and held (a send of theirs was
+            # in flight, say): asked again at their moment, not at once again.
+            late = _within(held, asked + deps.config.ahead)
+
+            def ask_at(cid: int) -> datetime:
+                until = held[cid][0]
+                return until if cid in late else until - deps.config.ahead
+
             while held:
-                first = min(until for until, _ in held.values()) - ahead
-                if await self._stop_within(first):
+                if await self._stop_within(min(map(ask_at, held))):
                     # Shutting down: hand what we were waiting for back to the dispatcher.
                     ids = [i for _, waiting in held.values() for i in waiting]
                     await self._release(ids)
                     return
-                now = deps.clock()
-                due = {cid: ids for cid, (until, ids) in held.items() if until <= now + ahead}
+                asked = deps.clock()
+                due = {cid: held[cid][1] for cid in held if ask_at(cid) <= asked}
                 if not due:
                     continue  # the timer fired a little early
                 claims = await self._claim(due)
                 sends.append(asyncio.create_task(send_claims(deps, list(claims.values()))))
-                held = {cid: w for cid, w in held.items() if cid not in due} | _held(claims)
+                again = _held(claims)
+                late = (late - due.keys()) | _within(again, asked + deps.config.ahead)
+                held = {cid: w for cid, w in held.items() if cid not in due} | again
         finally:
             # Whatever was admitted is sent and recorded, even when the rest failed.
             await asyncio.gather(*sends)
@@ -209,6 +218,11 @@ def _log_failure(task: asyncio.Task[None]) -> None:
     """Nothing awaits a batch's task: an error it did not expect is reported here."""
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.error("a batch failed unexpectedly", exc_info=exc)
+
+
+def _within(held: dict[int, tuple[datetime, list[int]]], horizon: datetime) -> set[int]:
+    """The held campaigns whose moment comes by ``horizon``."""
+    return {cid for cid, (until, _) in held.items() if until <= horizon}
 
 
 def _held(claims: dict[int, Claim]) -> dict[int, tuple[datetime, list[int]]]:
