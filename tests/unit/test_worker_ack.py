@@ -6,18 +6,15 @@ import asyncio
 import gc
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
-from mailsched.config import WorkerConfig
-from mailsched.consumer.sender import WorkerDeps
 from mailsched.consumer.worker import Worker
 from mailsched.errors import QueueUnavailable
-from mailsched.metrics import Metrics
 from mailsched.queue import DueDelivery, Received
 from mailsched.queue.memory import MemoryQueue
+from tests.support.workers import loop_deps
 
 
 class CommitRefusedOnce(MemoryQueue):
@@ -46,29 +43,7 @@ class NoSendWorker(Worker):
 
 
 def _worker(queue: MemoryQueue) -> Worker:
-    config = WorkerConfig(
-        batch_size=10,
-        inflight_batches=2,
-        lease=timedelta(seconds=60),
-        hold=timedelta(0),
-        max_attempts=3,
-        retry_base=timedelta(seconds=1),
-        retry_cap=timedelta(seconds=1),
-        shutdown_grace=5.0,
-    )
-    none = cast(Any, None)
-    deps = WorkerDeps(
-        db=none,
-        queue=queue,
-        mailer=none,
-        letters=none,
-        config=config,
-        window=timedelta(hours=1),
-        clock=lambda: datetime.now(UTC),
-        owner="test-worker",
-        metrics=Metrics(),
-    )
-    return NoSendWorker(deps)
+    return NoSendWorker(loop_deps(queue))
 
 
 async def test_a_failed_commit_is_a_warning_and_goes_with_the_next(

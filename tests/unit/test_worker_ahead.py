@@ -4,14 +4,12 @@ once; a campaign the claim held again within the horizon waits for its moment.""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
 
-from mailsched.config import WorkerConfig
 from mailsched.consumer.claim import Claim
 from mailsched.consumer.sender import WorkerDeps
 from mailsched.consumer.worker import Worker
-from mailsched.metrics import Metrics
 from mailsched.queue.memory import MemoryQueue
+from tests.support.workers import loop_deps
 
 AHEAD = timedelta(milliseconds=250)
 
@@ -34,29 +32,7 @@ class Scripted(Worker):
 
 
 def _deps() -> WorkerDeps:
-    config = WorkerConfig(
-        batch_size=10,
-        inflight_batches=2,
-        lease=timedelta(seconds=60),
-        hold=timedelta(seconds=2),
-        max_attempts=3,
-        retry_base=timedelta(seconds=1),
-        retry_cap=timedelta(seconds=1),
-        shutdown_grace=5.0,
-        ahead=AHEAD,
-    )
-    none = cast(Any, None)
-    return WorkerDeps(
-        db=none,
-        queue=MemoryQueue(),
-        mailer=none,
-        letters=none,
-        config=config,
-        window=timedelta(hours=1),
-        clock=lambda: datetime.now(UTC),
-        owner="test-worker",
-        metrics=Metrics(),
-    )
+    return loop_deps(MemoryQueue(), hold=timedelta(seconds=2), ahead=AHEAD)
 
 
 async def test_a_campaign_held_again_within_the_horizon_is_asked_at_its_moment() -> None:
