@@ -9,6 +9,7 @@ deliveries whose worker lease ran out go back to SCHEDULED.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -119,7 +120,31 @@ class Dispatcher:
         return count
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Dispatch and reap until ``stop`` is set."""
+        """Dispatch and reap until ``stop`` is set; sample the gauge beside them."""
+        sampling = asyncio.create_task(self._sampling(stop))
+        try:
+            await self._dispatching(stop)
+        finally:
+            sampling.cancel()
+            await asyncio.gather(sampling, return_exceptions=True)
+
+    async def _sampling(self, stop: asyncio.Event) -> None:
+        """Refresh the gauge every ``reap_interval``, or less often when counting takes
+        long: its query counts every row of the table (0.6 s for 2M rows here), so
+        it runs beside the dispatch passes rather than between them, at most a
+        twentieth of the time."""
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            started = loop.time()
+            try:
+                await self.sample()
+            except MailschedError as exc:
+                log.warning("dispatcher: the gauge not refreshed: %s", exc)
+            spent = loop.time() - started
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(self._config.reap_interval, 20 * spent))
+
+    async def _dispatching(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         next_reap = loop.time()
         while not stop.is_set():
@@ -129,7 +154,6 @@ class Dispatcher:
             try:
                 if loop.time() >= next_reap:
                     await self.reap_once()
-                    await self.sample()
                     next_reap = loop.time() + self._config.reap_interval
                 if await self.dispatch_once() >= self._config.batch_size:
                     continue  # more is due: no pause
