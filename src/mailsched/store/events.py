@@ -224,8 +224,7 @@ async def append(conn: AsyncConnection, new: Sequence[NewEvent]) -> int:
         rows.append((first + i, ev.user_id, ev.type.value, at, ev.campaign_id, data))
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     await conn.exec_driver_sql(
-        "INSERT INTO events (id, user_id, type, occurred_at, campaign_id, data) "
-        f"VALUES ({', '.join([mark] * 6)})",
+        f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join([mark] * 6)})",
         rows,
     )
     return last
@@ -269,7 +268,7 @@ def _selected_statements(
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         sql = (
-            "INSERT INTO events (id, user_id, type, occurred_at, campaign_id, data) "
+            f"INSERT INTO events ({_COLUMNS}) "
             f"SELECT {before} + {start:d} + ROW_NUMBER() OVER (ORDER BY id), "
             f"{mark}, {mark}, {mark}, "
             f"campaign_id, JSON_OBJECT({', '.join(pairs)}) "
