@@ -167,6 +167,16 @@ class KafkaConfig:
     group_id: str
     replication_factor: int
 
+    @property
+    def behind_topic(self) -> str:
+        """The topic of the behind lane (:class:`mailsched.queue.Lane`): ``topic`` + ``.behind``."""
+        return f"{self.topic}.behind"
+
+    @property
+    def behind_group_id(self) -> str:
+        """The workers' consumer group on the behind lane's topic."""
+        return f"{self.group_id}.behind"
+
 
 @dataclass(frozen=True, slots=True)
 class DispatcherConfig:
@@ -177,6 +187,15 @@ class DispatcherConfig:
     batch_size: int
     requeue_after: timedelta
     reap_interval: float
+    #: A delivery planned this long before the pass that claims it is behind its plan,
+    #: and travels on the behind lane (:class:`mailsched.queue.Lane`). Deliveries come
+    #: a look-ahead early when the dispatcher keeps up; this catches those created
+    #: due at once, which a pass claims within milliseconds of their creation.
+    behind_after: timedelta = timedelta(seconds=0.25)
+    #: At most this many deliveries of one campaign take the on-time lane in a pass;
+    #: the rest of a crowd due at once goes behind, so that a big campaign due now
+    #: cannot fill the on-time lane ahead of every other campaign's next email.
+    crowd: int = 50
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,7 +84,10 @@ class Metrics:
             registry=r,
         )
         self.dispatched = Counter(
-            "mailsched_dispatched_total", "Deliveries moved to the queue", registry=r
+            "mailsched_dispatched_total",
+            "Deliveries moved to the queue, by lane (on_time, behind)",
+            ["lane"],
+            registry=r,
         )
         self.replans = Counter(
             "mailsched_replans_total",

@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient
 
 from mailsched.config import KafkaConfig
 from mailsched.errors import QueueError, QueueUnavailable
-from mailsched.queue import DeadLetter, DeliveryQueue, DueDelivery, Received
+from mailsched.queue import DeadLetter, DeliveryQueue, DueDelivery, Lane, Received
 from mailsched.queue.kafka import KafkaQueue, KafkaReceived
 from mailsched.queue.memory import MemoryQueue
 
@@ -128,10 +128,12 @@ class KafkaBackend:
 
     def _delete_topics(self) -> None:
         admin = AdminClient({"bootstrap.servers": self.config.bootstrap_servers})
-        topics = [self.config.topic, self.config.dead_letter_topic]
+        config = self.config
+        topics = [config.topic, config.behind_topic, config.dead_letter_topic]
         for future in admin.delete_topics(topics, operation_timeout=10).values():
             future.result(timeout=15)
-        for future in admin.delete_consumer_groups([self.config.group_id]).values():
+        groups = [config.group_id, config.behind_group_id]
+        for future in admin.delete_consumer_groups(groups).values():
             # A group that never committed does not exist.
             with contextlib.suppress(KafkaException):
                 future.result(timeout=15)
@@ -234,10 +236,35 @@ async def test_receive_takes_at_most_max_items(queue_factory: Backend) -> None:
     assert all(len(batch) <= 3 for batch in batches)
 
 
+async def test_the_on_time_lane_comes_before_the_behind_lane(queue_factory: Backend) -> None:
+    queue = await queue_factory.connect()
+    behind = _deliveries(5, campaigns=[71, 72])
+    on_time = _deliveries(2, campaigns=[73], start=100)  # one partition: fetched together
+    await queue.publish(behind, Lane.BEHIND)
+    await queue.publish(on_time)
+
+    batches: list[list[DueDelivery]] = []
+    deadline = time.monotonic() + WAIT
+    while sum(map(len, batches)) < 7 and time.monotonic() < deadline:
+        # At first a long wait: once neither lane has anything at hand, it is the
+        # on-time lane's (Kafka's consumers join their groups on the first receive).
+        # Kafka's wait ends early only once max_items came.
+        wait, most = (0.5, 200) if batches else (WAIT, len(on_time))
+        if batch := await queue.receive(max_items=most, timeout=wait):
+            batches.append([m.delivery for m in batch])
+
+    received = [d for batch in batches for d in batch]
+    assert received[:2] == on_time
+    assert sorted(received[2:], key=lambda d: d.delivery_id) == behind
+    # One lane per receive.
+    assert all(set(batch) <= set(on_time) or set(batch) <= set(behind) for batch in batches)
+
+
 async def test_acknowledged_messages_do_not_come_again(queue_factory: Backend) -> None:
     queue = await queue_factory.connect()
     published = _deliveries(8, campaigns=[21, 22, 23])
-    await queue.publish(published)
+    await queue.publish(published[:4])
+    await queue.publish(published[4:], Lane.BEHIND)  # each lane commits its own
     received = await _receive(queue, len(published))
     await queue.ack(received)
 

@@ -88,7 +88,9 @@ async def test_kafka_that_answers_but_times_out_writes_is_not_ready(
     finally:
         await queue.close()
         admin = AdminClient({"bootstrap.servers": servers})
-        for future in admin.delete_topics([config.topic, config.dead_letter_topic]).values():
+        for future in admin.delete_topics(
+            [config.topic, config.behind_topic, config.dead_letter_topic]
+        ).values():
             await asyncio.to_thread(future.result, 15)
 
     assert response.status_code == 503

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import socket
@@ -9,7 +10,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
@@ -32,6 +33,14 @@ class Arrival:
         return int(str(self.message["Message-ID"]).split(".", 1)[0].lstrip("<c"))
 
 
+@dataclass(frozen=True)
+class Gate:
+    """Holds every DATA back until ``opened`` is set; ``waiting`` is set once one is held."""
+
+    waiting: threading.Event = field(default_factory=threading.Event)
+    opened: threading.Event = field(default_factory=threading.Event)
+
+
 #: Decides the reply to RCPT TO: ``None`` accepts, a string such as "451 later" refuses.
 RcptPolicy = Callable[[str], str | None]
 
@@ -50,6 +59,10 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        gate = self._sink.gate
+        if gate is not None and not gate.opened.is_set():
+            gate.waiting.set()
+            await asyncio.get_running_loop().run_in_executor(None, gate.opened.wait)
         content = envelope.original_content or b""
         message = email.message_from_bytes(content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
@@ -104,6 +117,8 @@ class SmtpSink(ArrivalLog):
         self.port = free_port()
         self._contents: list[bytes] = []
         self.rcpt_policy: RcptPolicy = lambda _address: None
+        #: When set, messages wait at it before they are accepted.
+        self.gate: Gate | None = None
         self._controller = Controller(
             _Handler(self), hostname="127.0.0.1", port=self.port, decode_data=False
         )

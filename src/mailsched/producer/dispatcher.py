@@ -4,6 +4,12 @@ Every ``interval`` it claims deliveries due within the look-ahead, publishes the
 waits until the queue holds them, and only then commits them as QUEUED. Now and
 then it also reaps: deliveries QUEUED for too long (their message was lost) and
 deliveries whose worker lease ran out go back to SCHEDULED.
+
+Each pass claims the deliveries still on their plan first and gives them the
+queue's on-time lane; what is behind its plan only fills the pass's remaining
+room, and goes on the behind lane, which workers take only when nothing is on
+time. So a backlog (a big campaign due at once, or work that piled up while the
+workers were down) never delays a campaign that can still be on time.
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from mailsched.config import DispatcherConfig
 from mailsched.errors import MailschedError
 from mailsched.metrics import Metrics
-from mailsched.queue import DeliveryQueue
+from mailsched.queue import DeliveryQueue, DueDelivery, Lane
 from mailsched.store import dispatch
 from mailsched.store.campaigns import complete_stalled
 from mailsched.store.db import Database
@@ -38,6 +45,20 @@ class Reaped:
     expired: int
     #: Campaigns found with nothing left to send, and completed.
     completed: int = 0
+
+
+def split_crowds(
+    due: Iterable[DueDelivery], crowd: int
+) -> tuple[list[DueDelivery], list[DueDelivery]]:
+    """The first ``crowd`` deliveries of each campaign in ``due``, and the rest, each in
+    order."""
+    taken: Counter[int] = Counter()
+    first: list[DueDelivery] = []
+    rest: list[DueDelivery] = []
+    for delivery in due:
+        taken[delivery.campaign_id] += 1
+        (first if taken[delivery.campaign_id] <= crowd else rest).append(delivery)
+    return first, rest
 
 
 class Dispatcher:
@@ -65,18 +86,24 @@ class Dispatcher:
     async def dispatch_once(self) -> int:
         """Queue one batch of due deliveries; return how many."""
 
-        async def work(conn: AsyncConnection) -> int:
+        config = self._config
+
+        async def work(conn: AsyncConnection) -> dict[Lane, list[DueDelivery]]:
             now = self._clock()
             due = await dispatch.claim_due(
-                conn, now + self._config.lookahead, self._config.batch_size, now
+                conn, now + config.lookahead, config.batch_size, now, now - config.behind_after
             )
-            if due:
-                await self._queue.publish(due)
-            return len(due)
+            on_time, crowded = split_crowds(due.on_time, config.crowd)
+            lanes = {Lane.ON_TIME: on_time, Lane.BEHIND: due.behind + crowded}
+            await asyncio.gather(
+                *(self._queue.publish(rows, lane) for lane, rows in lanes.items() if rows)
+            )
+            return lanes
 
-        count = await self._db.run(work)
-        self._metrics.dispatched.inc(count)
-        return count
+        lanes = await self._db.run(work)
+        for lane, rows in lanes.items():
+            self._metrics.dispatched.labels(lane.value).inc(len(rows))
+        return sum(map(len, lanes.values()))
 
     async def reap_once(self) -> Reaped:
         """Put back deliveries the queue lost and those whose lease ran out."""

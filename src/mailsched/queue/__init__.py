@@ -3,13 +3,29 @@
 The queue carries due work only: future deliveries live in the database. It is
 at-least-once: a message may come twice, and the worker's claim in the database
 makes that harmless.
+
+It has two lanes. Deliveries still on their plan travel on the on-time lane;
+those already behind it (a backlog: a big campaign due at once, work that piled
+up while workers were down) travel on the behind lane. A worker takes from the
+on-time lane first, so a backlog never delays work that can still be on time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
+
+
+class Lane(StrEnum):
+    """Which way a due delivery travels to the workers."""
+
+    #: Still on its plan: taken before anything behind.
+    ON_TIME = "on_time"
+    #: Already behind its plan, or one of a crowd due at once: taken when nothing
+    #: is on time.
+    BEHIND = "behind"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +59,9 @@ class Received(Protocol):
 class DeliveryQueue(Protocol):
     """What the dispatcher and the worker need from a queue."""
 
-    async def publish(self, deliveries: Sequence[DueDelivery]) -> None:
-        """Put deliveries on the queue; return only once the queue holds them durably.
+    async def publish(self, deliveries: Sequence[DueDelivery], lane: Lane = Lane.ON_TIME) -> None:
+        """Put deliveries on the queue's ``lane``; return only once the queue holds them
+        durably.
 
         Raises :class:`~mailsched.errors.QueueError` when it could not.
         """
@@ -55,7 +72,11 @@ class DeliveryQueue(Protocol):
         max_items: int,
         timeout: float,  # noqa: ASYNC109 - a poll timeout, not a deadline for the caller
     ) -> Sequence[Received]:
-        """Take up to ``max_items`` messages, waiting at most ``timeout`` seconds for the first."""
+        """Take up to ``max_items`` messages, waiting at most ``timeout`` seconds for the first.
+
+        Messages of the on-time lane come before any of the behind lane; one call
+        returns messages of one lane.
+        """
         ...
 
     async def ack(self, messages: Sequence[Received]) -> None:

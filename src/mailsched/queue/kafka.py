@@ -1,7 +1,10 @@
 """The Kafka delivery queue: the real one, for several dispatchers and workers.
 
 Deliveries are keyed by campaign, so a campaign's deliveries keep their order
-on one partition. The producer and the consumer are created on first use: a
+on one partition. Each lane is a topic: the on-time lane is ``topic``, the behind
+lane ``topic.behind``, read by a consumer group of its own
+(``group_id.behind``), so that a worker can ask the on-time lane first whatever
+the behind lane holds. The producer and the consumer are created on first use: a
 dispatcher that only publishes never joins the consumer group (where it would
 be given partitions it never reads).
 
@@ -18,6 +21,7 @@ eager ``range`` assignor) and reading its unacknowledged messages again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -25,7 +29,7 @@ from typing import Any
 
 from mailsched.config import KafkaConfig
 from mailsched.errors import QueueUnavailable
-from mailsched.queue import DeadLetter, DueDelivery, Received
+from mailsched.queue import DeadLetter, DueDelivery, Lane, Received
 from mailsched.queue import kafka_codec as codec
 from mailsched.queue.kafka_consumer import (
     KafkaReceived,
@@ -83,59 +87,86 @@ class KafkaQueue:
             "partitioner": "murmur2_random",
         }
         self._publisher = Publisher(publisher, timeout=publish_timeout)
-        self._subscriber = Subscriber(
-            {**common, **group_member(config.group_id)}, config.topic, delivery_record
-        )
+        self._lanes = {
+            Lane.ON_TIME: Subscriber(
+                {**common, **group_member(config.group_id)}, config.topic, delivery_record
+            ),
+            Lane.BEHIND: Subscriber(
+                {**common, **group_member(config.behind_group_id)},
+                config.behind_topic,
+                delivery_record,
+            ),
+        }
+        self._topics = {Lane.ON_TIME: config.topic, Lane.BEHIND: config.behind_topic}
 
     async def check_writable(self) -> None:
         """Return if deliveries can be published now; raise QueueUnavailable if not (``/readyz``).
 
         A broker that answers is not enough: with two brokers of three down it
-        still does, and every write times out. So: no send to the delivery topic
-        may have failed lately, and every partition of it needs a leader and
+        still does, and every write times out. So: no send to either lane's topic
+        may have failed lately, and every partition of each needs a leader and
         enough in-sync replicas. Asked through the long-lived producer. The
         dead-letter topic is not asked: while it fails, dead letters wait in
         their outbox, and deliveries go on.
         """
-        if self._publisher.failed_within(self._config.topic, _RECENT_FAILURE_SECONDS):
-            raise QueueUnavailable("the latest sends to Kafka failed")
-        topic = await self._publisher.topic_metadata(self._config.topic, wait=2.0)
-        reason = unwritable(topic, min_insync(self._config.replication_factor))
-        if reason is not None:
-            raise QueueUnavailable(f"Kafka topic {self._config.topic}: {reason}")
+        for name in self._topics.values():
+            if self._publisher.failed_within(name, _RECENT_FAILURE_SECONDS):
+                raise QueueUnavailable("the latest sends to Kafka failed")
+        for name in self._topics.values():
+            topic = await self._publisher.topic_metadata(name, wait=2.0)
+            reason = unwritable(topic, min_insync(self._config.replication_factor))
+            if reason is not None:
+                raise QueueUnavailable(f"Kafka topic {name}: {reason}")
 
     async def ensure_topics(self) -> None:
-        """Create the delivery and dead-letter topics if missing; wait until they are usable."""
+        """Create the lanes' and the dead-letter topics if missing; wait until they are usable."""
         config = self._config
         await ensure_topics(
             self._admin_config,
             [
                 new_topic(config.topic, config.partitions, config.replication_factor),
+                new_topic(config.behind_topic, config.partitions, config.replication_factor),
                 # Dead letters are few and read by people: one partition keeps them in order.
                 new_topic(config.dead_letter_topic, 1, config.replication_factor),
             ],
             self._admin_timeout,
         )
 
-    async def publish(self, deliveries: Sequence[DueDelivery]) -> None:
-        """Produce the deliveries; return once the in-sync replicas hold every one."""
+    async def publish(self, deliveries: Sequence[DueDelivery], lane: Lane = Lane.ON_TIME) -> None:
+        """Produce the deliveries to ``lane``'s topic; return once the in-sync replicas
+        hold every one."""
         now = time.time()
         records = [(codec.key(d), codec.encode(d, now)) for d in deliveries]
-        await self._send(self._config.topic, records)
+        await self._send(self._topics[lane], records)
 
     async def receive(
         self,
         max_items: int,
         timeout: float,  # noqa: ASYNC109 - the DeliveryQueue contract
     ) -> Sequence[KafkaReceived]:
-        """Up to ``max_items`` deliveries, waiting at most ``timeout`` seconds for the first."""
+        """Up to ``max_items`` deliveries, waiting at most ``timeout`` seconds: what the
+        on-time lane has at hand, else what the behind lane has, else what comes on
+        the on-time lane within the timeout (librdkafka waits all of it unless
+        ``max_items`` come: a batch, rather than a claim per message)."""
+        for lane in Lane:
+            if received := await self._receive(lane, max_items, 0.0):
+                return received
+        return await self._receive(Lane.ON_TIME, max_items, timeout)
+
+    async def _receive(
+        self,
+        lane: Lane,
+        max_items: int,
+        timeout: float,  # noqa: ASYNC109 - the DeliveryQueue contract
+    ) -> Sequence[KafkaReceived]:
+        subscriber = self._lanes[lane]
         try:
-            return await self._subscriber.receive(max_items, timeout)
+            return await subscriber.receive(max_items, timeout)
         except TopicMissing as exc:
             # The topic was made again: a fresh consumer reads the new one. What it
             # had handed out is in the database, and comes again by the reaper.
             await self._recreate_topics(exc)
-            await self._subscriber.restart()
+            await subscriber.restart()
             return []
 
     async def ack(self, messages: Sequence[Received]) -> None:
@@ -144,12 +175,14 @@ class KafkaQueue:
         Returns after the broker confirmed the commit. If it fails, the error
         is raised and the acknowledgements are kept for the next commit.
         """
-        received: list[KafkaReceived] = []
+        received: dict[Lane, list[KafkaReceived]] = {}
         for message in messages:
             if not isinstance(message, KafkaReceived):
                 raise TypeError(f"not a message from a KafkaQueue: {message!r}")
-            received.append(message)
-        await self._subscriber.ack(received)
+            lane = Lane.BEHIND if message.topic == self._config.behind_topic else Lane.ON_TIME
+            received.setdefault(lane, []).append(message)
+        for lane, taken in received.items():
+            await self._lanes[lane].ack(taken)
 
     async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
         """Produce a record per dead letter to the dead-letter topic, all in one send."""
@@ -173,6 +206,12 @@ class KafkaQueue:
     async def close(self) -> None:
         """Leave the group without committing unacknowledged work; finish pending sends."""
         try:
-            await self._subscriber.close()
+            closed = await asyncio.gather(
+                *(subscriber.close() for subscriber in self._lanes.values()),
+                return_exceptions=True,
+            )
+            for result in closed:
+                if isinstance(result, BaseException):
+                    raise result
         finally:
             await self._publisher.close()

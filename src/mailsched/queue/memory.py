@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mailsched.errors import QueueError
-from mailsched.queue import DeadLetter, DueDelivery, Received
+from mailsched.queue import DeadLetter, DueDelivery, Lane, Received
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +27,11 @@ class MemoryReceived:
 
 
 class MemoryQueue:
-    """A :class:`~mailsched.queue.DeliveryQueue` on an unbounded ``asyncio.Queue``."""
+    """A :class:`~mailsched.queue.DeliveryQueue` on an unbounded deque per lane."""
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[MemoryReceived] = asyncio.Queue()
+        self._lanes: dict[Lane, deque[MemoryReceived]] = {lane: deque() for lane in Lane}
+        self._arrived = asyncio.Event()
         self._sequence = itertools.count()
         self._unacked: set[int] = set()
         self._idle = asyncio.Event()
@@ -51,35 +53,38 @@ class MemoryQueue:
         """Wait until every published message has been acknowledged."""
         await self._idle.wait()
 
-    async def publish(self, deliveries: Sequence[DueDelivery]) -> None:
+    async def publish(self, deliveries: Sequence[DueDelivery], lane: Lane = Lane.ON_TIME) -> None:
         """Queue the deliveries; they are "durable" for as long as the process lives."""
         self._check_open()
         now = time.time()
+        queue = self._lanes[lane]
         for delivery in deliveries:
             message = MemoryReceived(delivery, next(self._sequence), now)
             self._unacked.add(message.sequence)
-            self._queue.put_nowait(message)
-        if self._unacked:
+            queue.append(message)
+        if deliveries:
             self._idle.clear()
+            self._arrived.set()
 
     async def receive(
         self,
         max_items: int,
         timeout: float,  # noqa: ASYNC109 - the DeliveryQueue contract
     ) -> Sequence[MemoryReceived]:
-        """Wait up to ``timeout`` seconds for a message, then take what else is there."""
+        """Wait up to ``timeout`` seconds for a message, then take what else its lane has
+        (the on-time lane first)."""
         self._check_open()
         if max_items < 1:
             raise ValueError("max_items must be at least 1")
         try:
             async with asyncio.timeout(timeout):
-                first = await self._queue.get()
+                while not any(self._lanes.values()):
+                    self._arrived.clear()
+                    await self._arrived.wait()
         except TimeoutError:
             return []
-        taken = [first]
-        while len(taken) < max_items and not self._queue.empty():
-            taken.append(self._queue.get_nowait())
-        return taken
+        queue = next(q for q in self._lanes.values() if q)
+        return [queue.popleft() for _ in range(min(max_items, len(queue)))]
 
     async def ack(self, messages: Sequence[Received]) -> None:
         """Forget handled messages; acknowledging one twice is harmless."""

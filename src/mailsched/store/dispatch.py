@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, func, select, update
@@ -18,29 +21,64 @@ d = deliveries.c
 _EXPIRED = "lease expired: the worker stopped before recording the outcome"
 
 
+@dataclass(frozen=True, slots=True)
+class Due:
+    """What one dispatch pass claimed: the deliveries still on their plan, then those
+    already behind it. Iterating gives them all, on time first."""
+
+    on_time: list[DueDelivery]
+    behind: list[DueDelivery] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.on_time) + len(self.behind)
+
+    def __iter__(self) -> Iterator[DueDelivery]:
+        return itertools.chain(self.on_time, self.behind)
+
+
 async def claim_due(
-    conn: AsyncConnection, horizon: datetime, limit: int, now: datetime
-) -> list[DueDelivery]:
+    conn: AsyncConnection,
+    horizon: datetime,
+    limit: int,
+    now: datetime,
+    behind_before: datetime | None = None,
+) -> Due:
     """Lock up to ``limit`` SCHEDULED deliveries planned at or before ``horizon`` and mark them
     QUEUED (in this transaction: the caller publishes them, then commits).
 
+    With ``behind_before``, those planned from then on come first (on time), and
+    those planned before it (behind) only fill what room is left: a backlog,
+    however large, never holds back a delivery that can still be on time.
+
     ``SKIP LOCKED`` lets several dispatchers claim side by side without waiting
-    for, or taking, each other's rows; ``ix_deliveries_due`` serves the range.
+    for, or taking, each other's rows; ``ix_deliveries_due`` serves each range.
     """
-    rows = (
-        await conn.execute(
-            select(d.id, d.campaign_id)
-            .where(d.status == DeliveryStatus.SCHEDULED, d.scheduled_at <= horizon)
-            .order_by(d.scheduled_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    ).all()
-    if not rows:
-        return []
-    ids = [r.id for r in rows]
-    await transitions.move(conn, DISPATCH, now, ids=ids, values={"queued_at": now})
-    return [DueDelivery(delivery_id=r.id, campaign_id=r.campaign_id) for r in rows]
+    planned = d.scheduled_at
+    if behind_before is None:
+        on_time = await _lock_due(conn, (planned <= horizon,), limit)
+        behind: list[DueDelivery] = []
+    else:
+        on_time = await _lock_due(conn, (planned >= behind_before, planned <= horizon), limit)
+        room = limit - len(on_time)
+        behind = await _lock_due(conn, (planned < behind_before,), room) if room else []
+    due = Due(on_time, behind)
+    if due:
+        ids = [x.delivery_id for x in due]
+        await transitions.move(conn, DISPATCH, now, ids=ids, values={"queued_at": now})
+    return due
+
+
+async def _lock_due(
+    conn: AsyncConnection, planned: tuple[ColumnElement[bool], ...], limit: int
+) -> list[DueDelivery]:
+    query = (
+        select(d.id, d.campaign_id)
+        .where(d.status == DeliveryStatus.SCHEDULED, *planned)
+        .order_by(d.scheduled_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [DueDelivery(r.id, r.campaign_id) for r in await conn.execute(query)]
 
 
 async def requeue_stale(
