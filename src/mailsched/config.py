@@ -359,7 +359,7 @@ class Settings(BaseSettings):
     worker_inflight_batches: int = Field(4, ge=1, le=64)
     lease_seconds: float = Field(120.0, gt=0)
     hold_seconds: float = Field(2.0, ge=0)
-    claim_ahead_seconds: float = Field(0.25, ge=0, lt=1)
+    claim_ahead_seconds: float = Field(0.9, ge=0, lt=1)
     max_attempts: int = Field(5, ge=1)
     retry_base_seconds: float = Field(30.0, gt=0)
     retry_cap_seconds: float = Field(3600.0, gt=0)
