@@ -21,7 +21,7 @@ from mailsched.producer.schemas import CampaignRequest
 from mailsched.queue.memory import MemoryQueue
 from tests.conftest import Stack
 from tests.support.rules import max_in_window, min_gap
-from tests.support.running import completed, create, running, wait_until
+from tests.support.running import completed, create, load_settings, running, wait_until
 from tests.support.smtp_sink import SmtpSink
 
 WINDOW = 2.0
@@ -30,20 +30,18 @@ USER = 7
 
 @pytest.fixture
 def settings(stack: Stack, smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    env = stack.env() | {
-        "MAILSCHED_SMTP_URL": smtp_sink.url,
-        "MAILSCHED_FROM": "campaigns@example.com",
-        "MAILSCHED_RATE_WINDOW_SECONDS": str(WINDOW),
-        "MAILSCHED_DISPATCH_INTERVAL_SECONDS": "0.05",
-        "MAILSCHED_DISPATCH_LOOKAHEAD_SECONDS": "0.3",
-        "MAILSCHED_HOLD_SECONDS": "1.0",
-        "MAILSCHED_RETRY_BASE_SECONDS": "0.2",
-        "MAILSCHED_RETRY_CAP_SECONDS": "0.5",
-        "MAILSCHED_MAX_ATTEMPTS": "3",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return Settings.load()
+    return load_settings(
+        monkeypatch,
+        stack.env(),
+        smtp_sink.url,
+        RATE_WINDOW_SECONDS=str(WINDOW),
+        DISPATCH_INTERVAL_SECONDS="0.05",
+        DISPATCH_LOOKAHEAD_SECONDS="0.3",
+        HOLD_SECONDS="1.0",
+        RETRY_BASE_SECONDS="0.2",
+        RETRY_CAP_SECONDS="0.5",
+        MAX_ATTEMPTS="3",
+    )
 
 
 def request(recipients: list[str], delay: int = 0, limit: int = 1000) -> CampaignRequest:

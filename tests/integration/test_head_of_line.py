@@ -17,7 +17,7 @@ from mailsched.domain.model import DeliveryStatus
 from mailsched.producer.schemas import CampaignRequest
 from mailsched.store.tables import deliveries
 from tests.conftest import Stack
-from tests.support.running import completed, create, running, wait_until
+from tests.support.running import completed, create, load_settings, running, wait_until
 from tests.support.smtp_sink import Gate, SmtpSink
 
 BACKLOG = 600
@@ -26,17 +26,15 @@ USER = 7
 
 @pytest.fixture
 def settings(stack: Stack, smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    env = stack.env() | {
-        "MAILSCHED_SMTP_URL": smtp_sink.url,
-        "MAILSCHED_FROM": "campaigns@example.com",
-        "MAILSCHED_DISPATCH_INTERVAL_SECONDS": "0.05",
+    return load_settings(
+        monkeypatch,
+        stack.env(),
+        smtp_sink.url,
+        DISPATCH_INTERVAL_SECONDS="0.05",
         # Small batches, one at a time: the backlog cannot all be in the worker's hands.
-        "MAILSCHED_WORKER_BATCH_SIZE": "10",
-        "MAILSCHED_WORKER_INFLIGHT_BATCHES": "1",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return Settings.load()
+        WORKER_BATCH_SIZE="10",
+        WORKER_INFLIGHT_BATCHES="1",
+    )
 
 
 def request(prefix: str, count: int) -> CampaignRequest:

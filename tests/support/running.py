@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.bootstrap import Clock, Components, build, utc_now
@@ -15,6 +16,19 @@ from mailsched.domain.model import Campaign, CampaignStatus
 from mailsched.producer.schemas import CampaignCreated, CampaignRequest
 from mailsched.store.campaigns import get_campaign
 from mailsched.store.migrate import upgrade
+
+
+def load_settings(
+    monkeypatch: pytest.MonkeyPatch, stack_env: Mapping[str, str], smtp_url: str, **more: str
+) -> Settings:
+    """The settings of a stack (its ``env()``) sending to ``smtp_url`` as
+    campaigns@example.com, with ``more`` (``MAILSCHED_`` left off the names), set in
+    the environment for the rest of the test."""
+    env = {**stack_env, "MAILSCHED_SMTP_URL": smtp_url, "MAILSCHED_FROM": "campaigns@example.com"}
+    env |= {f"MAILSCHED_{name}": value for name, value in more.items()}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return Settings.load()
 
 
 @asynccontextmanager
