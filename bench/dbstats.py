@@ -6,11 +6,12 @@ import statistics
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from mailsched.config import DispatcherConfig
 from mailsched.domain.model import DeliveryStatus
 from mailsched.store.db import Database
 from mailsched.store.dispatch import claim_due
@@ -156,8 +157,10 @@ async def _backlog_campaign(db: Database, first: datetime, size: int) -> int:
 
 
 async def time_claim_due(db: Database, repeats: int = 20) -> dict[str, Any]:
-    """Time :func:`claim_due` (rolled back, so nothing is claimed) and EXPLAIN its SELECT."""
+    """Time :func:`claim_due` as the dispatcher calls it, on-time range then behind range
+    (rolled back, so nothing is claimed), and EXPLAIN each SELECT of the last call."""
     captured: list[tuple[str, Any]] = []
+    behind_after = cast(timedelta, DispatcherConfig.__dataclass_fields__["behind_after"].default)
 
     def capture(_c: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
         if statement.lstrip().upper().startswith("SELECT") and "deliveries" in statement:
@@ -167,19 +170,21 @@ async def time_claim_due(db: Database, repeats: int = 20) -> dict[str, Any]:
     event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
     try:
         for _ in range(repeats):
+            captured.clear()
             async with db.engine.connect() as conn, conn.begin() as tx:
                 now = datetime.now(UTC)
                 started = time.perf_counter()
-                await claim_due(conn, now + timedelta(seconds=1), 1000, now)
+                await claim_due(conn, now + timedelta(seconds=1), 1000, now, now - behind_after)
                 timings.append(time.perf_counter() - started)
                 await tx.rollback()
     finally:
         event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
-    plan = await _explain(db, *captured[-1]) if captured else []
+    plans = [await _explain(db, *query) for query in captured]
     return {
         "median_ms": round(statistics.median(timings) * 1000, 2),
         "max_ms": round(max(timings) * 1000, 2),
-        "explain": plan,
+        # The first row of each SELECT's plan.
+        "explain": [plan[0] for plan in plans if plan],
     }
 
 

@@ -147,15 +147,17 @@ def _scale_rows(r: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     for p in points:
         rss = p["rss_mib"]
-        plan = p["explain"][0] if p["explain"] else {}
+        plans = " / ".join(
+            f"{plan.get('type')} on {plan.get('key')}, rows {plan.get('rows')}"
+            for plan in p["explain"]
+        )
         rows.append(
             (
                 "4 scale",
                 f"{p['backlog']:,} deliveries weeks ahead (+{scale['probe']:,} sent now)",
                 f"RSS api+dispatcher {rss['api_dispatcher']:.0f} MiB, "
                 f"worker {rss['worker']:.0f} MiB; "
-                f"claim_due {p['claim_due_ms']} ms (EXPLAIN: {plan.get('type')} on "
-                f"{plan.get('key')}, rows {plan.get('rows')})",
+                f"claim_due {p['claim_due_ms']} ms (EXPLAIN: {plans or 'none'})",
                 "RSS ≤ 200 MB",
                 _verdict(max(rss.values()) * 2**20 <= 200e6),
             )
