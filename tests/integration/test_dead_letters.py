@@ -26,7 +26,7 @@ from mailsched.errors import PermanentSendError, QueueUnavailable
 from mailsched.mail import Accepted, Letter, Mailer
 from mailsched.producer.dispatcher import Reaped
 from mailsched.producer.relay import DeadLetterOutbox, Relay
-from mailsched.queue import DeadLetter, DeliveryQueue, DueDelivery, Received
+from mailsched.queue import DeadLetter, DeliveryQueue, DueDelivery, Lane, Received
 from mailsched.store.db import Database
 from mailsched.store.migrate import upgrade
 from mailsched.store.tables import dead_letters
@@ -48,8 +48,8 @@ class DeadLettersRefused:
         self.refused = 0
         self.accepted: list[DeadLetter] = []
 
-    async def publish(self, deliveries: Sequence[DueDelivery]) -> None:
-        await self.inner.publish(deliveries)
+    async def publish(self, deliveries: Sequence[DueDelivery], lane: Lane = Lane.ON_TIME) -> None:
+        await self.inner.publish(deliveries, lane)
 
     async def receive(
         self,
