@@ -377,7 +377,9 @@ class Components:
 async def build(settings: Settings, clock: Clock = utc_now) -> Components:
     """Open the database and the queue that ``settings`` name."""
     name = process_name()
-    db = Database.from_url(settings.database_url)
+    # A transaction left idle for a lease (its process frozen) is ended by the server,
+    # so its locks cannot outlast the leases the reaper must take back.
+    db = Database.from_url(settings.database_url, idle_transaction_timeout=settings.lease_seconds)
     kafka = settings.kafka()
     queue: DeliveryQueue
     if kafka is None:

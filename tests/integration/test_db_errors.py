@@ -1,15 +1,18 @@
-"""MariaDB's refusals of a value are permanent errors, not "try again later"."""
+"""MariaDB's refusals of a value are permanent errors, not "try again later"; a transaction
+left idle by a frozen process is ended by the server."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailsched.errors import DataRefused, StoreUnavailable
-from mailsched.store.db import Database
+from mailsched.store.db import Database, create_engine
 from tests.conftest import _create_mysql_database, _drop_mysql_database, real_setting
 
 
@@ -64,3 +67,43 @@ async def test_a_value_that_does_not_fit_is_refused_for_good(
         return int((await conn.execute(text("SELECT COUNT(*) FROM probe"))).scalar_one())
 
     assert await mariadb.run(count) == 0
+
+
+@pytest.mark.realstack
+async def test_a_transaction_left_idle_loses_its_locks_and_its_session(
+    mariadb: Database,
+) -> None:
+    """A frozen process (SIGSTOP) keeps its connection: without a server-side limit its
+    row locks would hold up every other transaction for as long as it is frozen."""
+    await mariadb.run(lambda conn: conn.execute(text("INSERT INTO probe (num) VALUES (1)")))
+    url = mariadb.engine.url.render_as_string(hide_password=False)
+    frozen = Database(create_engine(url, pool_size=1, idle_transaction_timeout=1), retries=0)
+    locked, taken = asyncio.Event(), asyncio.Event()
+
+    async def freeze(conn: AsyncConnection) -> None:
+        await conn.execute(text("SELECT num FROM probe FOR UPDATE"))
+        locked.set()
+        await taken.wait()  # frozen: no statement until the other has the lock
+        await conn.execute(text("SELECT 1"))
+
+    async def take(conn: AsyncConnection) -> int:
+        # Long enough for the server's idle limit, short of the test's patience.
+        await conn.execute(text("SET SESSION innodb_lock_wait_timeout = 20"))
+        num = await conn.scalar(text("SELECT num FROM probe FOR UPDATE"))
+        taken.set()
+        return int(num)
+
+    async def other() -> int:
+        await locked.wait()
+        try:
+            return await mariadb.run(take, retry=False)
+        finally:
+            taken.set()  # a take that failed must not leave the frozen one waiting
+
+    try:
+        frozen_run = asyncio.create_task(frozen.run(freeze))
+        assert await other() == 1  # the lock was let go without the frozen one's help
+        with pytest.raises(StoreUnavailable):
+            await frozen_run
+    finally:
+        await frozen.dispose()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -54,14 +55,21 @@ def async_url(url: str) -> str:
     raise StoreError(f"unsupported database URL scheme {parsed.drivername!r}")
 
 
-def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
-    """An engine for ``url`` with mailsched's transaction rules (see the module docstring)."""
+def create_engine(
+    url: str, pool_size: int = 10, idle_transaction_timeout: float | None = None
+) -> AsyncEngine:
+    """An engine for ``url`` with mailsched's transaction rules (see the module docstring).
+
+    With ``idle_transaction_timeout``, the server ends a session whose transaction
+    sat that long without a statement (MySQL and MariaDB; see
+    :func:`_end_idle_transactions`).
+    """
     real_url = async_url(url)
     if real_url.startswith("sqlite"):
         engine = create_async_engine(real_url, connect_args={"timeout": 30})
         _sqlite_begin_immediate(engine)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         real_url,
         isolation_level="READ COMMITTED",
         pool_size=pool_size,
@@ -69,6 +77,35 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         pool_pre_ping=True,
         pool_recycle=1800,
     )
+    if idle_transaction_timeout is not None:
+        _end_idle_transactions(engine, max(1, math.ceil(idle_transaction_timeout)))
+    return engine
+
+
+def _end_idle_transactions(engine: AsyncEngine, seconds: int) -> None:
+    """Have the server end a session whose transaction waits ``seconds`` for its client.
+
+    A process that is frozen (SIGSTOP, a VM paused, a debugger) rather than dead
+    keeps its TCP connection, so the server keeps its transaction's row locks:
+    a campaign's other workers and the reaper then wait on them for as long as it
+    is frozen, and the reaper cannot take back even its expired leases. The server
+    rolls such a transaction back and closes the session (MariaDB's
+    ``idle_transaction_timeout``; MySQL, which has none, closes an idle session
+    after ``wait_timeout`` in or out of a transaction, and the pool's pre-ping
+    replaces it). The process learns of it at its next statement (error 4031 or
+    2013: :class:`StoreUnavailable`).
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT VERSION()")
+            (version,) = cursor.fetchone()
+            name = "idle_transaction_timeout" if "mariadb" in version.lower() else "wait_timeout"
+            cursor.execute(f"SET SESSION {name} = {seconds:d}")
+        finally:
+            cursor.close()
 
 
 def _sqlite_begin_immediate(engine: AsyncEngine) -> None:
@@ -131,8 +168,10 @@ class Database:
         self.on_events: Callable[[Mapping[str, int]], None] | None = None
 
     @classmethod
-    def from_url(cls, url: str, pool_size: int = 10) -> Database:
-        return cls(create_engine(url, pool_size))
+    def from_url(
+        cls, url: str, pool_size: int = 10, idle_transaction_timeout: float | None = None
+    ) -> Database:
+        return cls(create_engine(url, pool_size, idle_transaction_timeout))
 
     @property
     def dialect(self) -> str:
