@@ -95,9 +95,14 @@ class Dispatcher:
             )
             on_time, crowded = split_crowds(due.on_time, config.crowd)
             lanes = {Lane.ON_TIME: on_time, Lane.BEHIND: due.behind + crowded}
-            await asyncio.gather(
-                *(self._queue.publish(rows, lane) for lane, rows in lanes.items() if rows)
+            # Both lanes at once; a failure of either rolls the pass back once both ended.
+            published = await asyncio.gather(
+                *(self._queue.publish(rows, lane) for lane, rows in lanes.items() if rows),
+                return_exceptions=True,
             )
+            for result in published:
+                if isinstance(result, BaseException):
+                    raise result
             return lanes
 
         lanes = await self._db.run(work)
