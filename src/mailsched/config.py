@@ -192,9 +192,9 @@ class DispatcherConfig:
     #: a look-ahead early when the dispatcher keeps up; this catches those created
     #: due at once, which a pass claims within milliseconds of their creation.
     behind_after: timedelta = timedelta(seconds=0.25)
-    #: At most this many deliveries of one campaign take the on-time lane in a pass;
-    #: the rest of a crowd due at once goes behind, so that a big campaign due now
-    #: cannot fill the on-time lane ahead of every other campaign's next email.
+    #: A campaign with more deliveries than this in one pass is a crowd, and goes on
+    #: the behind lane whole, so that a big campaign due now cannot fill the on-time
+    #: lane ahead of every other campaign's next email.
     crowd: int = 50
 
 

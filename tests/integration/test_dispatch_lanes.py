@@ -82,26 +82,26 @@ async def test_just_due_is_on_time_and_a_moment_late_is_behind(db: Database) -> 
     assert queue.lanes == {Lane.ON_TIME: just_due, Lane.BEHIND: late}
 
 
-async def test_a_crowd_due_at_once_keeps_only_its_first_on_the_on_time_lane(
-    db: Database,
-) -> None:
+async def test_a_crowd_due_at_once_goes_behind_whole(db: Database) -> None:
     crowd = await campaign(db, [NOW] * 8)
+    few = await campaign(db, [NOW] * 3)
     small = await campaign(db, [NOW + timedelta(seconds=0.5)])
     queue = LaneLog()
 
-    assert await dispatcher(db, queue, batch_size=100, crowd=3).dispatch_once() == 9
+    assert await dispatcher(db, queue, batch_size=100, crowd=3).dispatch_once() == 12
 
-    assert queue.lanes[Lane.ON_TIME] == crowd[:3] + small
-    assert queue.lanes[Lane.BEHIND] == crowd[3:]
+    assert queue.lanes[Lane.ON_TIME] == few + small
+    # Whole, in order: none of it left on time to be overtaken by its own later ones.
+    assert queue.lanes[Lane.BEHIND] == crowd
     # What the worker takes first: the small campaign's email is not behind the crowd.
     first = await queue.receive(max_items=100, timeout=0)
-    assert [m.delivery.delivery_id for m in first] == crowd[:3] + small
+    assert [m.delivery.delivery_id for m in first] == few + small
 
 
-def test_split_crowds_keeps_each_campaigns_first_in_order() -> None:
+def test_split_crowds_keeps_order_and_moves_each_crowd_whole() -> None:
     due = [DueDelivery(i, campaign_id) for i, campaign_id in enumerate([1, 2, 1, 1, 2, 3, 1])]
 
     first, rest = split_crowds(due, 2)
 
-    assert [x.delivery_id for x in first] == [0, 1, 2, 4, 5]
-    assert [x.delivery_id for x in rest] == [3, 6]
+    assert [x.delivery_id for x in first] == [1, 4, 5]
+    assert [x.delivery_id for x in rest] == [0, 2, 3, 6]

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -48,16 +48,21 @@ class Reaped:
 
 
 def split_crowds(
-    due: Iterable[DueDelivery], crowd: int
+    due: Sequence[DueDelivery], crowd: int
 ) -> tuple[list[DueDelivery], list[DueDelivery]]:
-    """The first ``crowd`` deliveries of each campaign in ``due``, and the rest, each in
-    order."""
-    taken: Counter[int] = Counter()
+    """``due`` without the campaigns that have more than ``crowd`` deliveries in it, and
+    those campaigns' deliveries, each in order.
+
+    A crowd goes behind whole: splitting it would let the next window's deliveries
+    of the same campaign, on time, overtake this one's, behind, and a campaign
+    with an ``hourlyLimit`` then sends each window's first ones and pushes the
+    rest ever later (the bench's ``bursts``: p99 6.6 s).
+    """
+    counts = Counter(delivery.campaign_id for delivery in due)
     first: list[DueDelivery] = []
     rest: list[DueDelivery] = []
     for delivery in due:
-        taken[delivery.campaign_id] += 1
-        (first if taken[delivery.campaign_id] <= crowd else rest).append(delivery)
+        (first if counts[delivery.campaign_id] <= crowd else rest).append(delivery)
     return first, rest
 
 
