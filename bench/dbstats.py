@@ -6,12 +6,12 @@ import statistics
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailsched.config import DispatcherConfig
+from mailsched.config import BEHIND_AFTER
 from mailsched.domain.model import DeliveryStatus
 from mailsched.store.db import Database
 from mailsched.store.dispatch import claim_due
@@ -160,7 +160,6 @@ async def time_claim_due(db: Database, repeats: int = 20) -> dict[str, Any]:
     """Time :func:`claim_due` as the dispatcher calls it, on-time range then behind range
     (rolled back, so nothing is claimed), and EXPLAIN each SELECT of the last call."""
     captured: list[tuple[str, Any]] = []
-    behind_after = cast(timedelta, DispatcherConfig.__dataclass_fields__["behind_after"].default)
 
     def capture(_c: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
         if statement.lstrip().upper().startswith("SELECT") and "deliveries" in statement:
@@ -174,7 +173,7 @@ async def time_claim_due(db: Database, repeats: int = 20) -> dict[str, Any]:
             async with db.engine.connect() as conn, conn.begin() as tx:
                 now = datetime.now(UTC)
                 started = time.perf_counter()
-                await claim_due(conn, now + timedelta(seconds=1), 1000, now, now - behind_after)
+                await claim_due(conn, now + timedelta(seconds=1), 1000, now, now - BEHIND_AFTER)
                 timings.append(time.perf_counter() - started)
                 await tx.rollback()
     finally:

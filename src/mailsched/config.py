@@ -178,6 +178,10 @@ class KafkaConfig:
         return f"{self.group_id}.behind"
 
 
+#: The default of :attr:`DispatcherConfig.behind_after`.
+BEHIND_AFTER = timedelta(seconds=0.25)
+
+
 @dataclass(frozen=True, slots=True)
 class DispatcherConfig:
     """How the dispatcher moves due deliveries to the queue."""
@@ -191,7 +195,7 @@ class DispatcherConfig:
     #: and travels on the behind lane (:class:`mailsched.queue.Lane`). Deliveries come
     #: a look-ahead early when the dispatcher keeps up; this catches those created
     #: due at once, which a pass claims within milliseconds of their creation.
-    behind_after: timedelta = timedelta(seconds=0.25)
+    behind_after: timedelta = BEHIND_AFTER
     #: A campaign with more deliveries than this in one pass is a crowd, and goes on
     #: the behind lane whole, so that a big campaign due now cannot fill the on-time
     #: lane ahead of every other campaign's next email.
